@@ -1,0 +1,1 @@
+//! dpo stage.

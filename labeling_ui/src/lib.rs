@@ -1,0 +1,1 @@
+//! Labeling web app.

@@ -1,0 +1,1 @@
+//! Rudder model core.
