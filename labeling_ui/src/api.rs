@@ -1,0 +1,268 @@
+//! HTTP handlers for the JSON API and the embedded page.
+
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{self, Admin, CurrentUser, Role};
+use crate::db::project_by_name;
+use crate::error::{AppError, Result};
+use crate::export::{export_jsonl, ExportOptions};
+use crate::import::{create_project, import_items, parse_jsonl};
+use crate::queue::{load_shown, progress, Op, Outcome, ShownChoice, Submission};
+use crate::stats::{list_projects, project_stats};
+use crate::AppState;
+
+/// `Json` whose rejections (bad JSON, wrong content type, oversize body) become JSON 4xx errors.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(AppError))]
+pub struct ApiJson<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(AppError))]
+pub struct ApiPath<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub struct ApiQuery<T>(pub T);
+
+pub async fn index() -> impl IntoResponse {
+    Html(include_str!("../assets/index.html"))
+}
+
+pub async fn app_js() -> impl IntoResponse {
+    static_asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/app.js"),
+    )
+}
+
+pub async fn app_css() -> impl IntoResponse {
+    static_asset("text/css; charset=utf-8", include_str!("../assets/app.css"))
+}
+
+fn static_asset(mime: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, mime)], body).into_response()
+}
+
+pub async fn not_found() -> AppError {
+    AppError::NotFound("route".into())
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    name: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response> {
+    let (token, user) = auth::login(&state, &body.name, &body.password).await?;
+    let cookie = auth::session_cookie(&token, state.secure_cookies);
+    let cookie = HeaderValue::from_str(&cookie).map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(([(header::SET_COOKIE, cookie)], Json(user)).into_response())
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    req: Request,
+) -> Result<Response> {
+    let (parts, _) = req.into_parts();
+    if let Some(token) = auth::cookie_token(&parts) {
+        auth::logout(&state, &token).await?;
+    }
+    let cookie = HeaderValue::from_str(&auth::session_cookie("", state.secure_cookies))
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(([(header::SET_COOKIE, cookie)], Json(json!({ "ok": true }))).into_response())
+}
+
+pub async fn me(user: CurrentUser) -> Json<CurrentUser> {
+    Json(user)
+}
+
+pub async fn projects(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>> {
+    let scope = (user.role != Role::Admin).then_some(user.id);
+    Ok(Json(
+        json!({ "projects": list_projects(&state.pool, scope).await? }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct NewProject {
+    name: String,
+    #[serde(default = "one")]
+    overlap: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+pub async fn new_project(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(body): ApiJson<NewProject>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let id = create_project(&state.pool, &body.name, body.overlap).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "name": body.name.trim() })),
+    ))
+}
+
+/// Body: the JSONL file itself (any text content type).
+pub async fn import(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(project): ApiPath<String>,
+    body: Result<String, axum::extract::rejection::StringRejection>,
+) -> Result<Json<Value>> {
+    let text = body.map_err(|r| AppError::Rejected {
+        status: r.status(),
+        message: r.body_text(),
+    })?;
+    let items = parse_jsonl(&text)?;
+    let report = import_items(&state.pool, &project, items).await?;
+    Ok(Json(json!(report)))
+}
+
+pub async fn next(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(project): ApiPath<String>,
+) -> Result<Json<Value>> {
+    let (project_id, _) = project_by_name(&state.pool, &project).await?;
+    let op = Op::Next {
+        user_id: user.id,
+        project_id,
+    };
+    let Outcome::Assigned(assigned) = state.writer.run(op).await? else {
+        return Err(AppError::Internal(
+            "writer answered next with the wrong outcome".into(),
+        ));
+    };
+    let progress = progress(&state.pool, user.id, project_id).await?;
+    Ok(Json(match assigned {
+        Some(id) => {
+            let shown = load_shown(&state.pool, id).await?;
+            json!({ "done": false, "comparison": shown, "progress": progress })
+        }
+        None => json!({ "done": true, "progress": progress }),
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct LabelBody {
+    assignment_id: i64,
+    choice: ShownChoice,
+    client_id: String,
+    #[serde(default)]
+    rationale: Option<String>,
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<LabelBody>,
+) -> Result<Json<Value>> {
+    if body.client_id.is_empty() || body.client_id.len() > 100 {
+        return Err(AppError::BadRequest(
+            "client_id must be 1-100 characters".into(),
+        ));
+    }
+    let rationale = body.rationale.filter(|r| !r.trim().is_empty());
+    if rationale.as_ref().is_some_and(|r| r.len() > 10_000) {
+        return Err(AppError::BadRequest(
+            "rationale is limited to 10000 bytes".into(),
+        ));
+    }
+    let op = Op::Submit(Submission {
+        user_id: user.id,
+        assignment_id: body.assignment_id,
+        client_id: body.client_id,
+        choice: body.choice,
+        rationale,
+    });
+    match state.writer.run(op).await? {
+        Outcome::Submitted {
+            label_id,
+            duplicate,
+        } => Ok(Json(
+            json!({ "label_id": label_id, "duplicate": duplicate }),
+        )),
+        _ => Err(AppError::Internal(
+            "writer answered submit with the wrong outcome".into(),
+        )),
+    }
+}
+
+pub async fn undo(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(project): ApiPath<String>,
+) -> Result<Json<Value>> {
+    let (project_id, _) = project_by_name(&state.pool, &project).await?;
+    match state
+        .writer
+        .run(Op::Undo {
+            user_id: user.id,
+            project_id,
+        })
+        .await?
+    {
+        Outcome::Undone(id) => Ok(Json(json!({ "assignment_id": id }))),
+        _ => Err(AppError::Internal(
+            "writer answered undo with the wrong outcome".into(),
+        )),
+    }
+}
+
+pub async fn my_progress(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(project): ApiPath<String>,
+) -> Result<Json<Value>> {
+    let (project_id, _) = project_by_name(&state.pool, &project).await?;
+    Ok(Json(json!(
+        progress(&state.pool, user.id, project_id).await?
+    )))
+}
+
+pub async fn stats(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(project): ApiPath<String>,
+) -> Result<Json<Value>> {
+    Ok(Json(json!(project_stats(&state.pool, &project).await?)))
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(project): ApiPath<String>,
+    ApiQuery(opts): ApiQuery<ExportOptions>,
+) -> Result<Response> {
+    let (text, _) = export_jsonl(&state.pool, &project, opts).await?;
+    let safe: String = project
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    let disposition = format!("attachment; filename=\"{safe}-prefs.jsonl\"");
+    let disposition =
+        HeaderValue::from_str(&disposition).map_err(|e| AppError::Internal(e.to_string()))?;
+    let ctype = HeaderValue::from_static("application/x-ndjson");
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        text,
+    )
+        .into_response())
+}

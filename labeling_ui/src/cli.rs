@@ -1,0 +1,175 @@
+//! `rudder label ...` subcommands. The `cli` crate mounts [`LabelArgs`] and calls [`run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::auth::{add_user, Role};
+use crate::error::{AppError, Result};
+use crate::export::{export_jsonl, ExportOptions, Ties};
+use crate::import::{create_project, import_items, parse_jsonl};
+use crate::{app, db, AppState};
+
+/// Arguments of `rudder label`.
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    #[command(subcommand)]
+    pub command: LabelCommand,
+}
+
+/// The labeling subcommands.
+///
+/// `rudder label generate --project P --model M --prompts prompts.jsonl --n 2` is not here: it
+/// needs the model crate, so the `cli` crate adds it, samples the responses itself and stores
+/// them with [`crate::import_items`] (atomic, all or nothing).
+#[derive(Debug, Subcommand)]
+pub enum LabelCommand {
+    /// Serve the labeling page and JSON API (creates and migrates the database).
+    Serve {
+        /// SQLite file path or `sqlite://` URL.
+        #[arg(long, env = "RUDDER_LABEL_DB")]
+        db: String,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// Mark the session cookie `Secure` (when served behind TLS).
+        #[arg(long)]
+        secure_cookies: bool,
+    },
+    /// Create a user and print its one-time password.
+    AddUser {
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long, env = "RUDDER_LABEL_DB")]
+        db: String,
+    },
+    /// Create a pairwise project.
+    CreateProject {
+        name: String,
+        /// How many different labelers see each comparison.
+        #[arg(long, default_value_t = 1)]
+        overlap: i64,
+        #[arg(long, env = "RUDDER_LABEL_DB")]
+        db: String,
+    },
+    /// Import items from JSONL (`{"prompt","responses"}` or TRL `{"prompt","chosen","rejected"}`).
+    Import {
+        #[arg(long)]
+        project: String,
+        file: PathBuf,
+        #[arg(long, env = "RUDDER_LABEL_DB")]
+        db: String,
+    },
+    /// Export preferences in TRL format (majority over labelers), or raw labels.
+    Export {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = Ties::Drop)]
+        ties: Ties,
+        /// One row per individual label instead of the majority.
+        #[arg(long)]
+        raw: bool,
+        #[arg(long, env = "RUDDER_LABEL_DB")]
+        db: String,
+    },
+    /// Print progress and agreement for a project as JSON.
+    Stats {
+        #[arg(long)]
+        project: String,
+        #[arg(long, env = "RUDDER_LABEL_DB")]
+        db: String,
+    },
+}
+
+/// Runs one `rudder label` subcommand.
+pub async fn run(args: LabelArgs) -> Result<()> {
+    match args.command {
+        LabelCommand::Serve {
+            db,
+            addr,
+            secure_cookies,
+        } => serve(&db, addr, secure_cookies).await,
+        LabelCommand::AddUser { name, role, db } => {
+            let password = add_user(&db::open(&db).await?, &name, role).await?;
+            println!(
+                "created {} '{}'; one-time password (shown only now): {password}",
+                role.as_str(),
+                name.trim()
+            );
+            Ok(())
+        }
+        LabelCommand::CreateProject { name, overlap, db } => {
+            let id = create_project(&db::open(&db).await?, &name, overlap).await?;
+            println!(
+                "created project '{}' (id {id}, overlap {overlap})",
+                name.trim()
+            );
+            Ok(())
+        }
+        LabelCommand::Import { project, file, db } => {
+            let pool = db::open(&db).await?;
+            let items = parse_jsonl(&tokio::fs::read_to_string(&file).await?)?;
+            let r = import_items(&pool, &project, items).await?;
+            println!(
+                "imported {} items, {} comparisons into '{project}'",
+                r.items, r.comparisons
+            );
+            Ok(())
+        }
+        LabelCommand::Export {
+            project,
+            out,
+            ties,
+            raw,
+            db,
+        } => {
+            let pool = db::open(&db).await?;
+            let (text, rows) = export_jsonl(&pool, &project, ExportOptions { ties, raw }).await?;
+            tokio::fs::write(&out, text).await?;
+            println!("wrote {rows} rows to {}", out.display());
+            Ok(())
+        }
+        LabelCommand::Stats { project, db } => {
+            let stats = crate::stats::project_stats(&db::open(&db).await?, &project).await?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            Ok(())
+        }
+    }
+}
+
+/// Serves until Ctrl-C / SIGTERM.
+pub async fn serve(db: &str, addr: SocketAddr, secure_cookies: bool) -> Result<()> {
+    let pool = db::open(db).await?;
+    let mut state = AppState::new(pool.clone());
+    state.secure_cookies = secure_cookies;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    println!("labeling UI listening on http://{local}");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(AppError::Io)?;
+    pool.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

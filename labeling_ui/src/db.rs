@@ -1,0 +1,61 @@
+//! Opening the database: WAL, foreign keys, full fsync on commit, migrations applied at start.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use crate::error::Result;
+
+/// The migrations in the workspace's `migrations/` folder, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Accepts a plain path (`labels.sqlite`) or a URL (`sqlite://labels.sqlite`, `sqlite::memory:`).
+pub fn connect_options(db: &str) -> Result<SqliteConnectOptions> {
+    let opts = if db.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(db)?
+    } else {
+        SqliteConnectOptions::new().filename(db)
+    };
+    Ok(tune(opts.create_if_missing(true)))
+}
+
+/// Settings every connection gets. `synchronous = FULL` makes each commit durable before we
+/// acknowledge it; the writer batches commits so that fsync cost is shared.
+pub fn tune(opts: SqliteConnectOptions) -> SqliteConnectOptions {
+    opts.journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(30))
+}
+
+/// Opens (creating if missing) and migrates the database.
+pub async fn open(db: &str) -> Result<SqlitePool> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(connect_options(db)?)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Looks up a project's id and overlap by name.
+pub async fn project_by_name(pool: &SqlitePool, name: &str) -> Result<(i64, i64)> {
+    let row = sqlx::query!(
+        r#"SELECT id AS "id!", overlap FROM projects WHERE name = ?"#,
+        name
+    )
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| (r.id, r.overlap))
+        .ok_or_else(|| crate::AppError::NotFound(format!("project '{name}'")))
+}

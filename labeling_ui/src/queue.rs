@@ -1,0 +1,270 @@
+//! The labeling queue: hand out the next comparison, record a label, undo the last one. The
+//! write side runs inside the writer's batch transaction (see `writer.rs`).
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::db::now_ms;
+use crate::error::{AppError, Result};
+use crate::import::Prompt;
+
+/// What the labeler clicked, in the order the page showed the responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShownChoice {
+    A,
+    B,
+    #[serde(rename = "tie")]
+    Tie,
+    #[serde(rename = "both_bad")]
+    BothBad,
+}
+
+impl ShownChoice {
+    /// Maps the shown choice back to the comparison's canonical first/second order.
+    pub fn canonical(self, swapped: bool) -> &'static str {
+        match (self, swapped) {
+            (ShownChoice::A, false) | (ShownChoice::B, true) => "first",
+            (ShownChoice::B, false) | (ShownChoice::A, true) => "second",
+            (ShownChoice::Tie, _) => "tie",
+            (ShownChoice::BothBad, _) => "both_bad",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Next { user_id: i64, project_id: i64 },
+    Submit(Submission),
+    Undo { user_id: i64, project_id: i64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub user_id: i64,
+    pub assignment_id: i64,
+    pub client_id: String,
+    pub choice: ShownChoice,
+    pub rationale: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// The assignment to show, or `None` when nothing is left for this labeler.
+    Assigned(Option<i64>),
+    Submitted {
+        label_id: i64,
+        duplicate: bool,
+    },
+    /// The assignment whose label was undone.
+    Undone(i64),
+}
+
+pub async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome> {
+    match op {
+        Op::Next {
+            user_id,
+            project_id,
+        } => next(conn, *user_id, *project_id)
+            .await
+            .map(Outcome::Assigned),
+        Op::Submit(s) => submit(conn, s).await,
+        Op::Undo {
+            user_id,
+            project_id,
+        } => undo(conn, *user_id, *project_id).await.map(Outcome::Undone),
+    }
+}
+
+async fn next(conn: &mut SqliteConnection, user_id: i64, project_id: i64) -> Result<Option<i64>> {
+    // An open assignment (unlabeled, or reopened by undo) comes back before anything new, so a
+    // reload shows the same comparison and undo returns to the undone one.
+    let open = sqlx::query_scalar!(
+        r#"SELECT id AS "id!" FROM assignments WHERE user_id = ? AND project_id = ? AND done = 0
+           ORDER BY reopened_at DESC, id LIMIT 1"#,
+        user_id,
+        project_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if open.is_some() {
+        return Ok(open);
+    }
+    let pick = sqlx::query!(
+        r#"SELECT c.id AS "id!", c.item_id FROM comparisons c
+           WHERE c.project_id = ? AND c.remaining > 0
+             AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.comparison_id = c.id AND a.user_id = ?)
+           ORDER BY c.id LIMIT 1"#,
+        project_id,
+        user_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(pick) = pick else { return Ok(None) };
+    let (swapped, now) = (rand::rng().random_bool(0.5) as i64, now_ms());
+    let id = sqlx::query!(
+        "INSERT INTO assignments (project_id, item_id, comparison_id, user_id, swapped, created_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+        project_id,
+        pick.item_id,
+        pick.id,
+        user_id,
+        swapped,
+        now
+    )
+    .execute(&mut *conn)
+    .await?
+    .last_insert_rowid();
+    sqlx::query!(
+        "UPDATE comparisons SET remaining = remaining - 1 WHERE id = ?",
+        pick.id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(id))
+}
+
+async fn submit(conn: &mut SqliteConnection, s: &Submission) -> Result<Outcome> {
+    let seen = sqlx::query!(
+        r#"SELECT l.id AS "id!", l.assignment_id, a.user_id FROM labels l
+           JOIN assignments a ON a.id = l.assignment_id WHERE l.client_id = ?"#,
+        s.client_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(seen) = seen {
+        // A retry of a committed submission: answer as before, count nothing.
+        if seen.assignment_id == s.assignment_id && seen.user_id == s.user_id {
+            return Ok(Outcome::Submitted {
+                label_id: seen.id,
+                duplicate: true,
+            });
+        }
+        return Err(AppError::Conflict(
+            "client_id already used for another label".into(),
+        ));
+    }
+    let a = sqlx::query!(
+        "SELECT swapped, done FROM assignments WHERE id = ? AND user_id = ?",
+        s.assignment_id,
+        s.user_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| AppError::NotFound(format!("assignment {}", s.assignment_id)))?;
+    if a.done != 0 {
+        return Err(AppError::Conflict(
+            "assignment already labeled; undo it first".into(),
+        ));
+    }
+    let (choice, now) = (s.choice.canonical(a.swapped != 0), now_ms());
+    let label_id = sqlx::query!(
+        "INSERT INTO labels (assignment_id, client_id, choice, rationale, created_at) VALUES (?, ?, ?, ?, ?)",
+        s.assignment_id,
+        s.client_id,
+        choice,
+        s.rationale,
+        now
+    )
+    .execute(&mut *conn)
+    .await?
+    .last_insert_rowid();
+    sqlx::query!(
+        "UPDATE assignments SET done = 1 WHERE id = ?",
+        s.assignment_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(Outcome::Submitted {
+        label_id,
+        duplicate: false,
+    })
+}
+
+async fn undo(conn: &mut SqliteConnection, user_id: i64, project_id: i64) -> Result<i64> {
+    let last = sqlx::query!(
+        r#"SELECT l.id AS "id!", l.assignment_id FROM labels l
+           JOIN assignments a ON a.id = l.assignment_id
+           WHERE a.user_id = ? AND a.project_id = ? AND l.undone_at IS NULL
+           ORDER BY l.id DESC LIMIT 1"#,
+        user_id,
+        project_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| AppError::NotFound("label to undo".into()))?;
+    let now = now_ms();
+    sqlx::query!("UPDATE labels SET undone_at = ? WHERE id = ?", now, last.id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!(
+        "UPDATE assignments SET done = 0, reopened_at = ? WHERE id = ?",
+        now,
+        last.assignment_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(last.assignment_id)
+}
+
+/// A comparison as the page shows it: A/B already in the assignment's randomised order.
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    pub assignment_id: i64,
+    pub prompt: Prompt,
+    pub a: String,
+    pub b: String,
+}
+
+pub async fn load_shown(pool: &SqlitePool, assignment_id: i64) -> Result<Shown> {
+    let r = sqlx::query!(
+        r#"SELECT a.swapped, i.prompt_json, r1.body AS first_body, r2.body AS second_body
+           FROM assignments a
+           JOIN comparisons c ON c.id = a.comparison_id
+           JOIN items i ON i.id = c.item_id
+           JOIN responses r1 ON r1.id = c.first_id
+           JOIN responses r2 ON r2.id = c.second_id
+           WHERE a.id = ?"#,
+        assignment_id
+    )
+    .fetch_one(pool)
+    .await?;
+    let (a, b) = if r.swapped != 0 {
+        (r.second_body, r.first_body)
+    } else {
+        (r.first_body, r.second_body)
+    };
+    Ok(Shown {
+        assignment_id,
+        prompt: serde_json::from_str(&r.prompt_json)?,
+        a,
+        b,
+    })
+}
+
+/// A labeler's own progress in a project.
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    pub labeled: i64,
+    pub comparisons: i64,
+}
+
+pub async fn progress(pool: &SqlitePool, user_id: i64, project_id: i64) -> Result<Progress> {
+    let labeled = sqlx::query_scalar!(
+        r#"SELECT COUNT(*) AS "n!: i64" FROM assignments WHERE user_id = ? AND project_id = ? AND done = 1"#,
+        user_id,
+        project_id
+    )
+    .fetch_one(pool)
+    .await?;
+    let comparisons = sqlx::query_scalar!(
+        r#"SELECT COUNT(*) AS "n!: i64" FROM comparisons WHERE project_id = ?"#,
+        project_id
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Progress {
+        labeled,
+        comparisons,
+    })
+}

@@ -1,0 +1,94 @@
+-- Labeling UI schema (issue #3). Timestamps are unix milliseconds.
+-- Ranking (issue #9) is planned to add `projects.mode = 'ranking'` and a `rankings` table keyed by
+-- assignment; that is why labels hang off `assignments`, and assignments point at an item with an
+-- optional comparison (NULL for a ranking assignment).
+
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT    NOT NULL UNIQUE,
+    role          TEXT    NOT NULL CHECK (role IN ('labeler', 'admin')),
+    password_hash TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+
+CREATE TABLE sessions (
+    -- SHA-256 of the cookie token, so a leaked database does not leak live sessions.
+    token_hash TEXT    PRIMARY KEY,
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    csrf_token TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE projects (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL UNIQUE,
+    -- Only 'pairwise' today; validated in the app so a later mode needs no table rebuild.
+    mode       TEXT    NOT NULL DEFAULT 'pairwise',
+    overlap    INTEGER NOT NULL DEFAULT 1 CHECK (overlap >= 1),
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE items (
+    id          INTEGER PRIMARY KEY,
+    project_id  INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    -- JSON: a string, or an array of {"role","content"} messages.
+    prompt_json TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX items_project ON items (project_id);
+
+CREATE TABLE responses (
+    id      INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    idx     INTEGER NOT NULL,
+    body    TEXT    NOT NULL,
+    UNIQUE (item_id, idx)
+);
+
+-- One row per unordered response pair; `first`/`second` is the canonical (import) order.
+CREATE TABLE comparisons (
+    id         INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    item_id    INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    first_id   INTEGER NOT NULL REFERENCES responses (id),
+    second_id  INTEGER NOT NULL REFERENCES responses (id),
+    -- overlap minus assignments handed out; the partial index keeps the queue scan to open work.
+    remaining  INTEGER NOT NULL CHECK (remaining >= 0),
+    UNIQUE (item_id, first_id, second_id)
+);
+CREATE INDEX comparisons_open ON comparisons (project_id, id) WHERE remaining > 0;
+CREATE INDEX comparisons_project ON comparisons (project_id);
+
+CREATE TABLE assignments (
+    id            INTEGER PRIMARY KEY,
+    project_id    INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    item_id       INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    comparison_id INTEGER REFERENCES comparisons (id) ON DELETE CASCADE,
+    user_id       INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    -- 1 when the page showed `second` as A: the randomised order is recorded per assignment.
+    swapped       INTEGER NOT NULL CHECK (swapped IN (0, 1)),
+    created_at    INTEGER NOT NULL,
+    -- Bumped by undo so the undone comparison comes back first.
+    reopened_at   INTEGER NOT NULL DEFAULT 0,
+    -- 1 while a live (not undone) label exists; kept in step by submit/undo so the queue and
+    -- progress queries never scan labels.
+    done          INTEGER NOT NULL DEFAULT 0 CHECK (done IN (0, 1)),
+    -- Never show one comparison twice to the same labeler.
+    UNIQUE (comparison_id, user_id)
+);
+CREATE INDEX assignments_user ON assignments (user_id, project_id, done);
+
+CREATE TABLE labels (
+    id            INTEGER PRIMARY KEY,
+    assignment_id INTEGER NOT NULL REFERENCES assignments (id) ON DELETE CASCADE,
+    -- Chosen by the client per click: a retried submission hits this and is not counted twice.
+    client_id     TEXT    NOT NULL UNIQUE,
+    -- Canonical terms: 'first' / 'second' refer to comparisons.first_id / second_id.
+    choice        TEXT    NOT NULL CHECK (choice IN ('first', 'second', 'tie', 'both_bad')),
+    rationale     TEXT,
+    created_at    INTEGER NOT NULL,
+    -- Undo keeps the row (so its client id stays spent) and marks it dead.
+    undone_at     INTEGER
+);
+CREATE UNIQUE INDEX labels_live ON labels (assignment_id) WHERE undone_at IS NULL;
+CREATE INDEX labels_created ON labels (assignment_id, created_at);
