@@ -25,6 +25,8 @@ CREATE TABLE projects (
     -- Only 'pairwise' today; validated in the app so a later mode needs no table rebuild.
     mode       TEXT    NOT NULL DEFAULT 'pairwise',
     overlap    INTEGER NOT NULL DEFAULT 1 CHECK (overlap >= 1),
+    -- Kept by import so progress needs no COUNT over the comparisons on every request.
+    n_comparisons INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
 );
 
@@ -92,3 +94,24 @@ CREATE TABLE labels (
 );
 CREATE UNIQUE INDEX labels_live ON labels (assignment_id) WHERE undone_at IS NULL;
 CREATE INDEX labels_created ON labels (assignment_id, created_at);
+
+-- The denormalised counters above (`comparisons.remaining`, `assignments.done`) are kept in step
+-- by triggers, so that each labeling write is one statement: the single writer task is the
+-- throughput bottleneck and every statement costs it a round trip to SQLite's thread.
+CREATE TRIGGER assignments_take AFTER INSERT ON assignments
+WHEN NEW.comparison_id IS NOT NULL
+BEGIN
+    UPDATE comparisons SET remaining = remaining - 1 WHERE id = NEW.comparison_id;
+END;
+
+CREATE TRIGGER labels_done AFTER INSERT ON labels
+WHEN NEW.undone_at IS NULL
+BEGIN
+    UPDATE assignments SET done = 1 WHERE id = NEW.assignment_id;
+END;
+
+CREATE TRIGGER labels_undo AFTER UPDATE OF undone_at ON labels
+WHEN OLD.undone_at IS NULL AND NEW.undone_at IS NOT NULL
+BEGIN
+    UPDATE assignments SET done = 0, reopened_at = NEW.undone_at WHERE id = NEW.assignment_id;
+END;

@@ -8,7 +8,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{self, Admin, CurrentUser, Role};
-use crate::db::project_by_name;
 use crate::error::{AppError, Result};
 use crate::export::{export_jsonl, ExportOptions};
 use crate::import::{create_project, import_items, parse_jsonl};
@@ -137,7 +136,7 @@ pub async fn next(
     user: CurrentUser,
     ApiPath(project): ApiPath<String>,
 ) -> Result<Json<Value>> {
-    let (project_id, _) = project_by_name(&state.pool, &project).await?;
+    let (project_id, _) = state.project(&project).await?;
     let op = Op::Next {
         user_id: user.id,
         project_id,
@@ -207,7 +206,7 @@ pub async fn undo(
     user: CurrentUser,
     ApiPath(project): ApiPath<String>,
 ) -> Result<Json<Value>> {
-    let (project_id, _) = project_by_name(&state.pool, &project).await?;
+    let (project_id, _) = state.project(&project).await?;
     match state
         .writer
         .run(Op::Undo {
@@ -228,7 +227,7 @@ pub async fn my_progress(
     user: CurrentUser,
     ApiPath(project): ApiPath<String>,
 ) -> Result<Json<Value>> {
-    let (project_id, _) = project_by_name(&state.pool, &project).await?;
+    let (project_id, _) = state.project(&project).await?;
     Ok(Json(json!(
         progress(&state.pool, user.id, project_id).await?
     )))

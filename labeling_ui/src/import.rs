@@ -171,6 +171,14 @@ pub async fn import_items(
         report.comparisons += insert_item(&mut tx, project_id, overlap, item).await?;
         report.items += 1;
     }
+    let added = report.comparisons as i64;
+    sqlx::query!(
+        "UPDATE projects SET n_comparisons = n_comparisons + ? WHERE id = ?",
+        added,
+        project_id
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(report)
 }

@@ -40,6 +40,9 @@ pub struct AppState {
     pub pool: SqlitePool,
     writer: writer::Writer,
     sessions: Arc<auth::SessionCache>,
+    /// Project name -> (id, overlap). Projects are never renamed or deleted, so entries never
+    /// go stale; this saves a query on every labeling request.
+    projects: Arc<std::sync::RwLock<std::collections::HashMap<String, (i64, i64)>>>,
     /// Adds `Secure` to the session cookie; turn on behind TLS.
     pub secure_cookies: bool,
 }
@@ -51,8 +54,21 @@ impl AppState {
             writer: writer::Writer::spawn(pool.clone()),
             pool,
             sessions: Arc::default(),
+            projects: Arc::default(),
             secure_cookies: false,
         }
+    }
+
+    /// Id and overlap of a project, from the cache or the database.
+    pub(crate) async fn project(&self, name: &str) -> Result<(i64, i64)> {
+        if let Some(hit) = self.projects.read().ok().and_then(|m| m.get(name).copied()) {
+            return Ok(hit);
+        }
+        let found = db::project_by_name(&self.pool, name).await?;
+        if let Ok(mut m) = self.projects.write() {
+            m.insert(name.to_owned(), found);
+        }
+        Ok(found)
     }
 }
 

@@ -21,13 +21,12 @@ pub enum ShownChoice {
 }
 
 impl ShownChoice {
-    /// Maps the shown choice back to the comparison's canonical first/second order.
-    pub fn canonical(self, swapped: bool) -> &'static str {
-        match (self, swapped) {
-            (ShownChoice::A, false) | (ShownChoice::B, true) => "first",
-            (ShownChoice::B, false) | (ShownChoice::A, true) => "second",
-            (ShownChoice::Tie, _) => "tie",
-            (ShownChoice::BothBad, _) => "both_bad",
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShownChoice::A => "A",
+            ShownChoice::B => "B",
+            ShownChoice::Tie => "tie",
+            ShownChoice::BothBad => "both_bad",
         }
     }
 }
@@ -90,41 +89,60 @@ async fn next(conn: &mut SqliteConnection, user_id: i64, project_id: i64) -> Res
     if open.is_some() {
         return Ok(open);
     }
-    let pick = sqlx::query!(
-        r#"SELECT c.id AS "id!", c.item_id FROM comparisons c
-           WHERE c.project_id = ? AND c.remaining > 0
-             AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.comparison_id = c.id AND a.user_id = ?)
-           ORDER BY c.id LIMIT 1"#,
-        project_id,
-        user_id
+    // Pick and take in one statement; the `assignments_take` trigger decrements `remaining`.
+    let (swapped, now) = (rand::rng().random_bool(0.5) as i64, now_ms());
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO assignments (project_id, item_id, comparison_id, user_id, swapped, created_at)
+           SELECT c.project_id, c.item_id, c.id, ?1, ?2, ?3 FROM comparisons c
+           WHERE c.project_id = ?4 AND c.remaining > 0
+             AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.comparison_id = c.id AND a.user_id = ?1)
+           ORDER BY c.id LIMIT 1
+           RETURNING id AS "id!""#,
+        user_id,
+        swapped,
+        now,
+        project_id
     )
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(pick) = pick else { return Ok(None) };
-    let (swapped, now) = (rand::rng().random_bool(0.5) as i64, now_ms());
-    let id = sqlx::query!(
-        "INSERT INTO assignments (project_id, item_id, comparison_id, user_id, swapped, created_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
-        project_id,
-        pick.item_id,
-        pick.id,
-        user_id,
-        swapped,
-        now
-    )
-    .execute(&mut *conn)
-    .await?
-    .last_insert_rowid();
-    sqlx::query!(
-        "UPDATE comparisons SET remaining = remaining - 1 WHERE id = ?",
-        pick.id
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(Some(id))
+    Ok(id)
 }
 
 async fn submit(conn: &mut SqliteConnection, s: &Submission) -> Result<Outcome> {
+    // Fast path, one statement: insert only if the assignment is this labeler's and still open;
+    // a reused client id hits the UNIQUE constraint and inserts nothing. The shown choice is
+    // mapped to canonical first/second with the assignment's recorded A/B order.
+    let (shown, now) = (s.choice.as_str(), now_ms());
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO labels (assignment_id, client_id, choice, rationale, created_at)
+           SELECT a.id, ?1,
+                  CASE WHEN ?2 IN ('tie', 'both_bad') THEN ?2
+                       WHEN (?2 = 'A') = (a.swapped = 0) THEN 'first' ELSE 'second' END,
+                  ?3, ?4
+           FROM assignments a WHERE a.id = ?5 AND a.user_id = ?6 AND a.done = 0
+           ON CONFLICT DO NOTHING
+           RETURNING id AS "id!""#,
+        s.client_id,
+        shown,
+        s.rationale,
+        now,
+        s.assignment_id,
+        s.user_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match inserted {
+        Some(label_id) => Ok(Outcome::Submitted {
+            label_id,
+            duplicate: false,
+        }),
+        None => explain_rejected(conn, s).await,
+    }
+}
+
+/// Slow path after the insert did nothing: a retry, a foreign or unknown assignment, or one
+/// that is already labeled.
+async fn explain_rejected(conn: &mut SqliteConnection, s: &Submission) -> Result<Outcome> {
     let seen = sqlx::query!(
         r#"SELECT l.id AS "id!", l.assignment_id, a.user_id FROM labels l
            JOIN assignments a ON a.id = l.assignment_id WHERE l.client_id = ?"#,
@@ -144,41 +162,22 @@ async fn submit(conn: &mut SqliteConnection, s: &Submission) -> Result<Outcome> 
             "client_id already used for another label".into(),
         ));
     }
-    let a = sqlx::query!(
-        "SELECT swapped, done FROM assignments WHERE id = ? AND user_id = ?",
+    let mine = sqlx::query_scalar!(
+        r#"SELECT COUNT(*) AS "n!: i64" FROM assignments WHERE id = ? AND user_id = ?"#,
         s.assignment_id,
         s.user_id
     )
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| AppError::NotFound(format!("assignment {}", s.assignment_id)))?;
-    if a.done != 0 {
-        return Err(AppError::Conflict(
-            "assignment already labeled; undo it first".into(),
-        ));
-    }
-    let (choice, now) = (s.choice.canonical(a.swapped != 0), now_ms());
-    let label_id = sqlx::query!(
-        "INSERT INTO labels (assignment_id, client_id, choice, rationale, created_at) VALUES (?, ?, ?, ?, ?)",
-        s.assignment_id,
-        s.client_id,
-        choice,
-        s.rationale,
-        now
-    )
-    .execute(&mut *conn)
-    .await?
-    .last_insert_rowid();
-    sqlx::query!(
-        "UPDATE assignments SET done = 1 WHERE id = ?",
-        s.assignment_id
-    )
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(Outcome::Submitted {
-        label_id,
-        duplicate: false,
-    })
+    if mine == 0 {
+        return Err(AppError::NotFound(format!(
+            "assignment {}",
+            s.assignment_id
+        )));
+    }
+    Err(AppError::Conflict(
+        "assignment already labeled; undo it first".into(),
+    ))
 }
 
 async fn undo(conn: &mut SqliteConnection, user_id: i64, project_id: i64) -> Result<i64> {
@@ -193,17 +192,11 @@ async fn undo(conn: &mut SqliteConnection, user_id: i64, project_id: i64) -> Res
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| AppError::NotFound("label to undo".into()))?;
+    // The `labels_undo` trigger reopens the assignment.
     let now = now_ms();
     sqlx::query!("UPDATE labels SET undone_at = ? WHERE id = ?", now, last.id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query!(
-        "UPDATE assignments SET done = 0, reopened_at = ? WHERE id = ?",
-        now,
-        last.assignment_id
-    )
-    .execute(&mut *conn)
-    .await?;
     Ok(last.assignment_id)
 }
 
@@ -250,21 +243,15 @@ pub struct Progress {
 }
 
 pub async fn progress(pool: &SqlitePool, user_id: i64, project_id: i64) -> Result<Progress> {
-    let labeled = sqlx::query_scalar!(
-        r#"SELECT COUNT(*) AS "n!: i64" FROM assignments WHERE user_id = ? AND project_id = ? AND done = 1"#,
+    Ok(sqlx::query_as!(
+        Progress,
+        r#"SELECT (SELECT COUNT(*) FROM assignments
+                   WHERE user_id = ?1 AND project_id = ?2 AND done = 1) AS "labeled!: i64",
+                  n_comparisons AS comparisons
+           FROM projects WHERE id = ?2"#,
         user_id,
         project_id
     )
     .fetch_one(pool)
-    .await?;
-    let comparisons = sqlx::query_scalar!(
-        r#"SELECT COUNT(*) AS "n!: i64" FROM comparisons WHERE project_id = ?"#,
-        project_id
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(Progress {
-        labeled,
-        comparisons,
-    })
+    .await?)
 }

@@ -135,7 +135,7 @@ pub async fn list_projects(pool: &SqlitePool, user_id: Option<i64>) -> Result<Ve
     Ok(sqlx::query_as!(
         ProjectSummary,
         r#"SELECT p.name, p.overlap,
-             (SELECT COUNT(*) FROM comparisons c WHERE c.project_id = p.id) AS "comparisons!: i64",
+             p.n_comparisons AS comparisons,
              (SELECT COUNT(*) FROM assignments a WHERE a.project_id = p.id AND a.done = 1
                 AND (?1 IS NULL OR a.user_id = ?1)) AS "labeled!: i64"
            FROM projects p ORDER BY p.name"#,
