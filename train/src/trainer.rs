@@ -1,0 +1,277 @@
+//! The generic training loop every stage (SFT, reward model, DPO, PPO) drives.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{load_resume, save_checkpoint, CheckpointState, TrainerState};
+use crate::data::DataOrder;
+use crate::metrics::{progress_bar, progress_message, LogEvent, MetricsWriter};
+use crate::{AdamW, Error, GradAccumulator, LrSchedule, Params, Result, TrainerConfig};
+
+/// What a stage's loss function returns for one micro-batch.
+#[derive(Clone, Debug)]
+pub struct StepOutput {
+    /// Scalar, differentiable w.r.t. the trainable `Var`s; the mean over the batch.
+    pub loss: Tensor,
+    /// Tokens in the micro-batch that the loss covers (for tokens/s).
+    pub tokens: usize,
+    /// Extra numbers to log (averaged over micro-batches between log events).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A training stage: owns the model and data, knows how to turn example indices
+/// into a batch and a batch into a loss.
+pub trait Stage {
+    type Batch;
+    /// Size of the training set; the loop shuffles `0..num_examples()` per epoch.
+    fn num_examples(&self) -> usize;
+    /// Builds the micro-batch for these example indices (at most `batch_size`).
+    fn make_batch(&mut self, indices: &[usize]) -> Result<Self::Batch>;
+    /// Forward pass: the mean loss of the micro-batch.
+    fn loss(&mut self, batch: &Self::Batch) -> Result<StepOutput>;
+    /// Evaluation metrics (logged with an `eval_` prefix). Default: none.
+    fn evaluate(&mut self) -> Result<BTreeMap<String, f64>> {
+        Ok(BTreeMap::new())
+    }
+    /// Called after each optimizer step with the number of steps completed
+    /// (e.g. to update a KL controller). Default: nothing.
+    fn on_step_end(&mut self, _global_step: usize) -> Result<()> {
+        Ok(())
+    }
+    /// Stage state to store in checkpoints (e.g. a KL controller). Default: null.
+    fn extra_state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Restores what `extra_state` returned, when resuming.
+    fn restore_extra_state(&mut self, _state: serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What [`run`] returns, also written to `<out>/summary.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Optimizer steps completed, including resumed ones.
+    pub steps: usize,
+    /// Steps taken by this call.
+    pub steps_this_run: usize,
+    pub final_loss: Option<f64>,
+    /// Tokens trained on, including resumed steps.
+    pub tokens: u64,
+    /// Wall time of this call.
+    pub wall_time_s: f64,
+    /// Tokens per second during this call.
+    pub tokens_per_s: f64,
+    /// Loss of every step of this call, in order.
+    pub losses: Vec<f64>,
+    /// The last evaluation results.
+    pub eval: BTreeMap<String, f64>,
+}
+
+/// Trains `params` on `stage` as configured; see the crate docs for the layout of
+/// `cfg.out`. Resumes from `cfg.resume` if set, reproducing exactly the losses an
+/// uninterrupted run would have had.
+pub fn run<S: Stage>(stage: &mut S, params: &Params, cfg: &TrainerConfig) -> Result<TrainSummary> {
+    cfg.validate()?;
+    let mut lp = Loop::new(stage, params, cfg)?;
+    lp.train(stage)?;
+    lp.finish(stage)
+}
+
+/// Sums since the last log event.
+#[derive(Default)]
+struct Interval {
+    steps: usize,
+    loss: f64,
+    tokens: u64,
+    metrics: BTreeMap<String, (f64, usize)>,
+    start: Option<Instant>,
+}
+
+struct Loop<'a> {
+    params: &'a Params,
+    cfg: &'a TrainerConfig,
+    opt: AdamW,
+    schedule: LrSchedule,
+    data: DataOrder,
+    grads: GradAccumulator,
+    state: TrainerState,
+    metrics: MetricsWriter,
+    bar: ProgressBar,
+    start_step: usize,
+    start_tokens: u64,
+    started: Instant,
+    elapsed_before: f64,
+    interval: Interval,
+    summary: TrainSummary,
+}
+
+#[path = "trainer_setup.rs"]
+mod setup;
+
+impl Loop<'_> {
+    fn train<S: Stage>(&mut self, stage: &mut S) -> Result<()> {
+        while self.state.global_step < self.schedule.total_steps {
+            let step = self.state.global_step;
+            // 1. learning rate
+            let lr = self.schedule.lr(step);
+            // 2. eval / checkpoint of the state after `step` updates (skipped at the
+            //    step we started or resumed from: already done, or nothing trained yet)
+            if step != self.start_step {
+                if self.cfg.eval_every.is_some_and(|k| step % k == 0) {
+                    self.eval(stage, step)?;
+                }
+                if self.cfg.save_every.is_some_and(|k| step % k == 0) {
+                    self.save(stage)?;
+                }
+            }
+            // 3. forward / backward over up to grad_accum micro-batches
+            let batches: Vec<Vec<usize>> = (0..self.cfg.grad_accum)
+                .map_while(|_| self.data.next_batch())
+                .collect();
+            if batches.is_empty() {
+                break; // epochs used up
+            }
+            let (loss, tokens) = self.forward_backward(stage, &batches, step + 1)?;
+            // 4. clip (norm measured before clipping, as torch returns it)
+            let grad_norm = self.clip(step + 1)?;
+            // 5. optimizer step
+            self.opt.step(self.params, &self.grads, lr)?;
+            self.grads.clear();
+            self.advance(loss, tokens);
+            stage.on_step_end(self.state.global_step)?;
+            // 6. log
+            self.log(lr, loss, grad_norm, tokens)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the micro-batches, each loss scaled by `1/n` so the accumulated gradient
+    /// is the mean. Returns the mean loss and the token count.
+    fn forward_backward<S: Stage>(
+        &mut self,
+        stage: &mut S,
+        batches: &[Vec<usize>],
+        step: usize,
+    ) -> Result<(f64, u64)> {
+        let scale = 1.0 / batches.len() as f64;
+        let (mut loss_sum, mut tokens) = (0.0, 0u64);
+        for (micro_batch, indices) in batches.iter().enumerate() {
+            let batch = stage.make_batch(indices)?;
+            let out = stage.loss(&batch)?;
+            let loss = out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            if !loss.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    step,
+                    micro_batch,
+                    loss,
+                });
+            }
+            self.grads.add(&out.loss.affine(scale, 0.0)?.backward()?)?;
+            loss_sum += loss as f64 * scale;
+            tokens += out.tokens as u64;
+            for (k, v) in out.metrics {
+                let e = self.interval.metrics.entry(k).or_insert((0.0, 0));
+                *e = (e.0 + v, e.1 + 1);
+            }
+        }
+        Ok((loss_sum, tokens))
+    }
+
+    fn clip(&mut self, step: usize) -> Result<f32> {
+        let norm = match self.cfg.max_grad_norm {
+            Some(max) => self.grads.clip_grad_norm(max)?,
+            None => self.grads.global_norm()?,
+        };
+        if !norm.is_finite() {
+            return Err(Error::NonFiniteGradNorm { step, norm });
+        }
+        Ok(norm)
+    }
+
+    fn advance(&mut self, loss: f64, tokens: u64) {
+        self.state.global_step += 1;
+        self.state.data = self.data.position();
+        self.state.tokens += tokens;
+        self.state.last_loss = Some(loss);
+        self.summary.losses.push(loss);
+        self.interval.steps += 1;
+        self.interval.loss += loss;
+        self.interval.tokens += tokens;
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    fn log(&mut self, lr: f64, loss: f64, grad_norm: f32, tokens: u64) -> Result<()> {
+        let step = self.state.global_step;
+        self.bar.set_position(step as u64);
+        let due = step % self.cfg.log_every == 0 || step == self.schedule.total_steps;
+        if !due {
+            return Ok(());
+        }
+        let iv = std::mem::take(&mut self.interval);
+        let secs = iv.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        let event = LogEvent {
+            step,
+            epoch: self.data.epoch_f64(),
+            lr,
+            loss: iv.loss / iv.steps.max(1) as f64,
+            grad_norm: grad_norm as f64,
+            tokens: iv.tokens,
+            tokens_per_s: if secs > 0.0 {
+                iv.tokens as f64 / secs
+            } else {
+                0.0
+            },
+            elapsed_s: self.elapsed(),
+            metrics: iv
+                .metrics
+                .into_iter()
+                .map(|(k, (s, n))| (k, s / n as f64))
+                .collect(),
+        };
+        self.interval.start = Some(Instant::now());
+        tracing::debug!(step, loss, tokens, "train step");
+        self.bar.set_message(progress_message(&event));
+        self.metrics.write(&event)
+    }
+
+    fn eval<S: Stage>(&mut self, stage: &mut S, step: usize) -> Result<()> {
+        let results = stage.evaluate()?;
+        let mut record: BTreeMap<String, serde_json::Value> = results
+            .iter()
+            .map(|(k, v)| (format!("eval_{k}"), serde_json::json!(v)))
+            .collect();
+        record.insert("step".into(), step.into());
+        record.insert("epoch".into(), self.data.epoch_f64().into());
+        self.metrics.write(&record)?;
+        tracing::info!(step, ?results, "eval");
+        self.summary.eval = results;
+        Ok(())
+    }
+
+    fn save<S: Stage>(&mut self, stage: &S) -> Result<()> {
+        self.state.extra = stage.extra_state();
+        self.state.elapsed_s = self.elapsed();
+        let state = CheckpointState {
+            params: self.params,
+            optimizer: self.opt.state(),
+            trainer: &self.state,
+        };
+        let path = save_checkpoint(&self.cfg.out, &state, self.cfg.save_total_limit)?;
+        tracing::info!(path = %path.display(), "saved checkpoint");
+        Ok(())
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_vec_pretty(value).map_err(Error::json(path))?;
+    std::fs::write(path, text).map_err(Error::io(path))
+}

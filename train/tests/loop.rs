@@ -1,0 +1,249 @@
+//! End-to-end tests of `train::run` with a tiny MLP regression stage.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor, Var};
+use train::data::SplitMix64;
+use train::{Error, Params, Result, ScheduleKind, Stage, StepOutput, TrainerConfig};
+
+const N: usize = 20;
+
+/// y = sin(x0) + x1 * x2 regressed by a 3-8-1 tanh MLP.
+struct Regression {
+    xs: Tensor, // (N, 3)
+    ys: Tensor, // (N, 1)
+    vars: Vec<Var>,
+    loss_calls: usize,
+    nan_at_call: Option<usize>,
+    seen: u64,
+}
+
+fn uniform(rng: &mut SplitMix64, n: usize, scale: f64) -> Vec<f32> {
+    (0..n)
+        .map(|_| ((rng.next_f64() * 2.0 - 1.0) * scale) as f32)
+        .collect()
+}
+
+impl Regression {
+    fn new(init_seed: u64) -> Result<Self> {
+        let dev = Device::Cpu;
+        let mut data_rng = SplitMix64::new(1234);
+        let x = uniform(&mut data_rng, N * 3, 1.0);
+        let y: Vec<f32> = x.chunks(3).map(|r| r[0].sin() + r[1] * r[2]).collect();
+        let mut rng = SplitMix64::new(init_seed);
+        let shapes: [&[usize]; 4] = [&[3, 8], &[8], &[8, 1], &[1]];
+        let vars = shapes
+            .iter()
+            .map(|s| {
+                let n = s.iter().product();
+                Var::from_tensor(&Tensor::from_vec(uniform(&mut rng, n, 0.5), *s, &dev)?)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            xs: Tensor::from_vec(x, (N, 3), &dev)?,
+            ys: Tensor::from_vec(y, (N, 1), &dev)?,
+            vars,
+            loss_calls: 0,
+            nan_at_call: None,
+            seen: 0,
+        })
+    }
+
+    fn params(&self) -> Result<Params> {
+        let names = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"];
+        Params::new(
+            names
+                .iter()
+                .map(|n| n.to_string())
+                .zip(self.vars.iter().cloned())
+                .collect(),
+        )
+    }
+
+    fn mse(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let v = &self.vars;
+        let h = x
+            .matmul(v[0].as_tensor())?
+            .broadcast_add(v[1].as_tensor())?
+            .tanh()?; // (B, 8)
+        let pred = h
+            .matmul(v[2].as_tensor())?
+            .broadcast_add(v[3].as_tensor())?; // (B, 1)
+        Ok((pred - y)?.sqr()?.mean_all()?)
+    }
+}
+
+impl Stage for Regression {
+    type Batch = (Tensor, Tensor);
+
+    fn num_examples(&self) -> usize {
+        N
+    }
+
+    fn make_batch(&mut self, indices: &[usize]) -> Result<Self::Batch> {
+        let idx: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), &Device::Cpu)?;
+        self.seen += indices.len() as u64;
+        Ok((
+            self.xs.index_select(&idx, 0)?,
+            self.ys.index_select(&idx, 0)?,
+        ))
+    }
+
+    fn loss(&mut self, (x, y): &Self::Batch) -> Result<StepOutput> {
+        let mut loss = self.mse(x, y)?;
+        if self.nan_at_call == Some(self.loss_calls) {
+            loss = (loss * f64::NAN)?;
+        }
+        self.loss_calls += 1;
+        let mut metrics = BTreeMap::new();
+        metrics.insert("batch_rows".to_string(), x.dim(0)? as f64);
+        Ok(StepOutput {
+            loss,
+            tokens: x.dim(0)?,
+            metrics,
+        })
+    }
+
+    fn evaluate(&mut self) -> Result<BTreeMap<String, f64>> {
+        let loss = self.mse(&self.xs, &self.ys)?.to_scalar::<f32>()?;
+        Ok(BTreeMap::from([("loss".to_string(), loss as f64)]))
+    }
+
+    fn extra_state(&self) -> serde_json::Value {
+        serde_json::json!({ "seen": self.seen })
+    }
+
+    fn restore_extra_state(&mut self, state: serde_json::Value) -> Result<()> {
+        self.seen = state["seen"]
+            .as_u64()
+            .ok_or_else(|| Error::stage("missing `seen`"))?;
+        Ok(())
+    }
+}
+
+fn config(out: &Path) -> TrainerConfig {
+    TrainerConfig {
+        learning_rate: 0.05,
+        batch_size: 4,
+        grad_accum: 2,
+        max_steps: Some(10),
+        warmup_steps: 2,
+        schedule: ScheduleKind::Cosine,
+        weight_decay: 0.01,
+        no_decay: vec!["bias".into()],
+        max_grad_norm: Some(1.0),
+        log_every: 1,
+        eval_every: Some(5),
+        save_every: Some(5),
+        save_total_limit: Some(2),
+        out: out.to_path_buf(),
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+fn values(p: &Params) -> Result<Vec<Vec<f32>>> {
+    p.iter()
+        .map(|(_, v)| Ok(v.flatten_all()?.to_vec1()?))
+        .collect()
+}
+
+fn tmpdir() -> Result<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|e| Error::stage(e))
+}
+
+#[test]
+fn loss_falls_and_every_param_changes() -> Result<()> {
+    let dir = tmpdir()?;
+    let mut stage = Regression::new(7)?;
+    let params = stage.params()?;
+    let before = values(&params)?;
+    let cfg = TrainerConfig {
+        max_steps: None,
+        epochs: 30,
+        grad_accum: 1,
+        log_every: 5,
+        ..config(dir.path())
+    };
+    let summary = train::run(&mut stage, &params, &cfg)?;
+    // 20 examples / batch 4 = 5 micro-batches per epoch, 30 epochs.
+    assert_eq!(summary.steps, 150);
+    let first: f64 = summary.losses[..10].iter().sum::<f64>() / 10.0;
+    let last: f64 = summary.losses[140..].iter().sum::<f64>() / 10.0;
+    assert!(last < 0.5 * first, "loss did not fall: {first} -> {last}");
+    for (b, a) in before.iter().zip(values(&params)?) {
+        assert!(
+            b.iter().zip(&a).any(|(x, y)| x != y),
+            "a parameter did not change"
+        );
+    }
+    assert_eq!(summary.tokens, 30 * N as u64);
+    assert!(summary.eval["loss"] < first);
+    let text = std::fs::read_to_string(dir.path().join("summary.json")).map_err(Error::stage)?;
+    assert!(text.contains("\"final_loss\""));
+    // A fresh run must not reuse a folder that already has checkpoints.
+    let again = train::run(&mut Regression::new(7)?, &params, &cfg);
+    assert!(matches!(again, Err(Error::Checkpoint { .. })));
+    Ok(())
+}
+
+#[test]
+fn resume_after_crash_reproduces_uninterrupted_run() -> Result<()> {
+    let (straight_dir, crash_dir) = (tmpdir()?, tmpdir()?);
+    let mut straight = Regression::new(7)?;
+    let straight_params = straight.params()?;
+    let full = train::run(
+        &mut straight,
+        &straight_params,
+        &config(straight_dir.path()),
+    )?;
+    assert_eq!(full.losses.len(), 10);
+
+    // Same run, but the loss of step 6, micro-batch 1 (the 12th loss call) is NaN.
+    let mut crashing = Regression::new(7)?;
+    crashing.nan_at_call = Some(11);
+    let crash_params = crashing.params()?;
+    let err = train::run(&mut crashing, &crash_params, &config(crash_dir.path()));
+    assert!(
+        matches!(
+            err,
+            Err(Error::NonFiniteLoss {
+                step: 6,
+                micro_batch: 1,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+
+    // Resume into a model with a different init: everything must come from the checkpoint.
+    let mut resumed = Regression::new(99)?;
+    let resumed_params = resumed.params()?;
+    let cfg = TrainerConfig {
+        resume: Some(crash_dir.path().to_path_buf()),
+        ..config(crash_dir.path())
+    };
+    let rest = train::run(&mut resumed, &resumed_params, &cfg)?;
+    assert_eq!(rest.steps, 10);
+    assert_eq!(rest.losses, full.losses[5..]);
+    assert_eq!(values(&resumed_params)?, values(&straight_params)?);
+    assert_eq!(resumed.seen, straight.seen);
+    assert_eq!(rest.tokens, full.tokens);
+
+    // metrics.jsonl: the crashed run's lines after step 5 were dropped on resume.
+    let read = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).map_err(Error::stage);
+    let steps = |t: &str| -> Vec<u64> {
+        t.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64())
+            .collect()
+    };
+    assert_eq!(
+        steps(&read(crash_dir.path())?),
+        steps(&read(straight_dir.path())?)
+    );
+    let ckpts = train::checkpoint::list_checkpoints(crash_dir.path())?;
+    assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), [5, 10]);
+    Ok(())
+}
