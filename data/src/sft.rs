@@ -1,0 +1,240 @@
+//! Supervised fine-tuning rows in TRL's dataset formats, plus Alpaca.
+//!
+//! One row is one of (detected by its fields, in this order):
+//! - `{"messages": [{"role", "content"}, ...]}`: a conversation (loss on assistant turns);
+//! - `{"prompt", "completion"}`: each a string or a message list (loss on the completion);
+//! - `{"instruction", "input"?, "output", "system"?, "history"?}`: Alpaca / LLaMA-Factory, turned
+//!   into a conversation the way LLaMA-Factory does (`instruction + "\n" + input` as the user turn);
+//! - `{"text"}`: plain language modelling (loss on every token).
+//!
+//! Files are JSONL or a JSON array (see [`lm::jsonl`]). Every error names the file, the line
+//! (the element number for a JSON array) and the field.
+use lm::jsonl::{read_rows, Row};
+use lm::{Error, Message, Result, TextOrMessages};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Roles a message may have.
+pub const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
+
+/// One parsed SFT example.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SftExample {
+    /// Language modelling on the whole text.
+    Text(String),
+    /// A prompt and its completion; by default only the completion is trained on.
+    PromptCompletion {
+        prompt: TextOrMessages,
+        completion: TextOrMessages,
+    },
+    /// A conversation; by default only the assistant turns are trained on.
+    Messages(Vec<Message>),
+}
+
+/// An example and the line it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftRow {
+    pub line: usize,
+    pub example: SftExample,
+}
+
+/// The rows of a file, and (with `skip_bad`) the errors of the rows that were left out.
+#[derive(Debug, Default)]
+pub struct SftFile {
+    pub rows: Vec<SftRow>,
+    pub skipped: Vec<Error>,
+}
+
+/// Reads and parses an SFT file. With `skip_bad`, a bad row is recorded in `skipped` instead
+/// of failing the whole file (a file that is not valid JSON at all still fails).
+pub fn read_sft(path: &Path, skip_bad: bool) -> Result<SftFile> {
+    let mut out = SftFile::default();
+    for row in read_rows(path)? {
+        match parse_sft_row(path, &row) {
+            Ok(example) => out.rows.push(SftRow {
+                line: row.line,
+                example,
+            }),
+            Err(e) if skip_bad => out.skipped.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Parses one row; the error names `path`, the row's line and the offending field.
+pub fn parse_sft_row(path: &Path, row: &Row) -> Result<SftExample> {
+    let bad = |reason: String| Error::Data {
+        path: path.to_path_buf(),
+        line: row.line,
+        reason,
+    };
+    let obj = row
+        .value
+        .as_object()
+        .ok_or_else(|| bad(format!("expected a JSON object, got {}", kind(&row.value))))?;
+    parse_object(obj).map_err(bad)
+}
+
+fn parse_object(obj: &Map<String, Value>) -> std::result::Result<SftExample, String> {
+    if let Some(v) = obj.get("messages") {
+        let messages = messages("messages", v)?;
+        check_conversation("messages", &messages)?;
+        return Ok(SftExample::Messages(messages));
+    }
+    if obj.contains_key("prompt") || obj.contains_key("completion") {
+        return prompt_completion(obj);
+    }
+    if obj.contains_key("instruction") || obj.contains_key("output") {
+        return alpaca(obj);
+    }
+    if let Some(v) = obj.get("text") {
+        let text = string("text", v)?;
+        if text.is_empty() {
+            return Err("field `text`: empty".into());
+        }
+        return Ok(SftExample::Text(text));
+    }
+    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    Err(format!(
+        "no SFT fields (expected `text`, `prompt`+`completion`, `messages`, or Alpaca \
+         `instruction`+`output`); the row has {keys:?}"
+    ))
+}
+
+fn prompt_completion(obj: &Map<String, Value>) -> std::result::Result<SftExample, String> {
+    let get = |f: &str| obj.get(f).ok_or_else(|| format!("field `{f}`: missing"));
+    let prompt = text_or_messages("prompt", get("prompt")?)?;
+    let completion = text_or_messages("completion", get("completion")?)?;
+    let empty = match &completion {
+        TextOrMessages::Text(t) => t.is_empty(),
+        TextOrMessages::Messages(m) => m.is_empty() || m.iter().all(|m| m.content.is_empty()),
+    };
+    if empty {
+        return Err("field `completion`: empty completion".into());
+    }
+    if matches!(
+        (&prompt, &completion),
+        (TextOrMessages::Text(_), TextOrMessages::Messages(_))
+    ) {
+        return Err("field `completion`: a message list after a text `prompt`; use messages for both".into());
+    }
+    Ok(SftExample::PromptCompletion { prompt, completion })
+}
+
+/// LLaMA-Factory's Alpaca conversion: optional `system`, `history` as earlier
+/// `[user, assistant]` turns, then `instruction` (+ `"\n"` + `input` when non-empty) as the
+/// user turn and `output` as the assistant turn.
+fn alpaca(obj: &Map<String, Value>) -> std::result::Result<SftExample, String> {
+    let opt = |f: &str| obj.get(f).filter(|v| !v.is_null()).map(|v| string(f, v)).transpose();
+    let instruction = opt("instruction")?.ok_or("field `instruction`: missing")?;
+    let input = opt("input")?.unwrap_or_default();
+    let output = opt("output")?.ok_or("field `output`: missing")?;
+    if output.is_empty() {
+        return Err("field `output`: empty completion".into());
+    }
+    let user = match (instruction.is_empty(), input.is_empty()) {
+        (true, true) => return Err("field `instruction`: empty (and no `input`)".into()),
+        (false, false) => format!("{instruction}\n{input}"),
+        _ => format!("{instruction}{input}"),
+    };
+    let mut msgs = vec![];
+    if let Some(system) = opt("system")?.filter(|s| !s.is_empty()) {
+        msgs.push(msg("system", system));
+    }
+    if let Some(h) = obj.get("history").filter(|v| !v.is_null()) {
+        msgs.extend(history(h)?);
+    }
+    msgs.push(msg("user", user));
+    msgs.push(msg("assistant", output));
+    Ok(SftExample::Messages(msgs))
+}
+
+fn history(v: &Value) -> std::result::Result<Vec<Message>, String> {
+    let turns = v.as_array().ok_or("field `history`: expected a list of [user, assistant] pairs")?;
+    let mut out = vec![];
+    for (i, t) in turns.iter().enumerate() {
+        let field = format!("history[{i}]");
+        match t.as_array().map(Vec::as_slice) {
+            Some([q, a]) => {
+                out.push(msg("user", string(&format!("{field}[0]"), q)?));
+                out.push(msg("assistant", string(&format!("{field}[1]"), a)?));
+            }
+            _ => return Err(format!("field `{field}`: expected a [user, assistant] pair")),
+        }
+    }
+    Ok(out)
+}
+
+fn msg(role: &str, content: String) -> Message {
+    Message {
+        role: role.into(),
+        content,
+    }
+}
+
+fn text_or_messages(field: &str, v: &Value) -> std::result::Result<TextOrMessages, String> {
+    match v {
+        Value::String(s) => Ok(TextOrMessages::Text(s.clone())),
+        Value::Array(_) => Ok(TextOrMessages::Messages(messages(field, v)?)),
+        other => Err(format!(
+            "field `{field}`: expected a string or a message list, got {}",
+            kind(other)
+        )),
+    }
+}
+
+/// A message list with known roles and string contents.
+pub fn messages(field: &str, v: &Value) -> std::result::Result<Vec<Message>, String> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| format!("field `{field}`: expected a list of messages, got {}", kind(v)))?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, m) in items.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let o = m
+            .as_object()
+            .ok_or_else(|| format!("field `{at}`: expected an object with `role` and `content`"))?;
+        let role = string(&format!("{at}.role"), o.get("role").unwrap_or(&Value::Null))?;
+        if !ROLES.contains(&role.as_str()) {
+            return Err(format!("field `{at}.role`: unknown role `{role}` (expected one of {ROLES:?})"));
+        }
+        let content = string(&format!("{at}.content"), o.get("content").unwrap_or(&Value::Null))?;
+        out.push(Message { role, content });
+    }
+    Ok(out)
+}
+
+/// A trainable conversation has an assistant turn, and no assistant turn is empty.
+fn check_conversation(field: &str, msgs: &[Message]) -> std::result::Result<(), String> {
+    if !msgs.iter().any(|m| m.role == "assistant") {
+        return Err(format!("field `{field}`: no assistant turn to train on"));
+    }
+    if let Some(i) = msgs.iter().position(|m| m.role == "assistant" && m.content.is_empty()) {
+        return Err(format!("field `{field}[{i}].content`: empty assistant turn"));
+    }
+    Ok(())
+}
+
+fn string(field: &str, v: &Value) -> std::result::Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Err(format!("field `{field}`: missing")),
+        other => Err(format!("field `{field}`: expected a string, got {}", kind(other))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+#[path = "sft_tests.rs"]
+mod tests;

@@ -1,0 +1,290 @@
+//! LoRA adapters on the decoder's projections, in PEFT's format; shared by every stage.
+//!
+//! [`CausalLm::attach_lora`] puts a fresh adapter on each targeted projection with PEFT's
+//! initialisation (A kaiming-uniform with `a = sqrt(5)`, i.e. `U(-1/sqrt(in), 1/sqrt(in))`,
+//! seeded; B zeros, so the adapted model starts equal to the base) and returns the adapter
+//! `Var`s under the names PEFT saves them with, e.g.
+//! `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`. [`save_adapter`] writes
+//! `adapter_config.json` + `adapter_model.safetensors` that `PeftModel.from_pretrained` loads;
+//! [`CausalLm::load_adapter`] reads such a folder back (also one written by PEFT).
+use crate::error::{Error, Result};
+use crate::linear::{Linear, Lora};
+use crate::model::CausalLm;
+use candle_core::{DType, Tensor, Var};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Every projection an adapter can go on (transformers' module names).
+pub const TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// PEFT's prefix in front of the transformers parameter names.
+const PEFT_PREFIX: &str = "base_model.model.";
+
+/// The adapter's hyper-parameters (what `adapter_config.json` holds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    /// Rank.
+    pub r: usize,
+    /// Scale numerator: the update is `alpha / r · B A` (`alpha / sqrt(r)` with rsLoRA).
+    pub alpha: f64,
+    /// Dropout on the adapter input while training (PEFT's `lora_dropout`).
+    pub dropout: f64,
+    /// Module names from [`TARGETS`], or `all-linear`.
+    pub targets: Vec<String>,
+    /// rsLoRA scaling (`use_rslora`), only ever read from PEFT files.
+    #[serde(default)]
+    pub rslora: bool,
+}
+
+impl LoraSpec {
+    pub fn scale(&self) -> f64 {
+        if self.rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
+    }
+
+    /// The targeted module names, checked, in [`TARGETS`] order.
+    pub fn modules(&self) -> Result<Vec<&'static str>> {
+        if self.r == 0 {
+            return Err(Error::Invalid("lora_r must be > 0".into()));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Invalid(format!("lora_dropout must be in [0, 1), got {}", self.dropout)));
+        }
+        if self.targets.iter().any(|t| t == "all-linear") {
+            return Ok(TARGETS.to_vec());
+        }
+        if let Some(bad) = self.targets.iter().find(|t| !TARGETS.contains(&t.as_str())) {
+            return Err(Error::Invalid(format!(
+                "lora target `{bad}` is not one of {TARGETS:?} or all-linear"
+            )));
+        }
+        if self.targets.is_empty() {
+            return Err(Error::Invalid("lora_targets is empty".into()));
+        }
+        Ok(TARGETS.iter().copied().filter(|t| self.targets.iter().any(|x| x == t)).collect())
+    }
+}
+
+impl CausalLm {
+    /// Every projection with its transformers module name (`model.layers.0.self_attn.q_proj`)
+    /// and its short name (`q_proj`).
+    fn projections_mut(&mut self) -> Vec<(String, &'static str, &mut Linear)> {
+        let mut out = vec![];
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let a = &mut layer.attn;
+            let m = &mut layer.mlp;
+            let attn = [("q_proj", &mut a.q), ("k_proj", &mut a.k), ("v_proj", &mut a.v), ("o_proj", &mut a.o)];
+            for (n, l) in attn {
+                out.push((format!("model.layers.{i}.self_attn.{n}"), n, l));
+            }
+            for (n, l) in [("gate_proj", &mut m.gate), ("up_proj", &mut m.up), ("down_proj", &mut m.down)] {
+                out.push((format!("model.layers.{i}.mlp.{n}"), n, l));
+            }
+        }
+        out
+    }
+
+    /// The same list, read-only.
+    fn projections(&self) -> Vec<(String, &'static str, &Linear)> {
+        let mut out = vec![];
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (a, m) = (&layer.attn, &layer.mlp);
+            for (n, l) in [("q_proj", &a.q), ("k_proj", &a.k), ("v_proj", &a.v), ("o_proj", &a.o)] {
+                out.push((format!("model.layers.{i}.self_attn.{n}"), n, l));
+            }
+            for (n, l) in [("gate_proj", &m.gate), ("up_proj", &m.up), ("down_proj", &m.down)] {
+                out.push((format!("model.layers.{i}.mlp.{n}"), n, l));
+            }
+        }
+        out
+    }
+
+    /// Attaches fresh adapters (PEFT init, seeded) to the targeted projections and returns their
+    /// `Var`s (f32) under PEFT's names, A before B, layer by layer. Replaces existing adapters.
+    pub fn attach_lora(&mut self, spec: &LoraSpec, seed: u64) -> Result<Vec<(String, Var)>> {
+        let modules = spec.modules()?;
+        let (r, scale, dev) = (spec.r, spec.scale(), self.device().clone());
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut vars = vec![];
+        for (name, short, lin) in self.projections_mut() {
+            if !modules.contains(&short) {
+                continue;
+            }
+            let (out_dim, in_dim) = lin.weight.dims2()?;
+            // kaiming_uniform_(a=sqrt(5)): bound = sqrt(6 / ((1 + a²) fan_in)) = 1/sqrt(fan_in).
+            let bound = 1.0 / (in_dim as f64).sqrt();
+            let a: Vec<f32> = (0..r * in_dim).map(|_| rng.random_range(-bound..bound) as f32).collect();
+            let a = Var::from_tensor(&Tensor::from_vec(a, (r, in_dim), &dev)?)?;
+            let b = Var::zeros((out_dim, r), DType::F32, &dev)?;
+            vars.push((format!("{PEFT_PREFIX}{name}.lora_A.weight"), a.clone()));
+            vars.push((format!("{PEFT_PREFIX}{name}.lora_B.weight"), b.clone()));
+            lin.lora = Some(Lora { a, b, scale });
+        }
+        self.adapters_enabled = true;
+        Ok(vars)
+    }
+
+    /// Whether adapters take part in the forward pass (off = the base model, e.g. as the DPO
+    /// reference without a second copy of the weights).
+    pub fn set_adapters_enabled(&mut self, on: bool) {
+        self.adapters_enabled = on;
+    }
+
+    /// The adapter tensors under PEFT's names (empty without adapters).
+    pub fn lora_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![];
+        for (name, _, lin) in self.projections() {
+            if let Some(l) = &lin.lora {
+                out.push((format!("{PEFT_PREFIX}{name}.lora_A.weight"), l.a.as_tensor().clone()));
+                out.push((format!("{PEFT_PREFIX}{name}.lora_B.weight"), l.b.as_tensor().clone()));
+            }
+        }
+        out
+    }
+
+    /// Loads a PEFT LoRA folder (`adapter_config.json` + `adapter_model.safetensors`) onto this
+    /// model; returns the spec and the adapter `Var`s (trainable if the caller uses them).
+    pub fn load_adapter(&mut self, dir: &Path) -> Result<(LoraSpec, Vec<(String, Var)>)> {
+        let spec = read_adapter_config(&dir.join("adapter_config.json"))?;
+        let modules = spec.modules()?;
+        let path = dir.join("adapter_model.safetensors");
+        let tensors = candle_core::safetensors::load(&path, self.device()).map_err(|e| weight_err(&path, "*", e))?;
+        // PEFT saves without the adapter name; older files may keep `.default`.
+        let tensors: HashMap<String, Tensor> =
+            tensors.into_iter().map(|(k, v)| (k.replace(".default.", "."), v)).collect();
+        let (r, scale) = (spec.r, spec.scale());
+        let mut vars = vec![];
+        let mut used = 0;
+        for (name, short, lin) in self.projections_mut() {
+            if !modules.contains(&short) {
+                continue;
+            }
+            let (out_dim, in_dim) = lin.weight.dims2()?;
+            let mut get = |part: &str, shape: (usize, usize)| -> Result<Var> {
+                let key = format!("{PEFT_PREFIX}{name}.{part}.weight");
+                let t = tensors.get(&key).ok_or_else(|| weight_err(&path, &key, "missing"))?;
+                if t.dims() != [shape.0, shape.1] {
+                    return Err(weight_err(&path, &key, format!("shape {:?}, expected {shape:?}", t.dims())));
+                }
+                used += 1;
+                Ok(Var::from_tensor(&t.to_dtype(DType::F32)?)?)
+            };
+            let (a, b) = (get("lora_A", (r, in_dim))?, get("lora_B", (out_dim, r))?);
+            vars.push((format!("{PEFT_PREFIX}{name}.lora_A.weight"), a.clone()));
+            vars.push((format!("{PEFT_PREFIX}{name}.lora_B.weight"), b.clone()));
+            lin.lora = Some(Lora { a, b, scale });
+        }
+        if used != tensors.len() {
+            let reason = format!("{} tensors, only {used} match the targeted projections", tensors.len());
+            return Err(weight_err(&path, "*", reason));
+        }
+        self.adapters_enabled = true;
+        Ok((spec, vars))
+    }
+}
+
+fn weight_err(path: &Path, name: &str, reason: impl ToString) -> Error {
+    Error::Weight {
+        path: path.to_path_buf(),
+        name: name.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Writes `adapter_model.safetensors` (f32, PEFT's names) and `adapter_config.json`.
+/// `base_model` is recorded as `base_model_name_or_path` so PEFT can find the base.
+pub fn save_adapter(model: &CausalLm, spec: &LoraSpec, base_model: &str, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tensors = HashMap::new();
+    for (name, t) in model.lora_tensors() {
+        let t = t.to_dtype(DType::F32)?.to_device(&candle_core::Device::Cpu)?.contiguous()?;
+        tensors.insert(name, t);
+    }
+    if tensors.is_empty() {
+        return Err(Error::Invalid("the model has no LoRA adapters to save".into()));
+    }
+    let path = dir.join("adapter_model.safetensors");
+    candle_core::safetensors::save(&tensors, &path).map_err(|e| weight_err(&path, "*", e))?;
+    let cfg = adapter_config_json(spec, base_model)?;
+    let path = dir.join("adapter_config.json");
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Json { path: path.clone(), source: e })?;
+    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
+}
+
+/// PEFT 0.21's `LoraConfig` fields for a plain LoRA on a causal LM.
+pub fn adapter_config_json(spec: &LoraSpec, base_model: &str) -> Result<serde_json::Value> {
+    let modules = spec.modules()?;
+    Ok(serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": spec.r,
+        "lora_alpha": spec.alpha,
+        "lora_dropout": spec.dropout,
+        "target_modules": modules,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "use_rslora": spec.rslora,
+        "use_dora": false,
+        "modules_to_save": null,
+        "layers_to_transform": null,
+        "layers_pattern": null,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "revision": null
+    }))
+}
+
+/// Reads a PEFT `adapter_config.json`, refusing what the adapters here cannot represent.
+pub fn read_adapter_config(path: &Path) -> Result<LoraSpec> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let field_err = |field: &str, reason: &str| Error::Config {
+        path: path.to_path_buf(),
+        field: field.into(),
+        reason: reason.into(),
+    };
+    if v["peft_type"].as_str() != Some("LORA") {
+        return Err(field_err("peft_type", "only LORA adapters are supported"));
+    }
+    for (f, ok) in [
+        ("use_dora", !v["use_dora"].as_bool().unwrap_or(false)),
+        ("bias", v["bias"].as_str().is_none_or(|b| b == "none")),
+        ("rank_pattern", v["rank_pattern"].as_object().is_none_or(|o| o.is_empty())),
+        ("alpha_pattern", v["alpha_pattern"].as_object().is_none_or(|o| o.is_empty())),
+        ("modules_to_save", v["modules_to_save"].is_null()),
+        ("lora_bias", !v["lora_bias"].as_bool().unwrap_or(false)),
+        ("layers_to_transform", v["layers_to_transform"].is_null()),
+    ] {
+        if !ok {
+            return Err(field_err(f, "not supported by Rudder's LoRA"));
+        }
+    }
+    let targets = match &v["target_modules"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+        _ => return Err(field_err("target_modules", "expected a list of module names")),
+    };
+    let r = v["r"].as_u64().ok_or_else(|| field_err("r", "expected a positive integer"))? as usize;
+    Ok(LoraSpec {
+        r,
+        alpha: v["lora_alpha"].as_f64().unwrap_or(8.0),
+        dropout: v["lora_dropout"].as_f64().unwrap_or(0.0),
+        targets,
+        rslora: v["use_rslora"].as_bool().unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+#[path = "lora_tests.rs"]
+mod tests;
