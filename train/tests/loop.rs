@@ -151,7 +151,7 @@ fn values(p: &Params) -> Result<Vec<Vec<f32>>> {
 }
 
 fn tmpdir() -> Result<tempfile::TempDir> {
-    tempfile::tempdir().map_err(|e| Error::stage(e))
+    tempfile::tempdir().map_err(Error::stage)
 }
 
 #[test]
