@@ -1,1 +1,26 @@
-//! Rudder model core.
+//! Rudder's model core: a trainable Llama-family decoder (Llama, Mistral, Qwen2, Qwen3) that
+//! matches transformers, its tokenizer and chat template, loading from HF folders, the hub cache
+//! or GGUF, generation with a KV cache, log-probs, and saving.
+pub mod backbone;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod jsonl;
+pub mod gguf;
+pub mod linear;
+pub mod load;
+pub mod logprobs;
+pub mod lora;
+pub mod model;
+pub mod ops;
+pub mod save;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Arch, ModelConfig};
+pub use error::{Error, Result};
+pub use load::{load, LoadOptions, ModelSource, Pretrained};
+pub use model::{CausalLm, InputBatch, KvCache};
+pub use tokenizer::{Message, TextOrMessages, Tokenizer};
+pub use weights::Precision;

@@ -1,0 +1,280 @@
+//! `config.json` of a Hugging Face Llama-family model, checked before any tensor is touched.
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The architectures the decoder implements. They differ only in a few switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+}
+
+impl Arch {
+    /// The `model_type` string transformers uses.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Mistral => "mistral",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+        }
+    }
+
+    /// Class name prefix used in `architectures` (e.g. `LlamaForCausalLM`).
+    pub fn class_prefix(self) -> &'static str {
+        match self {
+            Arch::Llama => "Llama",
+            Arch::Mistral => "Mistral",
+            Arch::Qwen2 => "Qwen2",
+            Arch::Qwen3 => "Qwen3",
+        }
+    }
+}
+
+/// RoPE frequency scaling (`rope_scaling` in config.json).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// Llama 3.1: frequencies between the low/high wavelength bands are smoothly rescaled.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+    /// Position interpolation: every frequency divided by `factor`.
+    Linear { factor: f64 },
+}
+
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    architectures: Option<Vec<String>>,
+    model_type: Option<String>,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<serde_json::Value>,
+    rope_parameters: Option<serde_json::Value>,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    hidden_act: Option<String>,
+    bos_token_id: Option<serde_json::Value>,
+    eos_token_id: Option<serde_json::Value>,
+    pad_token_id: Option<serde_json::Value>,
+}
+
+/// A checked model configuration.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// Bias on q/k/v projections (Qwen2 always, Llama when `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (Llama `attention_bias`).
+    pub o_bias: bool,
+    /// RMSNorm on each head of q and k before RoPE (Qwen3).
+    pub qk_norm: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+    /// The config.json as read, kept so that saving preserves fields we do not model.
+    pub raw: serde_json::Value,
+}
+
+fn field<T>(path: &Path, name: &str, v: Option<T>) -> Result<T> {
+    v.ok_or_else(|| Error::Config {
+        path: path.to_path_buf(),
+        field: name.to_string(),
+        reason: "missing".into(),
+    })
+}
+
+fn bad(path: &Path, name: &str, reason: impl Into<String>) -> Error {
+    Error::Config {
+        path: path.to_path_buf(),
+        field: name.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Token ids appear as a number, a list of numbers, or null.
+pub(crate) fn token_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64().map(|x| x as u32))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+impl ModelConfig {
+    /// Reads and checks `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::from_json(raw, path)
+    }
+
+    /// Checks a config given as JSON; `path` names its origin in errors.
+    pub fn from_json(raw: serde_json::Value, path: &Path) -> Result<Self> {
+        let c: RawConfig = serde_json::from_value(raw.clone()).map_err(|e| Error::Json {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let arch = detect_arch(&c, path)?;
+        let hidden_size = field(path, "hidden_size", c.hidden_size)?;
+        let num_heads = field(path, "num_attention_heads", c.num_attention_heads)?;
+        let num_kv_heads = c.num_key_value_heads.unwrap_or(num_heads);
+        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(bad(
+                path,
+                "num_key_value_heads",
+                format!("{num_kv_heads} does not divide num_attention_heads {num_heads}"),
+            ));
+        }
+        let head_dim = c.head_dim.unwrap_or(hidden_size / num_heads);
+        if head_dim % 2 != 0 || head_dim == 0 {
+            return Err(bad(path, "head_dim", format!("{head_dim} must be even")));
+        }
+        if let Some(act) = &c.hidden_act {
+            if act != "silu" && act != "swish" {
+                return Err(bad(path, "hidden_act", format!("`{act}` unsupported (silu)")));
+            }
+        }
+        if c.mlp_bias == Some(true) {
+            return Err(bad(path, "mlp_bias", "true is unsupported"));
+        }
+        let rope = c.rope_scaling.as_ref().or(c.rope_parameters.as_ref());
+        let rope_theta = c
+            .rope_theta
+            .or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(|v| v.as_f64()))
+            .unwrap_or(10000.0);
+        let attention_bias = c.attention_bias.unwrap_or(false);
+        Ok(ModelConfig {
+            arch,
+            vocab_size: field(path, "vocab_size", c.vocab_size)?,
+            hidden_size,
+            intermediate_size: field(path, "intermediate_size", c.intermediate_size)?,
+            num_layers: field(path, "num_hidden_layers", c.num_hidden_layers)?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling: parse_rope_scaling(rope, path)?,
+            max_position_embeddings: c.max_position_embeddings.unwrap_or(4096),
+            tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
+            qkv_bias: arch == Arch::Qwen2 || attention_bias,
+            o_bias: arch != Arch::Qwen2 && attention_bias,
+            qk_norm: arch == Arch::Qwen3,
+            bos_token_id: token_ids(&c.bos_token_id).first().copied(),
+            eos_token_ids: token_ids(&c.eos_token_id),
+            pad_token_id: token_ids(&c.pad_token_id).first().copied(),
+            raw,
+        })
+    }
+
+    /// Number of parameters of the causal LM (embeddings counted once when tied).
+    pub fn num_parameters(&self) -> usize {
+        let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let (q, kv) = (self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
+        let mut attn = h * q + 2 * h * kv + q * h;
+        if self.qkv_bias {
+            attn += q + 2 * kv;
+        }
+        if self.o_bias {
+            attn += h;
+        }
+        if self.qk_norm {
+            attn += 2 * self.head_dim;
+        }
+        let layer = attn + 3 * h * i + 2 * h;
+        let head = if self.tie_word_embeddings { 0 } else { v * h };
+        v * h + self.num_layers * layer + h + head
+    }
+}
+
+fn detect_arch(c: &RawConfig, path: &Path) -> Result<Arch> {
+    let name = c
+        .model_type
+        .clone()
+        .or_else(|| c.architectures.as_ref().and_then(|a| a.first().cloned()))
+        .ok_or_else(|| bad(path, "model_type", "missing (and no `architectures`)"))?;
+    let lower = name.to_ascii_lowercase();
+    let arch = match lower.as_str() {
+        "llama" => Arch::Llama,
+        "mistral" => Arch::Mistral,
+        "qwen2" => Arch::Qwen2,
+        "qwen3" => Arch::Qwen3,
+        s if s.starts_with("llama") => Arch::Llama,
+        s if s.starts_with("mistral") => Arch::Mistral,
+        s if s.starts_with("qwen3") && !s.contains("moe") => Arch::Qwen3,
+        s if s.starts_with("qwen2") && !s.contains("moe") && !s.contains("vl") => Arch::Qwen2,
+        _ => return Err(Error::UnsupportedArchitecture(name)),
+    };
+    Ok(arch)
+}
+
+fn parse_rope_scaling(v: Option<&serde_json::Value>, path: &Path) -> Result<Option<RopeScaling>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let kind = v
+        .get("rope_type")
+        .or_else(|| v.get("type"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("default");
+    let num = |k: &str| -> Result<f64> {
+        v.get(k)
+            .and_then(|x| x.as_f64())
+            .ok_or_else(|| bad(path, &format!("rope_scaling.{k}"), "missing or not a number"))
+    };
+    match kind {
+        "default" => Ok(None),
+        "llama3" => Ok(Some(RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")?,
+        })),
+        "linear" => Ok(Some(RopeScaling::Linear {
+            factor: num("factor")?,
+        })),
+        other => Err(bad(
+            path,
+            "rope_scaling.rope_type",
+            format!("`{other}` unsupported (llama3, linear)"),
+        )),
+    }
+}
+
+/// Where a config came from, for error messages.
+pub fn config_path(dir: &Path) -> PathBuf {
+    dir.join("config.json")
+}

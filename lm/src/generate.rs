@@ -1,0 +1,202 @@
+//! Batched generation with a KV cache: greedy, temperature, top-k, top-p, repetition penalty,
+//! stop at any EOS id or stop string; seeded and reproducible.
+use crate::error::Result;
+use crate::model::{CausalLm, InputBatch, KvCache};
+use crate::tokenizer::Tokenizer;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Sampling settings; the defaults are transformers' (`temperature` 0 means greedy here).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingConfig {
+    /// Maximum number of new tokens per row. Default 128.
+    pub max_new_tokens: usize,
+    /// 0 = greedy; otherwise logits are divided by it. Default 0.
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0 = off). Default 0.
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1.0 = off). Default 1.0.
+    pub top_p: f32,
+    /// CTRL-style penalty on tokens already present (1.0 = off). Default 1.0.
+    pub repetition_penalty: f32,
+    /// Seed of the sampler. Default 0.
+    pub seed: u64,
+    /// Generation also stops when the decoded completion contains one of these.
+    pub stop_strings: Vec<String>,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 128,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+            stop_strings: vec![],
+        }
+    }
+}
+
+/// One row's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// New tokens, including the EOS token when one ended the row.
+    pub tokens: Vec<u32>,
+    /// Decoded completion without special tokens, cut at a stop string.
+    pub text: String,
+    /// Whether the row ended on an EOS id or a stop string (not on `max_new_tokens`).
+    pub finished: bool,
+}
+
+/// Applies the logits processors in transformers' order and returns the sampling distribution
+/// as `(token, probability)` pairs, most likely first.
+pub fn distribution(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig) -> Vec<(u32, f32)> {
+    if cfg.repetition_penalty != 1.0 {
+        let mut seen = seen.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        for &t in &seen {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l < 0.0 { *l * cfg.repetition_penalty } else { *l / cfg.repetition_penalty };
+            }
+        }
+    }
+    let temp = if cfg.temperature > 0.0 { cfg.temperature } else { 1.0 };
+    let mut idx: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / temp)).collect();
+    idx.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if cfg.top_k > 0 && cfg.top_k < idx.len() {
+        idx.truncate(cfg.top_k);
+    }
+    let max = idx.first().map(|x| x.1).unwrap_or(0.0);
+    let mut total = 0f64;
+    for x in idx.iter_mut() {
+        x.1 = (x.1 - max).exp();
+        total += x.1 as f64;
+    }
+    for x in idx.iter_mut() {
+        x.1 = (x.1 as f64 / total) as f32;
+    }
+    if cfg.top_p < 1.0 {
+        // Keep tokens until the cumulative probability reaches top_p (at least one).
+        let mut cum = 0f32;
+        let keep = idx
+            .iter()
+            .position(|x| {
+                cum += x.1;
+                cum >= cfg.top_p
+            })
+            .map(|p| p + 1)
+            .unwrap_or(idx.len());
+        idx.truncate(keep.max(1));
+        let s: f32 = idx.iter().map(|x| x.1).sum();
+        idx.iter_mut().for_each(|x| x.1 /= s);
+    }
+    idx
+}
+
+fn pick(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig, rng: &mut StdRng) -> u32 {
+    if cfg.temperature <= 0.0 && cfg.repetition_penalty == 1.0 {
+        // Greedy: first maximum, as torch.argmax.
+        let mut best = 0;
+        for (i, &l) in logits.iter().enumerate() {
+            if l > logits[best] {
+                best = i;
+            }
+        }
+        return best as u32;
+    }
+    let dist = distribution(logits, seen, cfg);
+    if cfg.temperature <= 0.0 {
+        return dist[0].0;
+    }
+    let r: f32 = rng.random();
+    let mut cum = 0f32;
+    for &(t, p) in &dist {
+        cum += p;
+        if r < cum {
+            return t;
+        }
+    }
+    dist.last().map(|x| x.0).unwrap_or(0)
+}
+
+/// Generates a completion for each prompt (token ids), all rows in one left-padded batch.
+pub fn generate(
+    model: &CausalLm,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+) -> Result<Vec<Generation>> {
+    let b = prompts.len();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut cache = KvCache::default();
+    let mut out: Vec<Vec<u32>> = vec![vec![]; b];
+    let mut done = vec![false; b];
+    let mut texts = vec![String::new(); b];
+    // Prefill: (B, T) left-padded prompts -> hidden of the last position.
+    let batch = InputBatch::padded(prompts, tok.pad_id, true);
+    let mut hidden = model.forward_cached(&batch, &mut cache)?;
+    let mut pos: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
+    for _ in 0..cfg.max_new_tokens {
+        let t = hidden.dim(1)?;
+        // (B, 1, H) -> (B, V)
+        let logits = model.logits(&hidden.narrow(1, t - 1, 1)?)?.squeeze(1)?;
+        let mut rows: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+        let mut next = vec![tok.pad_id; b];
+        for i in 0..b {
+            if done[i] {
+                continue;
+            }
+            let seen = [prompts[i].as_slice(), out[i].as_slice()].concat();
+            next[i] = pick(&mut rows[i], &seen, cfg, &mut rng);
+            out[i].push(next[i]);
+            done[i] = finish_row(tok, cfg, &out[i], &mut texts[i])?;
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        let step = InputBatch {
+            ids: next,
+            segments: vec![1; b],
+            positions: pos.clone(),
+            b,
+            t: 1,
+        };
+        hidden = model.forward_cached(&step, &mut cache)?;
+        pos.iter_mut().for_each(|p| *p += 1);
+    }
+    (0..b)
+        .map(|i| {
+            let finished = done[i];
+            let text = if finished { texts[i].clone() } else { tok.decode(&out[i], true)? };
+            Ok(Generation {
+                tokens: std::mem::take(&mut out[i]),
+                text,
+                finished,
+            })
+        })
+        .collect()
+}
+
+/// Whether a row is finished after its latest token; fills `text` when it is.
+fn finish_row(tok: &Tokenizer, cfg: &SamplingConfig, out: &[u32], text: &mut String) -> Result<bool> {
+    let last = *out.last().unwrap_or(&u32::MAX);
+    if tok.eos_ids.contains(&last) {
+        *text = tok.decode(out, true)?;
+        return Ok(true);
+    }
+    if cfg.stop_strings.is_empty() {
+        return Ok(false);
+    }
+    let decoded = tok.decode(out, true)?;
+    match cfg.stop_strings.iter().filter_map(|s| decoded.find(s.as_str())).min() {
+        Some(at) => {
+            *text = decoded[..at].to_string();
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}

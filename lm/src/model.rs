@@ -1,0 +1,326 @@
+//! The Llama-family decoder written for training: full-sequence logits `(B, T, V)`, padding and
+//! packing masks, per-row position ids, and a KV cache used only by generation.
+use crate::config::{ModelConfig, RopeScaling};
+use crate::linear::Linear;
+use crate::ops;
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+
+/// One batch of token rows, laid out on the host: `ids`, `segments` and `positions` are `(B, T)`
+/// row-major. `segments[i] == 0` marks padding; tokens of different non-zero segments in a row
+/// never attend to each other (packing).
+#[derive(Debug, Clone)]
+pub struct InputBatch {
+    pub ids: Vec<u32>,
+    pub segments: Vec<u32>,
+    pub positions: Vec<u32>,
+    pub b: usize,
+    pub t: usize,
+}
+
+impl InputBatch {
+    /// Pads `rows` to the longest one with `pad_id`, on the left or the right. Positions count
+    /// real tokens only, so a padded row sees the same positions as the row alone.
+    pub fn padded(rows: &[Vec<u32>], pad_id: u32, left: bool) -> Self {
+        let b = rows.len();
+        let t = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+        let mut out = InputBatch {
+            ids: vec![pad_id; b * t],
+            segments: vec![0; b * t],
+            positions: vec![0; b * t],
+            b,
+            t,
+        };
+        for (i, r) in rows.iter().enumerate() {
+            let start = if left { t - r.len() } else { 0 };
+            for (j, &tok) in r.iter().enumerate() {
+                out.ids[i * t + start + j] = tok;
+                out.segments[i * t + start + j] = 1;
+                out.positions[i * t + start + j] = j as u32;
+            }
+        }
+        out
+    }
+
+    /// Builds a batch from ids and a 0/1 attention mask, positions from the mask's running count
+    /// (what transformers' `generate` passes as `position_ids`).
+    pub fn from_mask(ids: Vec<u32>, mask: &[u32], b: usize, t: usize) -> Self {
+        // cumsum(mask) - 1, clamped at 0; padding positions are masked out anyway.
+        let mut positions = vec![0u32; b * t];
+        for bi in 0..b {
+            let mut n = 0u32;
+            for j in 0..t {
+                n += u32::from(mask[bi * t + j] != 0);
+                positions[bi * t + j] = n.saturating_sub(1);
+            }
+        }
+        let segments = mask.iter().map(|&m| u32::from(m != 0)).collect();
+        InputBatch {
+            ids,
+            segments,
+            positions,
+            b,
+            t,
+        }
+    }
+
+    /// Packs several samples into each row: segment ids count samples from 1 and positions
+    /// restart at 0 for every sample. `rows[i]` lists the samples of row `i`.
+    pub fn packed(rows: &[Vec<Vec<u32>>], pad_id: u32) -> Self {
+        let flat: Vec<Vec<u32>> = rows.iter().map(|r| r.concat()).collect();
+        let mut out = Self::padded(&flat, pad_id, false);
+        for (i, samples) in rows.iter().enumerate() {
+            let mut at = i * out.t;
+            for (s, sample) in samples.iter().enumerate() {
+                for j in 0..sample.len() {
+                    out.segments[at + j] = s as u32 + 1;
+                    out.positions[at + j] = j as u32;
+                }
+                at += sample.len();
+            }
+        }
+        out
+    }
+
+    pub fn ids_tensor(&self, device: &Device) -> Result<Tensor> {
+        Tensor::from_slice(&self.ids, (self.b, self.t), device)
+    }
+}
+
+/// Per-layer keys and values `(B, KV, S, D)` kept between generation steps.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Segment of every cached key, `(B, S)` row-major (0 = padding).
+    pub(crate) key_segments: Vec<u32>,
+    pub(crate) len: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Mlp {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    pub attn: Attention,
+    pub mlp: Mlp,
+    pub input_norm: Tensor,
+    pub post_norm: Tensor,
+}
+
+/// What a forward pass shares across layers.
+struct Ctx<'a> {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
+    adapters: bool,
+    cfg: &'a ModelConfig,
+}
+
+/// A Llama/Mistral/Qwen2/Qwen3 causal language model.
+#[derive(Debug, Clone)]
+pub struct CausalLm {
+    pub config: ModelConfig,
+    pub(crate) embed: Tensor,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: Tensor,
+    /// `None` when the head is tied to the embeddings.
+    pub(crate) lm_head: Option<Tensor>,
+    pub(crate) inv_freq: Vec<f32>,
+    /// Activation dtype; weights are cast to it as they are used.
+    pub dtype: DType,
+    /// Whether LoRA adapters (if any) take part in the forward pass.
+    pub adapters_enabled: bool,
+}
+
+impl Attention {
+    fn forward(&self, x: &Tensor, ctx: &Ctx, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+        let cfg = ctx.cfg;
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        // (B, T, H*D) -> (B, H, T, D)
+        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2);
+        let mut q = heads(self.q.forward(x, ctx.adapters)?, h)?;
+        let mut k = heads(self.k.forward(x, ctx.adapters)?, kvh)?;
+        let mut v = heads(self.v.forward(x, ctx.adapters)?, kvh)?.contiguous()?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = ops::rms_norm(&q, qn, cfg.rms_norm_eps)?;
+            k = ops::rms_norm(&k, kn, cfg.rms_norm_eps)?;
+        }
+        let q = ops::rope(&q, &ctx.cos, &ctx.sin)?;
+        let mut k = ops::rope(&k, &ctx.cos, &ctx.sin)?;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let k = ops::repeat_kv(&k, h / kvh)?;
+        let v = ops::repeat_kv(&v, h / kvh)?;
+        // (B, H, T, D) x (B, H, D, S) -> (B, H, T, S)
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+        let probs = ops::softmax_last(&scores.broadcast_add(&ctx.mask)?)?;
+        // (B, H, T, S) x (B, H, S, D) -> (B, T, H*D)
+        let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * hd))?;
+        self.o.forward(&y, ctx.adapters)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor, adapters: bool) -> Result<Tensor> {
+        let g = self.gate.forward(x, adapters)?.silu()?;
+        let u = self.up.forward(x, adapters)?;
+        self.down.forward(&(g * u)?, adapters)
+    }
+}
+
+impl Layer {
+    fn forward(&self, x: &Tensor, ctx: &Ctx, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+        let eps = ctx.cfg.rms_norm_eps;
+        let h = ops::rms_norm(x, &self.input_norm, eps)?;
+        let x = (x + self.attn.forward(&h, ctx, cache)?)?;
+        let h = ops::rms_norm(&x, &self.post_norm, eps)?;
+        x + self.mlp.forward(&h, ctx.adapters)?
+    }
+}
+
+/// RoPE inverse frequencies, with transformers' llama3 / linear scaling.
+pub(crate) fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
+    let d = cfg.head_dim;
+    let base = cfg.rope_theta as f32;
+    let freqs = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32));
+    match &cfg.rope_scaling {
+        None => freqs.collect(),
+        Some(RopeScaling::Linear { factor }) => freqs.map(|f| f / *factor as f32).collect(),
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: old,
+        }) => freqs
+            .map(|f| {
+                let (f, factor) = (f as f64, *factor);
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
+                if wavelen < high_wl {
+                    f as f32
+                } else if wavelen > low_wl {
+                    (f / factor) as f32
+                } else {
+                    let s = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    ((1.0 - s) * f / factor + s * f) as f32
+                }
+            })
+            .collect(),
+    }
+}
+
+impl CausalLm {
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    /// Final hidden states after the last norm, `(B, T, H)`.
+    pub fn hidden_states(&self, batch: &InputBatch) -> Result<Tensor> {
+        let ids = batch.ids_tensor(self.device())?;
+        self.run(&ids, &batch.segments, &batch.segments, &batch.positions, None)
+    }
+
+    /// Logits for every position, `(B, T, V)`, in f32.
+    pub fn forward(&self, batch: &InputBatch) -> Result<Tensor> {
+        self.logits(&self.hidden_states(batch)?)
+    }
+
+    /// Projects hidden states `(..., H)` to f32 logits `(..., V)`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed).to_dtype(hidden.dtype())?;
+        hidden.broadcast_matmul(&w.t()?)?.to_dtype(DType::F32)
+    }
+
+    /// One generation step over new tokens `(B, T_new)` given a cache; returns hidden states of
+    /// the new tokens `(B, T_new, H)` and extends the cache.
+    pub fn forward_cached(&self, batch: &InputBatch, cache: &mut KvCache) -> Result<Tensor> {
+        if cache.layers.is_empty() {
+            cache.layers = vec![None; self.layers.len()];
+        }
+        let (b, t) = (batch.b, batch.t);
+        let s = cache.len;
+        // Append the new keys' segments row by row: (B, S) -> (B, S + T).
+        let mut keys = Vec::with_capacity(b * (s + t));
+        for bi in 0..b {
+            keys.extend_from_slice(&cache.key_segments[bi * s..(bi + 1) * s]);
+            keys.extend_from_slice(&batch.segments[bi * t..(bi + 1) * t]);
+        }
+        let ids = batch.ids_tensor(self.device())?;
+        let out = self.run(&ids, &batch.segments, &keys, &batch.positions, Some(&mut cache.layers))?;
+        cache.key_segments = keys;
+        cache.len = s + t;
+        Ok(out)
+    }
+
+    fn run(
+        &self,
+        ids: &Tensor,
+        query_seg: &[u32],
+        key_seg: &[u32],
+        positions: &[u32],
+        mut cache: Option<&mut Vec<Option<(Tensor, Tensor)>>>,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let tk = key_seg.len() / b.max(1);
+        let dev = self.device();
+        let (cos, sin) = ops::rope_tables(&self.inv_freq, positions, b, t, dev)?;
+        let mask = ops::attention_mask(query_seg, key_seg, b, t, tk, self.dtype, dev)?;
+        let ctx = Ctx {
+            cos,
+            sin,
+            mask,
+            adapters: self.adapters_enabled,
+            cfg: &self.config,
+        };
+        // (B, T) -> (B, T, H)
+        let mut x = self.embed.embedding_lookup(ids)?.to_dtype(self.dtype)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_mut().map(|c| &mut c[i]);
+            x = layer.forward(&x, &ctx, slot)?;
+        }
+        ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps)
+    }
+}
+
+trait EmbeddingLookup {
+    fn embedding_lookup(&self, ids: &Tensor) -> Result<Tensor>;
+}
+
+impl EmbeddingLookup for Tensor {
+    /// `self`: (V, H), `ids`: (B, T) -> (B, T, H). `index_select` has a backward (index-add).
+    fn embedding_lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self.dim(D::Minus1)?;
+        let emb = candle_nn::Embedding::new(self.clone(), h);
+        emb.forward(&ids.reshape((b, t))?)
+    }
+}
