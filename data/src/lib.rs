@@ -1,0 +1,3 @@
+//! Dataset rows every stage reads, parsed into typed examples with their line numbers.
+pub mod prefs;
+pub mod sft;
