@@ -59,7 +59,6 @@ CREATE TABLE comparisons (
     UNIQUE (item_id, first_id, second_id)
 );
 CREATE INDEX comparisons_open ON comparisons (project_id, id) WHERE remaining > 0;
-CREATE INDEX comparisons_project ON comparisons (project_id);
 
 CREATE TABLE assignments (
     id            INTEGER PRIMARY KEY,

@@ -181,6 +181,11 @@ function renderProgress(p) {
 async function loadNext() {
   let data;
   try { data = await api("POST", projectPath("/next"), {}); } catch (e) { return status(e.message); }
+  render(data);
+}
+
+// Shows a `next` answer: a comparison, or the done message.
+function render(data) {
   renderProgress(data.progress);
   select(null);
   $("rationale").value = "";
@@ -220,11 +225,15 @@ async function submit() {
   if (state.busy || !state.current) return;
   if (!state.choice) return status("Choose A, B, tie or both bad first (1-4)");
   state.busy = true;
-  const body = { assignment_id: state.current.assignment_id, choice: state.choice, client_id: state.clientId, rationale: $("rationale").value };
+  const body = {
+    assignment_id: state.current.assignment_id, choice: state.choice, client_id: state.clientId,
+    rationale: $("rationale").value, project: state.project,
+  };
   try {
+    let answer;
     for (let attempt = 0; ; attempt++) {
       try {
-        await api("POST", "/api/labels", body);
+        answer = await api("POST", "/api/labels", body);
         break;
       } catch (e) {
         const retriable = !(e instanceof ApiError) || e.status >= 500;
@@ -233,8 +242,8 @@ async function submit() {
         await sleep(300 * (attempt + 1));
       }
     }
-    status("Saved", true);
-    await loadNext();
+    status(answer.duplicate ? "Already saved" : "Saved", true);
+    render(answer.next);
   } catch (e) {
     status(e.message);
   } finally {

@@ -6,7 +6,12 @@
 //! and clients retry unacknowledged submissions with the same client id. At the end it checks
 //! that every acknowledged label is in the database exactly once.
 //!
-//! `cargo run -p labeling_ui --example loadgen -- --labelers 64 --seconds 15 [--kill-at 7]`
+//! `cargo run -p labeling_ui --example loadgen -- --labelers 64 --seconds 15 [--kill-at 7]
+//!  [--rate 3200] [--items 120000]`
+//!
+//! Without `--rate` the labelers have no think time (closed loop: measures peak throughput, and
+//! latency is then mostly queueing, about labelers / throughput). With `--rate R` they send R
+//! submissions per second in total on a fixed schedule (open loop).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -28,6 +33,8 @@ struct Opts {
     seconds: u64,
     kill_at: Option<u64>,
     items: usize,
+    /// Total submissions per second to pace at (open loop); `None`: closed loop, no think time.
+    rate: Option<f64>,
 }
 
 fn parse_opts() -> Result<Opts> {
@@ -36,6 +43,7 @@ fn parse_opts() -> Result<Opts> {
         seconds: 15,
         kill_at: None,
         items: 120_000,
+        rate: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -45,6 +53,7 @@ fn parse_opts() -> Result<Opts> {
             "--seconds" => o.seconds = v.parse::<u64>()?.min(300),
             "--kill-at" => o.kill_at = Some(v.parse()?),
             "--items" => o.items = v.parse()?,
+            "--rate" => o.rate = Some(v.parse()?),
             f => bail!("unknown flag {f}"),
         }
     }
@@ -77,6 +86,11 @@ impl Server {
             .spawn()?;
         Ok(Server { child })
     }
+    /// CPU seconds the server has used so far (Linux /proc; 0 elsewhere).
+    fn cpu_secs(&self) -> f64 {
+        cpu_secs(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     /// SIGKILL: no graceful shutdown, no flushing beyond what SQLite already committed.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -88,6 +102,24 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// utime + stime from a /proc stat file, assuming the usual 100 ticks per second.
+fn cpu_secs(stat_path: &str) -> f64 {
+    let Ok(text) = std::fs::read_to_string(stat_path) else {
+        return 0.0;
+    };
+    let Some(after) = text.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
 }
 
 async fn wait_up(http: &Http, base: &str) -> Result<()> {
@@ -195,24 +227,35 @@ impl Labeler {
         }
     }
 
-    async fn run(self, deadline: Instant) -> Tally {
+    /// `pace`: (first send, interval). Latency is then measured from the scheduled send time,
+    /// so a server that falls behind is charged for the queueing it causes.
+    async fn run(self, deadline: Instant, pace: Option<(Instant, Duration)>) -> Tally {
         let mut tally = Tally::default();
         let mut seq = 0u64;
+        // One `next` to start; after that each submission's answer carries the next comparison.
+        let first = "/api/projects/bench/next";
+        let mut next = self
+            .post_retry(first, &json!({}), deadline, &mut tally)
+            .await;
         while Instant::now() < deadline {
-            let Some(next) = self
-                .post_retry("/api/projects/bench/next", &json!({}), deadline, &mut tally)
-                .await
+            let Some(id) = next
+                .as_ref()
+                .and_then(|n| n["comparison"]["assignment_id"].as_i64())
             else {
-                break;
-            };
-            let Some(id) = next["comparison"]["assignment_id"].as_i64() else {
                 break;
             };
             let client_id = format!("{}-{seq}", self.name);
             seq += 1;
             let choice = ["A", "A", "B"][(seq % 3) as usize];
-            let body = json!({ "assignment_id": id, "choice": choice, "client_id": client_id });
-            let start = Instant::now();
+            let body = json!({ "assignment_id": id, "choice": choice, "client_id": client_id, "project": "bench" });
+            let start = match pace {
+                Some((first, every)) => {
+                    let at = first + every * (seq - 1) as u32;
+                    tokio::time::sleep_until(at.into()).await;
+                    at
+                }
+                None => Instant::now(),
+            };
             match self
                 .post_retry(
                     "/api/labels",
@@ -222,12 +265,16 @@ impl Labeler {
                 )
                 .await
             {
-                Some(v) => {
+                Some(mut v) => {
                     tally.latencies_us.push(start.elapsed().as_micros() as u64);
                     tally.duplicates += usize::from(v["duplicate"] == json!(true));
                     tally.acked.insert(client_id);
+                    next = Some(v["next"].take());
                 }
-                None => tally.in_flight_at_end += 1,
+                None => {
+                    tally.in_flight_at_end += 1;
+                    break;
+                }
             }
         }
         tally
@@ -310,14 +357,24 @@ async fn bench(o: Opts) -> Result<()> {
         labelers.push(sign_in(&http, &base, name, pw).await?);
     }
     let start = Instant::now();
+    let (mut server_cpu, client_cpu0) = (-server.cpu_secs(), cpu_secs("/proc/self/stat"));
     let deadline = start + Duration::from_secs(o.seconds);
+    // Paced: each labeler sends every labelers/rate seconds, start times spread evenly.
+    let every = o
+        .rate
+        .map(|r| Duration::from_secs_f64(o.labelers as f64 / r));
     let tasks: Vec<_> = labelers
         .into_iter()
-        .map(|l| tokio::spawn(l.run(deadline)))
+        .enumerate()
+        .map(|(i, l)| {
+            let pace = every.map(|e| (start + e.mul_f64(i as f64 / o.labelers as f64), e));
+            tokio::spawn(l.run(deadline, pace))
+        })
         .collect();
     let mut restart_ms = None;
     if let Some(k) = o.kill_at {
         tokio::time::sleep(Duration::from_secs(k)).await;
+        server_cpu += server.cpu_secs();
         server.kill();
         let t = Instant::now();
         server = Server::start(&db_path, &addr)?;
@@ -334,8 +391,12 @@ async fn bench(o: Opts) -> Result<()> {
         all.in_flight_at_end += r.in_flight_at_end;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = (
+        server_cpu + server.cpu_secs(),
+        cpu_secs("/proc/self/stat") - client_cpu0,
+    );
     server.kill();
-    report(&db_path, o, all, elapsed, restart_ms).await
+    report(&db_path, o, all, elapsed, restart_ms, cpu).await
 }
 
 async fn report(
@@ -344,6 +405,7 @@ async fn report(
     mut t: Tally,
     elapsed: f64,
     restart_ms: Option<u128>,
+    cpu: (f64, f64),
 ) -> Result<()> {
     let pool = db::open(db_path).await?;
     let rows: Vec<String> =
@@ -356,10 +418,12 @@ async fn report(
     let per_assignment: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT assignment_id FROM labels WHERE undone_at IS NULL GROUP BY assignment_id HAVING COUNT(*) > 1)").fetch_one(&pool).await?;
     t.latencies_us.sort_unstable();
     let summary = json!({
-        "labelers": o.labelers, "seconds": elapsed, "kill_at": o.kill_at, "restart_ms": restart_ms,
+        "labelers": o.labelers, "seconds": elapsed, "target_rate": o.rate, "kill_at": o.kill_at, "restart_ms": restart_ms,
         "acked": t.acked.len(), "submissions_per_s": t.acked.len() as f64 / elapsed,
         "p50_ms": pct(&t.latencies_us, 0.5), "p99_ms": pct(&t.latencies_us, 0.99), "max_ms": pct(&t.latencies_us, 1.0),
         "stored": rows.len(), "lost_acked": lost, "duplicated": doubled as i64 + per_assignment,
+        "server_cpu_s": cpu.0, "loadgen_cpu_s": cpu.1,
+        "server_cpu_ms_per_label": cpu.0 * 1000.0 / t.acked.len().max(1) as f64,
         "retried_requests": t.retries, "duplicate_answers": t.duplicates, "unacked_at_deadline": t.in_flight_at_end,
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -141,19 +141,32 @@ pub async fn next(
         user_id: user.id,
         project_id,
     };
-    let Outcome::Assigned(assigned) = state.writer.run(op).await? else {
+    let assigned = state.writer.run(op).await?;
+    Ok(Json(next_view(&state, &user, project_id, assigned).await?))
+}
+
+/// The `next` answer: the comparison to show (or `done`) and the labeler's progress.
+async fn next_view(
+    state: &AppState,
+    user: &CurrentUser,
+    project_id: i64,
+    assigned: Outcome,
+) -> Result<Value> {
+    let Outcome::Assigned(assigned) = assigned else {
         return Err(AppError::Internal(
             "writer answered next with the wrong outcome".into(),
         ));
     };
-    let progress = progress(&state.pool, user.id, project_id).await?;
-    Ok(Json(match assigned {
+    Ok(match assigned {
         Some(id) => {
-            let shown = load_shown(&state.pool, id).await?;
+            let (shown, progress) = load_shown(&state.pool, id).await?;
             json!({ "done": false, "comparison": shown, "progress": progress })
         }
-        None => json!({ "done": true, "progress": progress }),
-    }))
+        None => {
+            let progress = progress(&state.pool, user.id, project_id).await?;
+            json!({ "done": true, "progress": progress })
+        }
+    })
 }
 
 #[derive(Deserialize)]
@@ -163,6 +176,9 @@ pub struct LabelBody {
     client_id: String,
     #[serde(default)]
     rationale: Option<String>,
+    /// When set, the answer also carries `next` for this project (saves a round trip).
+    #[serde(default)]
+    project: Option<String>,
 }
 
 pub async fn submit(
@@ -181,24 +197,36 @@ pub async fn submit(
             "rationale is limited to 10000 bytes".into(),
         ));
     }
-    let op = Op::Submit(Submission {
+    let project_id = match &body.project {
+        Some(p) => Some(state.project(p).await?.0),
+        None => None,
+    };
+    let mut ops = vec![Op::Submit(Submission {
         user_id: user.id,
         assignment_id: body.assignment_id,
         client_id: body.client_id,
         choice: body.choice,
         rationale,
-    });
-    match state.writer.run(op).await? {
-        Outcome::Submitted {
-            label_id,
-            duplicate,
-        } => Ok(Json(
-            json!({ "label_id": label_id, "duplicate": duplicate }),
-        )),
-        _ => Err(AppError::Internal(
+    })];
+    ops.extend(project_id.map(|project_id| Op::Next {
+        user_id: user.id,
+        project_id,
+    }));
+    let mut results = state.writer.run_many(ops).await.into_iter();
+    let Some(Outcome::Submitted {
+        label_id,
+        duplicate,
+    }) = results.next().transpose()?
+    else {
+        return Err(AppError::Internal(
             "writer answered submit with the wrong outcome".into(),
-        )),
+        ));
+    };
+    let mut answer = json!({ "label_id": label_id, "duplicate": duplicate });
+    if let (Some(project_id), Some(next)) = (project_id, results.next()) {
+        answer["next"] = next_view(&state, &user, project_id, next?).await?;
     }
+    Ok(Json(answer))
 }
 
 pub async fn undo(

@@ -90,10 +90,13 @@ async fn next(conn: &mut SqliteConnection, user_id: i64, project_id: i64) -> Res
         return Ok(open);
     }
     // Pick and take in one statement; the `assignments_take` trigger decrements `remaining`.
+    // INDEXED BY: only the partial index skips handed-out work; the planner's other choice
+    // scans every comparison already taken, which grows with the project.
     let (swapped, now) = (rand::rng().random_bool(0.5) as i64, now_ms());
     let id = sqlx::query_scalar!(
         r#"INSERT INTO assignments (project_id, item_id, comparison_id, user_id, swapped, created_at)
-           SELECT c.project_id, c.item_id, c.id, ?1, ?2, ?3 FROM comparisons c
+           SELECT c.project_id, c.item_id, c.id, ?1, ?2, ?3
+           FROM comparisons c INDEXED BY comparisons_open
            WHERE c.project_id = ?4 AND c.remaining > 0
              AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.comparison_id = c.id AND a.user_id = ?1)
            ORDER BY c.id LIMIT 1
@@ -209,10 +212,16 @@ pub struct Shown {
     pub b: String,
 }
 
-pub async fn load_shown(pool: &SqlitePool, assignment_id: i64) -> Result<Shown> {
+/// The comparison behind an assignment, with its labeler's progress (one query: this runs on
+/// every label).
+pub async fn load_shown(pool: &SqlitePool, assignment_id: i64) -> Result<(Shown, Progress)> {
     let r = sqlx::query!(
-        r#"SELECT a.swapped, i.prompt_json, r1.body AS first_body, r2.body AS second_body
+        r#"SELECT a.swapped, i.prompt_json, r1.body AS first_body, r2.body AS second_body,
+                  (SELECT COUNT(*) FROM assignments d WHERE d.user_id = a.user_id
+                     AND d.project_id = a.project_id AND d.done = 1) AS "labeled!: i64",
+                  p.n_comparisons
            FROM assignments a
+           JOIN projects p ON p.id = a.project_id
            JOIN comparisons c ON c.id = a.comparison_id
            JOIN items i ON i.id = c.item_id
            JOIN responses r1 ON r1.id = c.first_id
@@ -227,12 +236,20 @@ pub async fn load_shown(pool: &SqlitePool, assignment_id: i64) -> Result<Shown> 
     } else {
         (r.first_body, r.second_body)
     };
-    Ok(Shown {
-        assignment_id,
-        prompt: serde_json::from_str(&r.prompt_json)?,
-        a,
-        b,
-    })
+    let prompt = serde_json::from_str(&r.prompt_json)?;
+    let progress = Progress {
+        labeled: r.labeled,
+        comparisons: r.n_comparisons,
+    };
+    Ok((
+        Shown {
+            assignment_id,
+            prompt,
+            a,
+            b,
+        },
+        progress,
+    ))
 }
 
 /// A labeler's own progress in a project.

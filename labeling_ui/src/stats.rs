@@ -43,7 +43,7 @@ pub struct ProjectStats {
 pub async fn project_stats(pool: &SqlitePool, project: &str) -> Result<ProjectStats> {
     let (project_id, overlap) = project_by_name(pool, project).await?;
     let comparisons = sqlx::query_scalar!(
-        r#"SELECT COUNT(*) AS "n!: i64" FROM comparisons WHERE project_id = ?"#,
+        "SELECT n_comparisons FROM projects WHERE id = ?",
         project_id
     )
     .fetch_one(pool)

@@ -33,10 +33,31 @@ impl Writer {
 
     /// Runs one write and waits until it is committed (or rejected).
     pub async fn run(&self, op: Op) -> Result<Outcome> {
-        let (reply, rx) = oneshot::channel();
+        let mut out = self.run_many(vec![op]).await;
+        out.pop()
+            .unwrap_or_else(|| Err(AppError::Internal("writer gave no answer".into())))
+    }
+
+    /// Queues several writes back to back (applied in order, usually in one batch) and waits
+    /// for all of them.
+    pub async fn run_many(&self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
         let gone = || AppError::Internal("writer task stopped".into());
-        self.tx.send(Job { op, reply }).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        let mut waiting = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (reply, rx) = oneshot::channel();
+            match self.tx.send(Job { op, reply }).await {
+                Ok(()) => waiting.push(Some(rx)),
+                Err(_) => waiting.push(None),
+            }
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(match rx {
+                Some(rx) => rx.await.unwrap_or_else(|_| Err(gone())),
+                None => Err(gone()),
+            });
+        }
+        out
     }
 }
 
