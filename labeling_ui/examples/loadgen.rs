@@ -177,6 +177,8 @@ async fn call(
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u64>,
+    /// (completion time, latency) per acknowledged submission, for the per-second timeline.
+    done: Vec<(Instant, u64)>,
     acked: HashSet<String>,
     duplicates: usize,
     retries: usize,
@@ -266,7 +268,9 @@ impl Labeler {
                 .await
             {
                 Some(mut v) => {
-                    tally.latencies_us.push(start.elapsed().as_micros() as u64);
+                    let us = start.elapsed().as_micros() as u64;
+                    tally.latencies_us.push(us);
+                    tally.done.push((Instant::now(), us));
                     tally.duplicates += usize::from(v["duplicate"] == json!(true));
                     tally.acked.insert(client_id);
                     next = Some(v["next"].take());
@@ -322,6 +326,26 @@ async fn sign_in(http: &Http, base: &str, name: &str, pw: &str) -> Result<Labele
         csrf: v["csrf_token"].as_str().context("csrf")?.to_owned(),
         name: name.to_owned(),
     })
+}
+
+/// Per second of the run: acknowledged submissions and their p99 latency (shows the restart).
+fn print_timeline(start: Instant, done: &[(Instant, u64)]) {
+    let mut secs: Vec<Vec<u64>> = Vec::new();
+    for (at, us) in done {
+        let s = at.duration_since(start).as_secs() as usize;
+        if secs.len() <= s {
+            secs.resize(s + 1, Vec::new());
+        }
+        secs[s].push(*us);
+    }
+    for (s, lat) in secs.iter_mut().enumerate() {
+        lat.sort_unstable();
+        eprintln!(
+            "t={s:>3}s acked={:>6} p99={:>8.2} ms",
+            lat.len(),
+            pct(lat, 0.99)
+        );
+    }
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
@@ -385,12 +409,14 @@ async fn bench(o: Opts) -> Result<()> {
     for t in tasks {
         let r = t.await?;
         all.latencies_us.extend(r.latencies_us);
+        all.done.extend(r.done);
         all.acked.extend(r.acked);
         all.duplicates += r.duplicates;
         all.retries += r.retries;
         all.in_flight_at_end += r.in_flight_at_end;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    print_timeline(start, &all.done);
     let cpu = (
         server_cpu + server.cpu_secs(),
         cpu_secs("/proc/self/stat") - client_cpu0,

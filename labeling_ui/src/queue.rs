@@ -76,29 +76,19 @@ pub async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome> {
 }
 
 async fn next(conn: &mut SqliteConnection, user_id: i64, project_id: i64) -> Result<Option<i64>> {
-    // An open assignment (unlabeled, or reopened by undo) comes back before anything new, so a
-    // reload shows the same comparison and undo returns to the undone one.
-    let open = sqlx::query_scalar!(
-        r#"SELECT id AS "id!" FROM assignments WHERE user_id = ? AND project_id = ? AND done = 0
-           ORDER BY reopened_at DESC, id LIMIT 1"#,
-        user_id,
-        project_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if open.is_some() {
-        return Ok(open);
-    }
-    // Pick and take in one statement; the `assignments_take` trigger decrements `remaining`.
-    // INDEXED BY: only the partial index skips handed-out work; the planner's other choice
-    // scans every comparison already taken, which grows with the project.
+    // Common case in one statement: no open assignment, so pick and take the first open
+    // comparison this labeler has not had (the `assignments_take` trigger decrements
+    // `remaining`). INDEXED BY: only the partial index skips handed-out work; the planner's
+    // other choice scans every comparison already taken, which grows with the project.
     let (swapped, now) = (rand::rng().random_bool(0.5) as i64, now_ms());
-    let id = sqlx::query_scalar!(
+    let taken = sqlx::query_scalar!(
         r#"INSERT INTO assignments (project_id, item_id, comparison_id, user_id, swapped, created_at)
            SELECT c.project_id, c.item_id, c.id, ?1, ?2, ?3
            FROM comparisons c INDEXED BY comparisons_open
            WHERE c.project_id = ?4 AND c.remaining > 0
              AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.comparison_id = c.id AND a.user_id = ?1)
+             AND NOT EXISTS (SELECT 1 FROM assignments o
+                             WHERE o.user_id = ?1 AND o.project_id = ?4 AND o.done = 0)
            ORDER BY c.id LIMIT 1
            RETURNING id AS "id!""#,
         user_id,
@@ -108,7 +98,20 @@ async fn next(conn: &mut SqliteConnection, user_id: i64, project_id: i64) -> Res
     )
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(id)
+    if taken.is_some() {
+        return Ok(taken);
+    }
+    // An open assignment (unlabeled, or reopened by undo) comes back before anything new, so a
+    // reload shows the same comparison and undo returns to the undone one. `None` here means
+    // the queue is empty for this labeler.
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id AS "id!" FROM assignments WHERE user_id = ? AND project_id = ? AND done = 0
+           ORDER BY reopened_at DESC, id LIMIT 1"#,
+        user_id,
+        project_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?)
 }
 
 async fn submit(conn: &mut SqliteConnection, s: &Submission) -> Result<Outcome> {
