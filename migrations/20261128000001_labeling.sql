@@ -92,6 +92,15 @@ CREATE TABLE labels (
     undone_at     INTEGER
 );
 CREATE UNIQUE INDEX labels_live ON labels (assignment_id) WHERE undone_at IS NULL;
+
+-- Live labels per labeler and project, kept by the triggers below: progress is shown with every
+-- comparison, and counting a labeler's assignments each time grows with their work.
+CREATE TABLE labeler_progress (
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    project_id INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    labeled    INTEGER NOT NULL DEFAULT 0 CHECK (labeled >= 0),
+    PRIMARY KEY (user_id, project_id)
+) WITHOUT ROWID;
 CREATE INDEX labels_created ON labels (assignment_id, created_at);
 
 -- The denormalised counters above (`comparisons.remaining`, `assignments.done`) are kept in step
@@ -107,10 +116,15 @@ CREATE TRIGGER labels_done AFTER INSERT ON labels
 WHEN NEW.undone_at IS NULL
 BEGIN
     UPDATE assignments SET done = 1 WHERE id = NEW.assignment_id;
+    INSERT INTO labeler_progress (user_id, project_id, labeled)
+        SELECT user_id, project_id, 1 FROM assignments WHERE id = NEW.assignment_id
+        ON CONFLICT (user_id, project_id) DO UPDATE SET labeled = labeled + 1;
 END;
 
 CREATE TRIGGER labels_undo AFTER UPDATE OF undone_at ON labels
 WHEN OLD.undone_at IS NULL AND NEW.undone_at IS NOT NULL
 BEGIN
     UPDATE assignments SET done = 0, reopened_at = NEW.undone_at WHERE id = NEW.assignment_id;
+    UPDATE labeler_progress SET labeled = labeled - 1
+        WHERE (user_id, project_id) = (SELECT user_id, project_id FROM assignments WHERE id = NEW.assignment_id);
 END;

@@ -220,8 +220,8 @@ pub struct Shown {
 pub async fn load_shown(pool: &SqlitePool, assignment_id: i64) -> Result<(Shown, Progress)> {
     let r = sqlx::query!(
         r#"SELECT a.swapped, i.prompt_json, r1.body AS first_body, r2.body AS second_body,
-                  (SELECT COUNT(*) FROM assignments d WHERE d.user_id = a.user_id
-                     AND d.project_id = a.project_id AND d.done = 1) AS "labeled!: i64",
+                  (SELECT g.labeled FROM labeler_progress g
+                   WHERE g.user_id = a.user_id AND g.project_id = a.project_id) AS "labeled: i64",
                   p.n_comparisons
            FROM assignments a
            JOIN projects p ON p.id = a.project_id
@@ -241,7 +241,7 @@ pub async fn load_shown(pool: &SqlitePool, assignment_id: i64) -> Result<(Shown,
     };
     let prompt = serde_json::from_str(&r.prompt_json)?;
     let progress = Progress {
-        labeled: r.labeled,
+        labeled: r.labeled.unwrap_or(0),
         comparisons: r.n_comparisons,
     };
     Ok((
@@ -265,8 +265,8 @@ pub struct Progress {
 pub async fn progress(pool: &SqlitePool, user_id: i64, project_id: i64) -> Result<Progress> {
     Ok(sqlx::query_as!(
         Progress,
-        r#"SELECT (SELECT COUNT(*) FROM assignments
-                   WHERE user_id = ?1 AND project_id = ?2 AND done = 1) AS "labeled!: i64",
+        r#"SELECT COALESCE((SELECT labeled FROM labeler_progress
+                            WHERE user_id = ?1 AND project_id = ?2), 0) AS "labeled!: i64",
                   n_comparisons AS comparisons
            FROM projects WHERE id = ?2"#,
         user_id,
