@@ -376,10 +376,7 @@ async fn bench(o: Opts) -> Result<()> {
         .pool_max_idle_per_host(o.labelers * 2)
         .build_http();
     wait_up(&http, &base).await?;
-    let mut labelers = Vec::new();
-    for (name, pw) in &users {
-        labelers.push(sign_in(&http, &base, name, pw).await?);
-    }
+    let labelers = sign_in_all(&http, &base, &users).await?;
     let start = Instant::now();
     let (mut server_cpu, client_cpu0) = (-server.cpu_secs(), cpu_secs("/proc/self/stat"));
     let deadline = start + Duration::from_secs(o.seconds);
@@ -405,6 +402,26 @@ async fn bench(o: Opts) -> Result<()> {
         wait_up(&http, &base).await?;
         restart_ms = Some(t.elapsed().as_millis());
     }
+    let all = collect(tasks).await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    print_timeline(start, &all.done);
+    let cpu = (
+        server_cpu + server.cpu_secs(),
+        cpu_secs("/proc/self/stat") - client_cpu0,
+    );
+    server.kill();
+    report(&db_path, o, all, elapsed, restart_ms, cpu).await
+}
+
+async fn sign_in_all(http: &Http, base: &str, users: &[(String, String)]) -> Result<Vec<Labeler>> {
+    let mut labelers = Vec::new();
+    for (name, pw) in users {
+        labelers.push(sign_in(http, base, name, pw).await?);
+    }
+    Ok(labelers)
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Result<Tally> {
     let mut all = Tally::default();
     for t in tasks {
         let r = t.await?;
@@ -415,14 +432,7 @@ async fn bench(o: Opts) -> Result<()> {
         all.retries += r.retries;
         all.in_flight_at_end += r.in_flight_at_end;
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    print_timeline(start, &all.done);
-    let cpu = (
-        server_cpu + server.cpu_secs(),
-        cpu_secs("/proc/self/stat") - client_cpu0,
-    );
-    server.kill();
-    report(&db_path, o, all, elapsed, restart_ms, cpu).await
+    Ok(all)
 }
 
 async fn report(

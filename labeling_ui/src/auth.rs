@@ -147,6 +147,11 @@ pub async fn login(state: &AppState, name: &str, password: &str) -> Result<(Stri
     if !ok {
         return Err(bad());
     }
+    // Sign-in is rare, so it is a fine moment to drop expired sessions.
+    let now = now_ms();
+    sqlx::query!("DELETE FROM sessions WHERE expires_at <= ?", now)
+        .execute(&state.pool)
+        .await?;
     let (token, csrf) = (random_hex(32), random_hex(16));
     let (token_hash, expires_at) = (hash_token(&token), now_ms() + SESSION_TTL_MS);
     sqlx::query!(

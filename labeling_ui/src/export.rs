@@ -52,7 +52,8 @@ pub async fn export_jsonl(
     opts: ExportOptions,
 ) -> Result<(String, usize)> {
     let (project_id, _) = project_by_name(pool, project).await?;
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        LabelRow,
         r#"SELECT c.id AS "cid!", i.prompt_json, r1.body AS first, r2.body AS second,
                   l.choice, l.rationale, l.created_at, u.name AS labeler
            FROM labels l
@@ -68,44 +69,66 @@ pub async fn export_jsonl(
     )
     .fetch_all(pool)
     .await?;
-    let mut out = Vec::new();
-    if opts.raw {
-        for r in &rows {
-            out.push(json!({
-                "comparison_id": r.cid, "labeler": r.labeler,
-                "prompt": serde_json::from_str::<Value>(&r.prompt_json)?,
-                "first": r.first, "second": r.second, "choice": r.choice,
-                "rationale": r.rationale, "created_at": r.created_at,
-            }));
-        }
+    let out = if opts.raw {
+        raw_rows(&rows)?
     } else {
-        let mut by_cmp: BTreeMap<i64, Cmp> = BTreeMap::new();
-        for r in rows {
-            let cmp = match by_cmp.entry(r.cid) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(Cmp {
-                    prompt: serde_json::from_str(&r.prompt_json)?,
-                    first: r.first,
-                    second: r.second,
-                    votes: Votes::default(),
-                }),
-            };
-            let v = &mut cmp.votes;
-            match r.choice.as_str() {
-                "first" => v.first += 1,
-                "second" => v.second += 1,
-                "tie" => v.tie += 1,
-                _ => v.both_bad += 1,
-            }
-        }
-        out.extend(by_cmp.values().filter_map(|c| aggregate(c, opts.ties)));
-    }
+        majority_rows(rows, opts.ties)?
+    };
     let mut text = String::new();
     for row in &out {
         text.push_str(&serde_json::to_string(row)?);
         text.push('\n');
     }
     Ok((text, out.len()))
+}
+
+/// One live label with its comparison's texts.
+struct LabelRow {
+    cid: i64,
+    prompt_json: String,
+    first: String,
+    second: String,
+    choice: String,
+    rationale: Option<String>,
+    created_at: i64,
+    labeler: String,
+}
+
+fn raw_rows(rows: &[LabelRow]) -> Result<Vec<Value>> {
+    rows.iter()
+        .map(|r| {
+            Ok(json!({
+                "comparison_id": r.cid, "labeler": r.labeler,
+                "prompt": serde_json::from_str::<Value>(&r.prompt_json)?,
+                "first": r.first, "second": r.second, "choice": r.choice,
+                "rationale": r.rationale, "created_at": r.created_at,
+            }))
+        })
+        .collect()
+}
+
+/// Rows are ordered by comparison, so votes are tallied per comparison in one pass.
+fn majority_rows(rows: Vec<LabelRow>, ties: Ties) -> Result<Vec<Value>> {
+    let mut by_cmp: BTreeMap<i64, Cmp> = BTreeMap::new();
+    for r in rows {
+        let cmp = match by_cmp.entry(r.cid) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(Cmp {
+                prompt: serde_json::from_str(&r.prompt_json)?,
+                first: r.first,
+                second: r.second,
+                votes: Votes::default(),
+            }),
+        };
+        let v = &mut cmp.votes;
+        match r.choice.as_str() {
+            "first" => v.first += 1,
+            "second" => v.second += 1,
+            "tie" => v.tie += 1,
+            _ => v.both_bad += 1,
+        }
+    }
+    Ok(by_cmp.values().filter_map(|c| aggregate(c, ties)).collect())
 }
 
 /// TRL conversational data wants completions as message lists when the prompt is one.
