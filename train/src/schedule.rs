@@ -96,11 +96,12 @@ mod tests {
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }
 
-    // Values from transformers 4.x:
+    // Values from transformers (checked against its output):
     //   opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     //   s = get_cosine_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=10)
-    //   [s.lr_lambda(i) ...]  (== s.lr_lambdas[0](i))
-    // i.e. warmup i/2, then 0.5*(1+cos(pi*(i-2)/8)).
+    //   [s.lr_lambdas[0](i) for i in range(11)]
+    // i.e. warmup i/2, then 0.5*(1+cos(pi*(i-2)/8)). The 12th value (step 11, past
+    // the end) is our clamp; transformers would rise again to 0.038 there.
     #[test]
     fn cosine_matches_transformers() -> Result<()> {
         let s = LrSchedule::new(ScheduleKind::Cosine, 1.0, 2, 10, 0.0)?;

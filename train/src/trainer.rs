@@ -163,7 +163,7 @@ impl Loop<'_> {
         let (mut loss_sum, mut tokens) = (0.0, 0u64);
         for (micro_batch, indices) in batches.iter().enumerate() {
             let batch = stage.make_batch(indices)?;
-            let out = stage.loss(&batch)?;
+            let out = stage.loss(&batch)?; // out.loss: () scalar, mean over the micro-batch
             let loss = out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
             if !loss.is_finite() {
                 return Err(Error::NonFiniteLoss {

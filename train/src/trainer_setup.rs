@@ -16,18 +16,8 @@ impl<'a> Loop<'a> {
         if n == 0 {
             return Err(Error::Config("the stage has no training examples".into()));
         }
-        let max_epochs = cfg.max_steps.is_none().then_some(cfg.epochs);
-        let data = DataOrder::new(n, cfg.batch_size, cfg.seed, max_epochs);
-        let total = cfg
-            .max_steps
-            .unwrap_or_else(|| (cfg.epochs * data.batches_per_epoch()).div_ceil(cfg.grad_accum));
-        let schedule = LrSchedule::new(
-            cfg.schedule,
-            cfg.learning_rate,
-            cfg.warmup_steps,
-            total,
-            cfg.min_lr_ratio,
-        )?;
+        let (data, schedule) = plan(n, cfg)?;
+        let total = schedule.total_steps;
         let ck = load_for_resume(params, cfg)?;
         let start_step = ck.as_ref().map_or(0, |c| c.trainer.global_step);
         let state = TrainerState {
@@ -110,6 +100,24 @@ impl<'a> Loop<'a> {
         write_json(&self.cfg.out.join("summary.json"), &summary)?;
         Ok(summary)
     }
+}
+
+/// The data order and, from its length, the LR schedule. Without `max_steps` the
+/// run lasts `epochs` passes of `ceil(n / batch_size)` micro-batches each.
+fn plan(n: usize, cfg: &TrainerConfig) -> Result<(DataOrder, LrSchedule)> {
+    let max_epochs = cfg.max_steps.is_none().then_some(cfg.epochs);
+    let data = DataOrder::new(n, cfg.batch_size, cfg.seed, max_epochs);
+    let total = cfg
+        .max_steps
+        .unwrap_or_else(|| (cfg.epochs * data.batches_per_epoch()).div_ceil(cfg.grad_accum));
+    let schedule = LrSchedule::new(
+        cfg.schedule,
+        cfg.learning_rate,
+        cfg.warmup_steps,
+        total,
+        cfg.min_lr_ratio,
+    )?;
+    Ok((data, schedule))
 }
 
 /// The checkpoint to resume from, if `cfg.resume` is set. A fresh run refuses an
