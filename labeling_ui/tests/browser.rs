@@ -211,6 +211,10 @@ async fn drive(c: &Client, base: &str, password: &str) -> Result<Vec<(String, St
         let b = c.find(Locator::Id("resp-b")).await?.text().await?;
         if i == 0 {
             xss_probe(c, &a, &b).await?;
+            // For looking at the page: LABEL_SCREENSHOT=/path/shot.png
+            if let Some(path) = std::env::var_os("LABEL_SCREENSHOT") {
+                std::fs::write(path, c.screenshot().await?)?;
+            }
         }
         let raw_a = js(c, "return document.getElementById('resp-a').textContent").await?;
         let raw_b = js(c, "return document.getElementById('resp-b').textContent").await?;
