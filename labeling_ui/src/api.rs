@@ -51,6 +51,13 @@ pub async fn not_found() -> AppError {
     AppError::NotFound("route".into())
 }
 
+pub async fn method_not_allowed() -> AppError {
+    AppError::Rejected {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: "method not allowed".into(),
+    }
+}
+
 #[derive(Deserialize)]
 pub struct LoginBody {
     name: String,

@@ -118,20 +118,32 @@ fn validate(item: &ImportItem) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Parses JSONL (blank lines skipped). Every bad row is reported, with its 1-based line number.
+const MAX_REPORTED: usize = 1000;
+
+/// Parses JSONL (blank lines skipped). Bad rows are reported with their 1-based line numbers
+/// (the first 1000, then a count, so the answer stays small however broken the file is).
 pub fn parse_jsonl(text: &str) -> Result<Vec<ImportItem>> {
-    let (mut items, mut errors) = (Vec::new(), Vec::new());
+    let (mut items, mut errors, mut bad) = (Vec::new(), Vec::new(), 0usize);
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         match parse_row(line) {
             Ok(item) => items.push(item),
-            Err(message) => errors.push(LineError {
-                line: i + 1,
-                message,
-            }),
+            Err(message) => {
+                bad += 1;
+                if errors.len() < MAX_REPORTED {
+                    errors.push(LineError {
+                        line: i + 1,
+                        message,
+                    });
+                }
+            }
         }
+    }
+    if bad > errors.len() {
+        let message = format!("{} more bad rows not listed", bad - errors.len());
+        errors.push(LineError { line: 0, message });
     }
     if !errors.is_empty() {
         return Err(AppError::Import(errors));

@@ -95,6 +95,7 @@ pub fn app(state: AppState) -> Router {
         .route("/assets/app.css", get(api::app_css))
         .nest("/api", api)
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(security_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -388,6 +388,10 @@ async fn client_errors_are_json_4xx(pool: SqlitePool) {
         ),
         (admin.get("/api/nothing-here").await, StatusCode::NOT_FOUND),
         (
+            admin.get("/api/labels").await,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
             admin.get("/api/projects/p/export?ties=maybe").await,
             StatusCode::BAD_REQUEST,
         ),

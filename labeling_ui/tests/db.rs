@@ -51,6 +51,13 @@ fn parses_messages_and_trl_conversational_pairs() {
     assert_eq!(items[0].responses, vec!["c".to_string(), "r".to_string()]);
     assert!(matches!(&items[0].prompt, Prompt::Messages(m) if m.len() == 2));
     assert!(matches!(parse_jsonl("\n\n"), Err(AppError::BadRequest(_))));
+    match parse_jsonl(&"x\n".repeat(1500)) {
+        Err(AppError::Import(lines)) => {
+            assert_eq!(lines.len(), 1001, "capped list plus a count");
+            assert_eq!(lines[1000].message, "500 more bad rows not listed");
+        }
+        other => panic!("expected line errors, got {other:?}"),
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]
