@@ -1,1 +1,19 @@
-//! dpo stage.
+//! Direct preference optimisation (`rudder dpo`): TRL's preference formats through
+//! `data::prefs`, the sigmoid (DPO/cDPO), IPO, hinge, robust and SimPO losses with an optional
+//! RPO NLL term and soft ties, a frozen, LoRA-base or precomputed reference, TRL's metrics, and
+//! training through the one `train::run` loop.
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod loss;
+pub mod prepare;
+pub mod run;
+pub mod stage;
+
+pub use batch::{sequence_logps, PairBatch};
+pub use config::{DpoConfig, LossType, Ties};
+pub use error::{Error, Result};
+pub use loss::{pair_losses, PairLogps};
+pub use prepare::{load_pairs, DataStats};
+pub use run::{train_dpo, DpoOutcome};
+pub use stage::{DpoStage, PairSet};

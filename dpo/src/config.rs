@@ -1,0 +1,238 @@
+//! The DPO stage's own settings (the loop's are `train::TrainerConfig`). The field names are
+//! the TOML keys and, with `-` for `_`, the `rudder dpo` flags.
+use crate::error::{Error, Result};
+use lm::lora::LoraSpec;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The preference loss (`--loss`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossType {
+    /// DPO: `-log σ(β d)`; with `label_smoothing` the conservative (cDPO) form.
+    #[default]
+    Sigmoid,
+    /// IPO, length-normalised as TRL 1.16: `(d_c/n_c - d_r/n_r - 1/(2β))²`.
+    Ipo,
+    /// SLiC hinge: `relu(1 - β d)`.
+    Hinge,
+    /// Robust DPO: the label-noise-unbiased loss (needs `label_smoothing`).
+    Robust,
+    /// SimPO: reference-free, length-normalised, `-log σ(β (m_c - m_r) - γ)`.
+    Simpo,
+}
+
+/// What to do with the labeling export's ties (`"tie": true`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ties {
+    /// Leave tied pairs out (logged). Default.
+    #[default]
+    Drop,
+    /// Train on them with soft label 0.5: `½ L(chosen ≻ rejected) + ½ L(rejected ≻ chosen)`.
+    Soft,
+}
+
+/// DPO settings; every field has a default so a TOML file lists only what it changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpoConfig {
+    /// Policy to train: HF folder, hub id or `.gguf`. Required.
+    pub model: Option<String>,
+    /// Frozen reference model (`--ref`). Default: the starting policy (with LoRA: the base model
+    /// with the adapter switched off, no second copy).
+    #[serde(rename = "ref")]
+    pub ref_model: Option<String>,
+    /// Preference pairs, JSONL or a JSON array (see `data::prefs`). Required.
+    pub data: Option<PathBuf>,
+    /// Evaluation pairs; evaluated before training, every `eval_every` steps and at the end.
+    /// Default none.
+    pub eval_data: Option<PathBuf>,
+    /// Loss: sigmoid, ipo, hinge, robust or simpo. Default sigmoid.
+    pub loss: LossType,
+    /// β, the strength of the implicit KL penalty. Default 0.1 (TRL's; SimPO papers use 2.0).
+    pub beta: f64,
+    /// Assumed label-noise rate in `[0, 0.5)` for sigmoid (conservative DPO), robust and simpo.
+    /// Default 0.
+    pub label_smoothing: f64,
+    /// SimPO target margin γ. Default 0.5 (TRL's `simpo_gamma`).
+    pub gamma: f64,
+    /// Weight of an NLL term on the chosen completions (RPO), token-weighted over the batch.
+    /// Default 0 (off).
+    pub rpo_alpha: f64,
+    /// Labeling-export ties: drop or soft. Default drop.
+    pub ties: Ties,
+    /// Compute the reference log-probs once before training (cached in the run folder) and free
+    /// the reference model. Default false.
+    pub precompute_ref: bool,
+    /// Longest `prompt + completion` in tokens; longer pairs lose prompt tokens from the left.
+    /// Default 1024 (TRL's `max_length`).
+    pub max_seq_len: usize,
+    /// Drop pairs longer than `max_seq_len` instead of truncating them. Default false.
+    pub drop_long: bool,
+    /// Count and skip bad rows instead of failing on the first one. Default false.
+    pub skip_bad_rows: bool,
+    /// LoRA rank; unset means full fine-tuning. Default none.
+    pub lora_r: Option<usize>,
+    /// LoRA scale numerator (update = alpha / r · B A). Default 16.
+    pub lora_alpha: f64,
+    /// Dropout on the LoRA input. Default 0; only 0 is supported.
+    pub lora_dropout: f64,
+    /// Projections that get adapters (q_proj, .., down_proj, or all-linear). Default q_proj, v_proj.
+    pub lora_targets: Vec<String>,
+}
+
+impl Default for DpoConfig {
+    fn default() -> Self {
+        Self {
+            model: None,
+            ref_model: None,
+            data: None,
+            eval_data: None,
+            loss: LossType::Sigmoid,
+            beta: 0.1,
+            label_smoothing: 0.0,
+            gamma: 0.5,
+            rpo_alpha: 0.0,
+            ties: Ties::Drop,
+            precompute_ref: false,
+            max_seq_len: 1024,
+            drop_long: false,
+            skip_bad_rows: false,
+            lora_r: None,
+            lora_alpha: 16.0,
+            lora_dropout: 0.0,
+            lora_targets: vec!["q_proj".into(), "v_proj".into()],
+        }
+    }
+}
+
+impl DpoConfig {
+    /// Checks every value; call before loading anything.
+    pub fn validate(&self) -> Result<()> {
+        if self.model.as_deref().is_none_or(str::is_empty) {
+            return Err(Error::config("model", "required (--model)"));
+        }
+        if self.data.is_none() {
+            return Err(Error::config("data", "required (--data)"));
+        }
+        if !(self.beta.is_finite() && self.beta > 0.0) {
+            return Err(Error::config(
+                "beta",
+                format!("must be > 0, got {}", self.beta),
+            ));
+        }
+        if !(0.0..0.5).contains(&self.label_smoothing) {
+            return Err(Error::config(
+                "label_smoothing",
+                format!("must be in [0, 0.5), got {}", self.label_smoothing),
+            ));
+        }
+        if self.label_smoothing > 0.0 && matches!(self.loss, LossType::Ipo | LossType::Hinge) {
+            return Err(Error::config(
+                "label_smoothing",
+                "only sigmoid, robust and simpo use it",
+            ));
+        }
+        if !self.gamma.is_finite() {
+            return Err(Error::config("gamma", "must be finite"));
+        }
+        if !(self.rpo_alpha.is_finite() && self.rpo_alpha >= 0.0) {
+            return Err(Error::config(
+                "rpo_alpha",
+                format!("must be >= 0, got {}", self.rpo_alpha),
+            ));
+        }
+        if self.max_seq_len < 2 {
+            return Err(Error::config("max_seq_len", "must be at least 2"));
+        }
+        if self.uses_reference() && self.ref_model.as_deref() == Some("") {
+            return Err(Error::config("ref", "empty model spec"));
+        }
+        if let Some(spec) = self.lora()? {
+            spec.modules()
+                .map_err(|e| Error::config("lora_targets", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// SimPO is reference-free; every other loss needs reference log-probs.
+    pub fn uses_reference(&self) -> bool {
+        self.loss != LossType::Simpo
+    }
+
+    /// The LoRA spec when `lora_r` is set.
+    pub fn lora(&self) -> Result<Option<LoraSpec>> {
+        let Some(r) = self.lora_r else {
+            return Ok(None);
+        };
+        if r == 0 {
+            return Err(Error::config("lora_r", "must be > 0"));
+        }
+        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
+            return Err(Error::config("lora_alpha", "must be > 0"));
+        }
+        if self.lora_dropout != 0.0 {
+            // lm::linear applies adapters without dropout; refusing beats silently ignoring it.
+            return Err(Error::config("lora_dropout", "only 0 is supported so far"));
+        }
+        Ok(Some(LoraSpec {
+            r,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            targets: self.lora_targets.clone(),
+            rslora: false,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_bad_values_name_the_field() {
+        let cfg: DpoConfig =
+            serde_json::from_str(r#"{"model": "m", "data": "d.jsonl", "loss": "ipo", "ref": "r"}"#)
+                .unwrap_or_default();
+        assert_eq!(
+            (cfg.loss, cfg.beta, cfg.ref_model.as_deref()),
+            (LossType::Ipo, 0.1, Some("r"))
+        );
+        assert!(cfg.validate().is_ok());
+        let bad = |c: DpoConfig| {
+            c.validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(bad(DpoConfig {
+            beta: 0.0,
+            ..cfg.clone()
+        })
+        .contains("`beta`"));
+        assert!(bad(DpoConfig {
+            label_smoothing: 0.1,
+            ..cfg.clone()
+        })
+        .contains("`label_smoothing`"));
+        assert!(bad(DpoConfig {
+            label_smoothing: 0.5,
+            loss: LossType::Robust,
+            ..cfg.clone()
+        })
+        .contains("[0, 0.5)"));
+        assert!(bad(DpoConfig {
+            model: None,
+            ..cfg.clone()
+        })
+        .contains("`model`"));
+        assert!(bad(DpoConfig {
+            lora_r: Some(0),
+            ..cfg
+        })
+        .contains("`lora_r`"));
+        assert!(serde_json::from_str::<DpoConfig>(r#"{"betta": 1}"#).is_err());
+        assert!(serde_json::from_str::<DpoConfig>(r#"{"loss": "kto"}"#).is_err());
+    }
+}

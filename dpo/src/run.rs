@@ -1,0 +1,223 @@
+//! One DPO run end to end: data, trainable parameters (full or LoRA), the reference (frozen
+//! copy, the LoRA base, or precomputed), `train::run`, and the outputs in the run folder.
+use crate::config::DpoConfig;
+use crate::error::{Error, Result};
+use crate::prepare::{fingerprint, load_pairs, read_cache, write_cache, DataStats, RefCache};
+use crate::stage::{DpoStage, PairSet};
+use lm::{CausalLm, LoadOptions, Pretrained};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use train::{Params, TrainSummary, TrainerConfig};
+
+/// What a run produced (also written to `dpo_run.json`).
+#[derive(Debug, serde::Serialize)]
+pub struct DpoOutcome {
+    pub summary: TrainSummary,
+    pub train_data: DataStats,
+    pub eval_data: Option<DataStats>,
+    /// Eval metrics before the first step and after the last.
+    pub eval_before: BTreeMap<String, f64>,
+    pub eval_after: BTreeMap<String, f64>,
+    pub trainable_params: usize,
+    /// `rewards/margins` and `rewards/accuracies` over steps.
+    pub plot: PathBuf,
+    /// The trained policy (adapters attached with LoRA).
+    #[serde(skip)]
+    pub model: CausalLm,
+}
+
+/// Trains `pre` (loaded trainable for full fine-tuning, frozen for LoRA) with DPO. `opts` are
+/// used to load the reference (always frozen). Writes the model folder (full) or the PEFT
+/// adapter (LoRA), `dpo.svg` and `dpo_run.json` into `trainer.out`.
+pub fn train_dpo(
+    pre: Pretrained,
+    opts: &LoadOptions,
+    cfg: &DpoConfig,
+    trainer: &TrainerConfig,
+) -> Result<DpoOutcome> {
+    cfg.validate()?;
+    let Pretrained {
+        mut model,
+        tokenizer: tok,
+        params,
+        ..
+    } = pre;
+    let data_path = cfg
+        .data
+        .as_deref()
+        .ok_or_else(|| Error::config("data", "required"))?;
+    let (train_set, train_stats) = load_pairs(&tok, data_path, cfg)?;
+    let (eval_set, eval_stats) = match &cfg.eval_data {
+        Some(p) => {
+            let (s, st) = load_pairs(&tok, p, cfg)?;
+            (s, Some(st))
+        }
+        None => (PairSet::default(), None),
+    };
+    let lora = cfg.lora()?;
+    let vars = match &lora {
+        // Base weights stay plain tensors (no gradient, no optimizer state).
+        Some(spec) => model.attach_lora(spec, trainer.seed)?,
+        None if params.is_empty() => {
+            return Err(Error::config(
+                "lora_r",
+                "full fine-tuning needs the model loaded trainable",
+            ))
+        }
+        None => params,
+    };
+    let params = Params::new(vars)?;
+    std::fs::create_dir_all(&trainer.out).map_err(|source| Error::Io {
+        path: trainer.out.clone(),
+        source,
+    })?;
+    let mut stage = DpoStage {
+        model,
+        reference: None,
+        train: train_set,
+        eval: eval_set,
+        cfg: cfg.clone(),
+        pad_id: tok.pad_id,
+        eval_batch_size: trainer.batch_size,
+    };
+    setup_reference(&mut stage, opts, cfg, &trainer.out)?;
+    let eval_before = stage.evaluate_set(&stage.eval)?;
+    log_eval("before training", &eval_before);
+    tracing::info!(
+        pairs = stage.train.len(),
+        params = params.num_elements(),
+        lora = lora.is_some(),
+        "dpo"
+    );
+    let summary = train::run(&mut stage, &params, trainer)?;
+    let eval_after = match trainer.eval_every {
+        Some(_) if !stage.eval.is_empty() => summary.eval.clone(),
+        _ => stage.evaluate_set(&stage.eval)?,
+    };
+    log_eval("after training", &eval_after);
+    let out = &trainer.out;
+    match &lora {
+        Some(spec) => {
+            let base = cfg.model.clone().unwrap_or_default();
+            lm::lora::save_adapter(&stage.model, spec, &base, out)?;
+            lm::save::save_tokenizer(&stage.model, &tok, out)?;
+        }
+        None => lm::save::save_pretrained(&stage.model, &tok, out)?,
+    }
+    let plot = out.join("dpo.svg");
+    let series = [
+        "rewards/margins",
+        "rewards/accuracies",
+        "eval_rewards/margins",
+        "eval_rewards/accuracies",
+    ];
+    train::write_svg_plot(&out.join("metrics.jsonl"), &plot, &series)?;
+    let outcome = DpoOutcome {
+        summary,
+        train_data: train_stats,
+        eval_data: eval_stats,
+        eval_before,
+        eval_after,
+        trainable_params: params.num_elements(),
+        plot,
+        model: stage.model,
+    };
+    write_run_record(out, cfg, trainer, &outcome)?;
+    Ok(outcome)
+}
+
+fn log_eval(when: &str, m: &BTreeMap<String, f64>) {
+    if let (Some(acc), Some(margin)) = (m.get("rewards/accuracies"), m.get("rewards/margins")) {
+        tracing::info!("eval {when}: rewards/accuracies {acc:.4}, rewards/margins {margin:.4}");
+    }
+}
+
+/// The reference: none for SimPO; else the cached precomputed sums, or a frozen model (the
+/// LoRA base when no `ref` is given) that `precompute_ref` turns into sums and frees.
+fn setup_reference(
+    stage: &mut DpoStage,
+    opts: &LoadOptions,
+    cfg: &DpoConfig,
+    out: &Path,
+) -> Result<()> {
+    if !cfg.uses_reference() {
+        return Ok(());
+    }
+    let spec = cfg
+        .ref_model
+        .clone()
+        .or_else(|| cfg.model.clone())
+        .unwrap_or_default();
+    let lora_base = cfg.ref_model.is_none() && cfg.lora_r.is_some();
+    let label = if lora_base {
+        format!("{spec} (LoRA base)")
+    } else {
+        spec.clone()
+    };
+    let cache_path = out.join("ref_logps.json");
+    let fp = fingerprint(&label, &[&stage.train, &stage.eval]);
+    if cfg.precompute_ref {
+        if let Some(c) = read_cache(&cache_path, &fp) {
+            tracing::info!("reference log-probs from {}", cache_path.display());
+            stage.train.ref_logps = Some(c.train);
+            stage.eval.ref_logps = Some(c.eval);
+            return Ok(());
+        }
+    }
+    stage.reference = Some(if lora_base {
+        // Shares every weight with the policy; only the adapters are switched off.
+        let mut base = stage.model.clone();
+        base.set_adapters_enabled(false);
+        base
+    } else {
+        let r = lm::load(
+            &spec,
+            &LoadOptions {
+                trainable: false,
+                ..opts.clone()
+            },
+        )?;
+        check_vocab(&stage.model, &r.model, &spec)?;
+        r.model
+    });
+    if cfg.precompute_ref {
+        let started = std::time::Instant::now();
+        stage.precompute_reference()?;
+        let cache = RefCache {
+            fingerprint: fp,
+            reference: label,
+            train: stage.train.ref_logps.clone().unwrap_or_default(),
+            eval: stage.eval.ref_logps.clone().unwrap_or_default(),
+        };
+        write_cache(&cache_path, &cache)?;
+        tracing::info!(
+            "precomputed reference log-probs in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn check_vocab(policy: &CausalLm, reference: &CausalLm, spec: &str) -> Result<()> {
+    let (p, r) = (policy.config.vocab_size, reference.config.vocab_size);
+    if p != r {
+        return Err(Error::config(
+            "ref",
+            format!("`{spec}` has vocab {r}, the policy {p}: they must share a tokenizer"),
+        ));
+    }
+    Ok(())
+}
+
+/// `dpo_run.json`: the resolved configs, data statistics and before/after eval.
+fn write_run_record(
+    out: &Path,
+    cfg: &DpoConfig,
+    trainer: &TrainerConfig,
+    o: &DpoOutcome,
+) -> Result<()> {
+    let v = serde_json::json!({ "trainer": trainer, "dpo": cfg, "outcome": o });
+    let path = out.join("dpo_run.json");
+    let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+    std::fs::write(&path, text + "\n").map_err(|source| Error::Io { path, source })
+}
