@@ -117,7 +117,10 @@ fn prompt_completion(obj: &Map<String, Value>) -> std::result::Result<SftExample
         (&prompt, &completion),
         (TextOrMessages::Text(_), TextOrMessages::Messages(_))
     ) {
-        return Err("field `completion`: a message list after a text `prompt`; use messages for both".into());
+        return Err(
+            "field `completion`: a message list after a text `prompt`; use messages for both"
+                .into(),
+        );
     }
     Ok(SftExample::PromptCompletion { prompt, completion })
 }
@@ -126,7 +129,12 @@ fn prompt_completion(obj: &Map<String, Value>) -> std::result::Result<SftExample
 /// `[user, assistant]` turns, then `instruction` (+ `"\n"` + `input` when non-empty) as the
 /// user turn and `output` as the assistant turn.
 fn alpaca(obj: &Map<String, Value>) -> std::result::Result<SftExample, String> {
-    let opt = |f: &str| obj.get(f).filter(|v| !v.is_null()).map(|v| string(f, v)).transpose();
+    let opt = |f: &str| {
+        obj.get(f)
+            .filter(|v| !v.is_null())
+            .map(|v| string(f, v))
+            .transpose()
+    };
     let instruction = opt("instruction")?.ok_or("field `instruction`: missing")?;
     let input = opt("input")?.unwrap_or_default();
     let output = opt("output")?.ok_or("field `output`: missing")?;
@@ -151,7 +159,9 @@ fn alpaca(obj: &Map<String, Value>) -> std::result::Result<SftExample, String> {
 }
 
 fn history(v: &Value) -> std::result::Result<Vec<Message>, String> {
-    let turns = v.as_array().ok_or("field `history`: expected a list of [user, assistant] pairs")?;
+    let turns = v
+        .as_array()
+        .ok_or("field `history`: expected a list of [user, assistant] pairs")?;
     let mut out = vec![];
     for (i, t) in turns.iter().enumerate() {
         let field = format!("history[{i}]");
@@ -160,7 +170,11 @@ fn history(v: &Value) -> std::result::Result<Vec<Message>, String> {
                 out.push(msg("user", string(&format!("{field}[0]"), q)?));
                 out.push(msg("assistant", string(&format!("{field}[1]"), a)?));
             }
-            _ => return Err(format!("field `{field}`: expected a [user, assistant] pair")),
+            _ => {
+                return Err(format!(
+                    "field `{field}`: expected a [user, assistant] pair"
+                ))
+            }
         }
     }
     Ok(out)
@@ -186,9 +200,12 @@ fn text_or_messages(field: &str, v: &Value) -> std::result::Result<TextOrMessage
 
 /// A message list with known roles and string contents.
 pub fn messages(field: &str, v: &Value) -> std::result::Result<Vec<Message>, String> {
-    let items = v
-        .as_array()
-        .ok_or_else(|| format!("field `{field}`: expected a list of messages, got {}", kind(v)))?;
+    let items = v.as_array().ok_or_else(|| {
+        format!(
+            "field `{field}`: expected a list of messages, got {}",
+            kind(v)
+        )
+    })?;
     let mut out = Vec::with_capacity(items.len());
     for (i, m) in items.iter().enumerate() {
         let at = format!("{field}[{i}]");
@@ -197,9 +214,14 @@ pub fn messages(field: &str, v: &Value) -> std::result::Result<Vec<Message>, Str
             .ok_or_else(|| format!("field `{at}`: expected an object with `role` and `content`"))?;
         let role = string(&format!("{at}.role"), o.get("role").unwrap_or(&Value::Null))?;
         if !ROLES.contains(&role.as_str()) {
-            return Err(format!("field `{at}.role`: unknown role `{role}` (expected one of {ROLES:?})"));
+            return Err(format!(
+                "field `{at}.role`: unknown role `{role}` (expected one of {ROLES:?})"
+            ));
         }
-        let content = string(&format!("{at}.content"), o.get("content").unwrap_or(&Value::Null))?;
+        let content = string(
+            &format!("{at}.content"),
+            o.get("content").unwrap_or(&Value::Null),
+        )?;
         out.push(Message { role, content });
     }
     Ok(out)
@@ -210,8 +232,13 @@ fn check_conversation(field: &str, msgs: &[Message]) -> std::result::Result<(), 
     if !msgs.iter().any(|m| m.role == "assistant") {
         return Err(format!("field `{field}`: no assistant turn to train on"));
     }
-    if let Some(i) = msgs.iter().position(|m| m.role == "assistant" && m.content.is_empty()) {
-        return Err(format!("field `{field}[{i}].content`: empty assistant turn"));
+    if let Some(i) = msgs
+        .iter()
+        .position(|m| m.role == "assistant" && m.content.is_empty())
+    {
+        return Err(format!(
+            "field `{field}[{i}].content`: empty assistant turn"
+        ));
     }
     Ok(())
 }
@@ -220,7 +247,10 @@ fn string(field: &str, v: &Value) -> std::result::Result<String, String> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Null => Err(format!("field `{field}`: missing")),
-        other => Err(format!("field `{field}`: expected a string, got {}", kind(other))),
+        other => Err(format!(
+            "field `{field}`: expected a string, got {}",
+            kind(other)
+        )),
     }
 }
 

@@ -25,7 +25,10 @@ fn every_format_parses() -> Result<()> {
     let (_d, path) = write("train.jsonl", &text);
     let f = read_sft(&path, false)?;
     let ex: Vec<SftExample> = f.rows.iter().map(|r| r.example.clone()).collect();
-    assert_eq!(f.rows.iter().map(|r| r.line).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        f.rows.iter().map(|r| r.line).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
     assert_eq!(ex[0], SftExample::Text("hello".into()));
     assert_eq!(
         ex[1],
@@ -34,10 +37,18 @@ fn every_format_parses() -> Result<()> {
             completion: TextOrMessages::Text("4".into()),
         }
     );
-    assert!(matches!(&ex[2], SftExample::PromptCompletion { prompt: TextOrMessages::Messages(p), .. } if p[0].role == "user"));
-    assert_eq!(ex[3], SftExample::Messages(vec![m("system", "s"), m("user", "q"), m("assistant", "a")]));
+    assert!(
+        matches!(&ex[2], SftExample::PromptCompletion { prompt: TextOrMessages::Messages(p), .. } if p[0].role == "user")
+    );
+    assert_eq!(
+        ex[3],
+        SftExample::Messages(vec![m("system", "s"), m("user", "q"), m("assistant", "a")])
+    );
     // LLaMA-Factory joins instruction and input with a newline.
-    assert_eq!(ex[4], SftExample::Messages(vec![m("user", "Add\n2 and 2"), m("assistant", "4")]));
+    assert_eq!(
+        ex[4],
+        SftExample::Messages(vec![m("user", "Add\n2 and 2"), m("assistant", "4")])
+    );
     let expected = vec![
         m("system", "be nice"),
         m("user", "q0"),
@@ -51,7 +62,10 @@ fn every_format_parses() -> Result<()> {
 
 #[test]
 fn json_array_files_parse() -> Result<()> {
-    let (_d, path) = write("a.json", r#"[{"instruction": "a", "input": "", "output": "b"}, {"text": "t"}]"#);
+    let (_d, path) = write(
+        "a.json",
+        r#"[{"instruction": "a", "input": "", "output": "b"}, {"text": "t"}]"#,
+    );
     let f = read_sft(&path, false)?;
     assert_eq!(f.rows.len(), 2);
     assert_eq!(f.rows[1].line, 2);
@@ -64,10 +78,22 @@ fn bad_rows_name_file_line_and_field() -> Result<()> {
     let cases = [
         (r#"{"prompt": "only a prompt"}"#, "`completion`: missing"),
         (r#"{"prompt": "p", "completion": ""}"#, "empty completion"),
-        (r#"{"messages": [{"role": "bot", "content": "x"}]}"#, "unknown role `bot`"),
-        (r#"{"messages": [{"role": "user", "content": "q"}]}"#, "no assistant turn"),
-        (r#"{"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}"#, "messages[0].content"),
-        (r#"{"instruction": "x", "output": 3}"#, "`output`: expected a string"),
+        (
+            r#"{"messages": [{"role": "bot", "content": "x"}]}"#,
+            "unknown role `bot`",
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "q"}]}"#,
+            "no assistant turn",
+        ),
+        (
+            r#"{"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}"#,
+            "messages[0].content",
+        ),
+        (
+            r#"{"instruction": "x", "output": 3}"#,
+            "`output`: expected a string",
+        ),
         (r#"{"instruction": "x", "output": ""}"#, "empty completion"),
         (r#"{"foo": 1}"#, "no SFT fields"),
         (r#"[1, 2]"#, "expected a JSON object"),
@@ -79,8 +105,14 @@ fn bad_rows_name_file_line_and_field() -> Result<()> {
         let (_d, path) = write("bad.jsonl", &text);
         let err = read_sft(&path, false).expect_err("bad row accepted");
         let msg = err.to_string();
-        assert!(matches!(err, Error::Data { line: 3, .. }), "case {i}: {msg}");
-        assert!(msg.contains("bad.jsonl:3:") && msg.contains(reason), "case {i}: {msg}");
+        assert!(
+            matches!(err, Error::Data { line: 3, .. }),
+            "case {i}: {msg}"
+        );
+        assert!(
+            msg.contains("bad.jsonl:3:") && msg.contains(reason),
+            "case {i}: {msg}"
+        );
     }
     Ok(())
 }

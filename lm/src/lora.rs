@@ -17,7 +17,15 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Every projection an adapter can go on (transformers' module names).
-pub const TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 /// PEFT's prefix in front of the transformers parameter names.
 const PEFT_PREFIX: &str = "base_model.model.";
@@ -53,7 +61,10 @@ impl LoraSpec {
             return Err(Error::Invalid("lora_r must be > 0".into()));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Invalid(format!("lora_dropout must be in [0, 1), got {}", self.dropout)));
+            return Err(Error::Invalid(format!(
+                "lora_dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
         }
         if self.targets.iter().any(|t| t == "all-linear") {
             return Ok(TARGETS.to_vec());
@@ -66,7 +77,11 @@ impl LoraSpec {
         if self.targets.is_empty() {
             return Err(Error::Invalid("lora_targets is empty".into()));
         }
-        Ok(TARGETS.iter().copied().filter(|t| self.targets.iter().any(|x| x == t)).collect())
+        Ok(TARGETS
+            .iter()
+            .copied()
+            .filter(|t| self.targets.iter().any(|x| x == t))
+            .collect())
     }
 }
 
@@ -78,11 +93,20 @@ impl CausalLm {
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let a = &mut layer.attn;
             let m = &mut layer.mlp;
-            let attn = [("q_proj", &mut a.q), ("k_proj", &mut a.k), ("v_proj", &mut a.v), ("o_proj", &mut a.o)];
+            let attn = [
+                ("q_proj", &mut a.q),
+                ("k_proj", &mut a.k),
+                ("v_proj", &mut a.v),
+                ("o_proj", &mut a.o),
+            ];
             for (n, l) in attn {
                 out.push((format!("model.layers.{i}.self_attn.{n}"), n, l));
             }
-            for (n, l) in [("gate_proj", &mut m.gate), ("up_proj", &mut m.up), ("down_proj", &mut m.down)] {
+            for (n, l) in [
+                ("gate_proj", &mut m.gate),
+                ("up_proj", &mut m.up),
+                ("down_proj", &mut m.down),
+            ] {
                 out.push((format!("model.layers.{i}.mlp.{n}"), n, l));
             }
         }
@@ -94,10 +118,19 @@ impl CausalLm {
         let mut out = vec![];
         for (i, layer) in self.layers.iter().enumerate() {
             let (a, m) = (&layer.attn, &layer.mlp);
-            for (n, l) in [("q_proj", &a.q), ("k_proj", &a.k), ("v_proj", &a.v), ("o_proj", &a.o)] {
+            for (n, l) in [
+                ("q_proj", &a.q),
+                ("k_proj", &a.k),
+                ("v_proj", &a.v),
+                ("o_proj", &a.o),
+            ] {
                 out.push((format!("model.layers.{i}.self_attn.{n}"), n, l));
             }
-            for (n, l) in [("gate_proj", &m.gate), ("up_proj", &m.up), ("down_proj", &m.down)] {
+            for (n, l) in [
+                ("gate_proj", &m.gate),
+                ("up_proj", &m.up),
+                ("down_proj", &m.down),
+            ] {
                 out.push((format!("model.layers.{i}.mlp.{n}"), n, l));
             }
         }
@@ -118,7 +151,9 @@ impl CausalLm {
             let (out_dim, in_dim) = lin.weight.dims2()?;
             // kaiming_uniform_(a=sqrt(5)): bound = sqrt(6 / ((1 + a²) fan_in)) = 1/sqrt(fan_in).
             let bound = 1.0 / (in_dim as f64).sqrt();
-            let a: Vec<f32> = (0..r * in_dim).map(|_| rng.random_range(-bound..bound) as f32).collect();
+            let a: Vec<f32> = (0..r * in_dim)
+                .map(|_| rng.random_range(-bound..bound) as f32)
+                .collect();
             let a = Var::from_tensor(&Tensor::from_vec(a, (r, in_dim), &dev)?)?;
             let b = Var::zeros((out_dim, r), DType::F32, &dev)?;
             vars.push((format!("{PEFT_PREFIX}{name}.lora_A.weight"), a.clone()));
@@ -140,8 +175,14 @@ impl CausalLm {
         let mut out = vec![];
         for (name, _, lin) in self.projections() {
             if let Some(l) = &lin.lora {
-                out.push((format!("{PEFT_PREFIX}{name}.lora_A.weight"), l.a.as_tensor().clone()));
-                out.push((format!("{PEFT_PREFIX}{name}.lora_B.weight"), l.b.as_tensor().clone()));
+                out.push((
+                    format!("{PEFT_PREFIX}{name}.lora_A.weight"),
+                    l.a.as_tensor().clone(),
+                ));
+                out.push((
+                    format!("{PEFT_PREFIX}{name}.lora_B.weight"),
+                    l.b.as_tensor().clone(),
+                ));
             }
         }
         out
@@ -153,10 +194,13 @@ impl CausalLm {
         let spec = read_adapter_config(&dir.join("adapter_config.json"))?;
         let modules = spec.modules()?;
         let path = dir.join("adapter_model.safetensors");
-        let tensors = candle_core::safetensors::load(&path, self.device()).map_err(|e| weight_err(&path, "*", e))?;
+        let tensors = candle_core::safetensors::load(&path, self.device())
+            .map_err(|e| weight_err(&path, "*", e))?;
         // PEFT saves without the adapter name; older files may keep `.default`.
-        let tensors: HashMap<String, Tensor> =
-            tensors.into_iter().map(|(k, v)| (k.replace(".default.", "."), v)).collect();
+        let tensors: HashMap<String, Tensor> = tensors
+            .into_iter()
+            .map(|(k, v)| (k.replace(".default.", "."), v))
+            .collect();
         let (r, scale) = (spec.r, spec.scale());
         let mut vars = vec![];
         let mut used = 0;
@@ -167,9 +211,15 @@ impl CausalLm {
             let (out_dim, in_dim) = lin.weight.dims2()?;
             let mut get = |part: &str, shape: (usize, usize)| -> Result<Var> {
                 let key = format!("{PEFT_PREFIX}{name}.{part}.weight");
-                let t = tensors.get(&key).ok_or_else(|| weight_err(&path, &key, "missing"))?;
+                let t = tensors
+                    .get(&key)
+                    .ok_or_else(|| weight_err(&path, &key, "missing"))?;
                 if t.dims() != [shape.0, shape.1] {
-                    return Err(weight_err(&path, &key, format!("shape {:?}, expected {shape:?}", t.dims())));
+                    return Err(weight_err(
+                        &path,
+                        &key,
+                        format!("shape {:?}, expected {shape:?}", t.dims()),
+                    ));
                 }
                 used += 1;
                 Ok(Var::from_tensor(&t.to_dtype(DType::F32)?)?)
@@ -180,7 +230,10 @@ impl CausalLm {
             lin.lora = Some(Lora { a, b, scale });
         }
         if used != tensors.len() {
-            let reason = format!("{} tensors, only {used} match the targeted projections", tensors.len());
+            let reason = format!(
+                "{} tensors, only {used} match the targeted projections",
+                tensors.len()
+            );
             return Err(weight_err(&path, "*", reason));
         }
         self.adapters_enabled = true;
@@ -202,17 +255,25 @@ pub fn save_adapter(model: &CausalLm, spec: &LoraSpec, base_model: &str, dir: &P
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tensors = HashMap::new();
     for (name, t) in model.lora_tensors() {
-        let t = t.to_dtype(DType::F32)?.to_device(&candle_core::Device::Cpu)?.contiguous()?;
+        let t = t
+            .to_dtype(DType::F32)?
+            .to_device(&candle_core::Device::Cpu)?
+            .contiguous()?;
         tensors.insert(name, t);
     }
     if tensors.is_empty() {
-        return Err(Error::Invalid("the model has no LoRA adapters to save".into()));
+        return Err(Error::Invalid(
+            "the model has no LoRA adapters to save".into(),
+        ));
     }
     let path = dir.join("adapter_model.safetensors");
     candle_core::safetensors::save(&tensors, &path).map_err(|e| weight_err(&path, "*", e))?;
     let cfg = adapter_config_json(spec, base_model)?;
     let path = dir.join("adapter_config.json");
-    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Json { path: path.clone(), source: e })?;
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Json {
+        path: path.clone(),
+        source: e,
+    })?;
     std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
 }
 
@@ -260,8 +321,14 @@ pub fn read_adapter_config(path: &Path) -> Result<LoraSpec> {
     for (f, ok) in [
         ("use_dora", !v["use_dora"].as_bool().unwrap_or(false)),
         ("bias", v["bias"].as_str().is_none_or(|b| b == "none")),
-        ("rank_pattern", v["rank_pattern"].as_object().is_none_or(|o| o.is_empty())),
-        ("alpha_pattern", v["alpha_pattern"].as_object().is_none_or(|o| o.is_empty())),
+        (
+            "rank_pattern",
+            v["rank_pattern"].as_object().is_none_or(|o| o.is_empty()),
+        ),
+        (
+            "alpha_pattern",
+            v["alpha_pattern"].as_object().is_none_or(|o| o.is_empty()),
+        ),
         ("modules_to_save", v["modules_to_save"].is_null()),
         ("lora_bias", !v["lora_bias"].as_bool().unwrap_or(false)),
         ("layers_to_transform", v["layers_to_transform"].is_null()),
@@ -272,10 +339,20 @@ pub fn read_adapter_config(path: &Path) -> Result<LoraSpec> {
     }
     let targets = match &v["target_modules"] {
         serde_json::Value::String(s) => vec![s.clone()],
-        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
-        _ => return Err(field_err("target_modules", "expected a list of module names")),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
+        _ => {
+            return Err(field_err(
+                "target_modules",
+                "expected a list of module names",
+            ))
+        }
     };
-    let r = v["r"].as_u64().ok_or_else(|| field_err("r", "expected a positive integer"))? as usize;
+    let r = v["r"]
+        .as_u64()
+        .ok_or_else(|| field_err("r", "expected a positive integer"))? as usize;
     Ok(LoraSpec {
         r,
         alpha: v["lora_alpha"].as_f64().unwrap_or(8.0),

@@ -4,7 +4,9 @@ use candle_core::Device;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(name)
 }
 
 fn tiny(trainable: bool) -> Result<crate::Pretrained> {
@@ -40,16 +42,30 @@ fn fresh_adapters_use_peft_init_and_names() -> Result<()> {
     let vars = p.model.attach_lora(&spec(&["q_proj", "v_proj"]), 7)?;
     // 2 layers x 2 targets x (A, B).
     assert_eq!(vars.len(), 8);
-    assert_eq!(vars[0].0, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
-    assert_eq!(vars[1].0, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+    assert_eq!(
+        vars[0].0,
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    );
+    assert_eq!(
+        vars[1].0,
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+    );
     // A ~ U(-1/sqrt(64), 1/sqrt(64)), not all zero; B = 0 so the model is unchanged.
     let a = vars[0].1.as_tensor().flatten_all()?.to_vec1::<f32>()?;
     assert!(a.iter().all(|x| x.abs() <= 0.125) && a.iter().any(|x| x.abs() > 0.05));
-    assert_eq!(vars[1].1.as_tensor().abs()?.sum_all()?.to_scalar::<f32>()?, 0.0);
+    assert_eq!(
+        vars[1].1.as_tensor().abs()?.sum_all()?.to_scalar::<f32>()?,
+        0.0
+    );
     assert!(max_diff(&before, &p.model.forward(&batch())?)? == 0.0);
     // Same seed, same init.
-    let again = tiny(false)?.model.attach_lora(&spec(&["q_proj", "v_proj"]), 7)?;
-    assert_eq!(again[0].1.as_tensor().to_vec2::<f32>()?, vars[0].1.as_tensor().to_vec2::<f32>()?);
+    let again = tiny(false)?
+        .model
+        .attach_lora(&spec(&["q_proj", "v_proj"]), 7)?;
+    assert_eq!(
+        again[0].1.as_tensor().to_vec2::<f32>()?,
+        vars[0].1.as_tensor().to_vec2::<f32>()?
+    );
     assert!(spec(&["qkv"]).modules().is_err());
     Ok(())
 }
@@ -61,7 +77,12 @@ fn fresh_adapters_use_peft_init_and_names() -> Result<()> {
 fn peft_adapter_matches_peft_logits_and_merges() -> Result<()> {
     let dir = fixture("tiny-llama-lora");
     let r = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)?;
-    let ids: Vec<u32> = r["ids"].flatten_all()?.to_vec1::<i64>()?.iter().map(|&x| x as u32).collect();
+    let ids: Vec<u32> = r["ids"]
+        .flatten_all()?
+        .to_vec1::<i64>()?
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
     let input = InputBatch::padded(&[ids], 0, false);
     let mut p = tiny(false)?;
     let (spec, vars) = p.model.load_adapter(&dir)?;
@@ -76,7 +97,8 @@ fn peft_adapter_matches_peft_logits_and_merges() -> Result<()> {
     // Merged weights (what `rudder merge` saves) reproduce the adapted logits.
     let merged: HashMap<String, Tensor> = p.model.named_tensors()?.into_iter().collect();
     let cfg = p.model.config.clone();
-    let (m, _) = CausalLm::from_tensors(cfg, merged, Path::new("merged"), Default::default(), false)?;
+    let (m, _) =
+        CausalLm::from_tensors(cfg, merged, Path::new("merged"), Default::default(), false)?;
     assert!(max_diff(&m.forward(&input)?, &r["logits"])? < 1e-4);
     Ok(())
 }
@@ -97,10 +119,20 @@ fn saved_adapter_round_trips_with_peft_names() -> Result<()> {
     q.model.load_adapter(dir.path())?;
     assert!(max_diff(&want, &q.model.forward(&batch())?)? < 1e-6);
     // Same tensor names and shapes as the file PEFT wrote.
-    let ours = candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu)?;
-    let peft = candle_core::safetensors::load(fixture("tiny-llama-lora").join("adapter_model.safetensors"), &Device::Cpu)?;
-    let mut a: Vec<_> = ours.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
-    let mut b: Vec<_> = peft.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
+    let ours =
+        candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu)?;
+    let peft = candle_core::safetensors::load(
+        fixture("tiny-llama-lora").join("adapter_model.safetensors"),
+        &Device::Cpu,
+    )?;
+    let mut a: Vec<_> = ours
+        .iter()
+        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+        .collect();
+    let mut b: Vec<_> = peft
+        .iter()
+        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+        .collect();
     a.sort();
     b.sort();
     assert_eq!(a, b);
