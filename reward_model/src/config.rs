@@ -1,6 +1,7 @@
 //! The reward stage's own settings (the loop's are `train::TrainerConfig`). Same names in the
 //! `--config` TOML table and as `rudder reward train` flags.
 use crate::error::{Error, Result};
+use lm::lora::LoraSpec;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -34,7 +35,8 @@ pub struct RewardConfig {
     pub lora_r: Option<usize>,
     /// LoRA `alpha` (scale = alpha / r). Default 16.
     pub lora_alpha: f64,
-    /// Module names that get adapters. Default q/k/v/o projections.
+    /// Projections that get adapters (q_proj .. down_proj, or all-linear). Default q_proj, v_proj
+    /// (PEFT's Llama default, as `rudder sft`).
     pub lora_targets: Vec<String>,
 }
 
@@ -53,9 +55,7 @@ impl Default for RewardConfig {
             eval_batch_size: 8,
             lora_r: None,
             lora_alpha: 16.0,
-            lora_targets: ["q_proj", "k_proj", "v_proj", "o_proj"]
-                .map(String::from)
-                .to_vec(),
+            lora_targets: vec!["q_proj".into(), "v_proj".into()],
         }
     }
 }
@@ -90,15 +90,30 @@ impl RewardConfig {
                 format!("must be >= 0, got {c}"),
             ));
         }
-        if self.lora_r == Some(0) {
-            return Err(Error::config("lora_r", "must be > 0"));
-        }
-        if self.lora_r.is_some() && self.lora_targets.is_empty() {
-            return Err(Error::config(
-                "lora_targets",
-                "empty: LoRA needs at least one module",
-            ));
+        if let Some(spec) = self.lora()? {
+            spec.modules()
+                .map_err(|e| Error::config("lora_targets", e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// The LoRA spec when `lora_r` is set.
+    pub fn lora(&self) -> Result<Option<LoraSpec>> {
+        let Some(r) = self.lora_r else {
+            return Ok(None);
+        };
+        if r == 0 {
+            return Err(Error::config("lora_r", "must be > 0"));
+        }
+        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
+            return Err(Error::config("lora_alpha", "must be > 0"));
+        }
+        Ok(Some(LoraSpec {
+            r,
+            alpha: self.lora_alpha,
+            dropout: 0.0,
+            targets: self.lora_targets.clone(),
+            rslora: false,
+        }))
     }
 }

@@ -1,0 +1,134 @@
+//! `rudder reward train` as a library call: load, attach LoRA if asked, read the pairs, run the
+//! shared loop, evaluate, and write the reward model folder.
+use crate::config::RewardConfig;
+use crate::error::{Error, Result};
+use crate::model::{HeadInit, RewardModel};
+use crate::pairs::{load_pairs, PairData};
+use crate::stage::RewardStage;
+use lm::LoadOptions;
+use std::collections::BTreeMap;
+use std::path::Path;
+use train::{Stage, TrainSummary, TrainerConfig};
+
+/// What a training run produced (the model folder is `trainer.out`).
+#[derive(Debug)]
+pub struct TrainOutcome {
+    pub summary: TrainSummary,
+    /// Evaluation of the final model (empty without `eval_data`).
+    pub eval: BTreeMap<String, f64>,
+    pub train_pairs: usize,
+    pub eval_pairs: usize,
+    pub trainable_params: usize,
+    pub stage: RewardStage,
+}
+
+fn read(path: &Path, model: &RewardModel, cfg: &RewardConfig) -> Result<PairData> {
+    let data = load_pairs(path, &model.tokenizer, cfg)?;
+    tracing::info!("{}", data.summary(path));
+    Ok(data)
+}
+
+/// Builds the stage: backbone (trainable, or frozen with LoRA adapters), head, pairs.
+pub fn build_stage(
+    cfg: &RewardConfig,
+    trainer: &TrainerConfig,
+    opts: &LoadOptions,
+) -> Result<RewardStage> {
+    cfg.validate()?;
+    let lora = cfg.lora()?;
+    // With LoRA the base weights stay plain tensors (no gradient, no optimizer state).
+    let opts = LoadOptions {
+        trainable: lora.is_none(),
+        ..opts.clone()
+    };
+    let spec = cfg.model.as_deref().unwrap_or_default();
+    let init = HeadInit {
+        seed: cfg.head_seed,
+        std: None,
+    };
+    let mut model = RewardModel::load_with(spec, &opts, Some(init))?;
+    model.score_batch_size = cfg.eval_batch_size;
+    let extra_params = match &lora {
+        Some(s) => model.backbone.attach_lora(s, trainer.seed)?,
+        None => vec![],
+    };
+    let data = cfg
+        .data
+        .as_deref()
+        .ok_or_else(|| Error::config("data", "required"))?;
+    let train = read(data, &model, cfg)?.pairs;
+    let eval = match &cfg.eval_data {
+        Some(p) => read(p, &model, cfg)?.pairs,
+        None => vec![],
+    };
+    Ok(RewardStage {
+        model,
+        train,
+        eval,
+        use_margin: cfg.use_margin,
+        center_rewards_coefficient: cfg.center_rewards_coefficient,
+        extra_params,
+    })
+}
+
+/// Trains a reward model and writes it (LoRA merged in) to `trainer.out`, next to the
+/// checkpoints, `metrics.jsonl`, `summary.json`, plus `eval.json` and `reward_run.json`.
+pub fn train_reward(
+    cfg: &RewardConfig,
+    trainer: &TrainerConfig,
+    opts: &LoadOptions,
+) -> Result<TrainOutcome> {
+    let mut stage = build_stage(cfg, trainer, opts)?;
+    let params = stage.params()?;
+    tracing::info!(
+        pairs = stage.train.len(),
+        eval_pairs = stage.eval.len(),
+        params = params.num_elements(),
+        lora = cfg.lora_r.is_some(),
+        "reward model"
+    );
+    let summary = train::run(&mut stage, &params, trainer)?;
+    // The loop evaluates at the end only with eval_every; the final numbers are always wanted.
+    let eval = if trainer.eval_every.is_some() && !summary.eval.is_empty() {
+        summary.eval.clone()
+    } else {
+        stage.evaluate()?
+    };
+    let out = &trainer.out;
+    stage.model.save(out)?;
+    let outcome = TrainOutcome {
+        summary,
+        eval,
+        train_pairs: stage.train.len(),
+        eval_pairs: stage.eval.len(),
+        trainable_params: params.num_elements(),
+        stage,
+    };
+    write_record(out, cfg, trainer, &outcome)?;
+    Ok(outcome)
+}
+
+/// `eval.json` (final evaluation) and `reward_run.json` (resolved configs and counts).
+fn write_record(
+    out: &Path,
+    cfg: &RewardConfig,
+    trainer: &TrainerConfig,
+    o: &TrainOutcome,
+) -> Result<()> {
+    let run = serde_json::json!({
+        "trainer": trainer,
+        "reward": cfg,
+        "train_pairs": o.train_pairs,
+        "eval_pairs": o.eval_pairs,
+        "trainable_params": o.trainable_params,
+    });
+    for (name, v) in [
+        ("eval.json", serde_json::json!(o.eval)),
+        ("reward_run.json", run),
+    ] {
+        let path = out.join(name);
+        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+        std::fs::write(&path, text + "\n").map_err(|e| lm::Error::Io { path, source: e })?;
+    }
+    Ok(())
+}
