@@ -1,0 +1,233 @@
+//! `train_dpo` end to end on the tiny fixtures: full fine-tuning against a different frozen
+//! reference, LoRA against its own base, `--precompute-ref`, and a non-finite loss.
+use dpo::{train_dpo, DpoConfig, LossType};
+use lm::{LoadOptions, Pretrained};
+use std::path::{Path, PathBuf};
+use train::{Params, TrainerConfig};
+
+type R = Result<(), Box<dyn std::error::Error>>;
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Eight pairs in three formats: TRL explicit (messages and strings) and LLaMA-Factory.
+fn write_pairs(dir: &Path) -> std::io::Result<PathBuf> {
+    let qa = [
+        (
+            "What is the capital of France?",
+            "The capital of France is Paris.",
+            "It is London, I think.",
+        ),
+        (
+            "What is two plus two?",
+            "Four.",
+            "Two plus two is five, of course.",
+        ),
+        (
+            "Tell me about the fox.",
+            "The quick brown fox jumps over the lazy dog.",
+            "No.",
+        ),
+        (
+            "Say hello.",
+            "Hello, world! How are you today?",
+            "Hello there.",
+        ),
+    ];
+    let mut lines = vec![];
+    for (p, c, r) in qa {
+        let m = |role: &str, t: &str| serde_json::json!([{"role": role, "content": t}]);
+        lines.push(serde_json::json!({"prompt": m("user", p), "chosen": m("assistant", c), "rejected": m("assistant", r)}));
+        lines.push(serde_json::json!({"conversations": [{"from": "human", "value": format!("{p} Briefly.")}],
+            "chosen": {"from": "gpt", "value": c}, "rejected": {"from": "gpt", "value": r}}));
+    }
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let path = dir.join("prefs.jsonl");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn trainer(out: &Path, steps: usize) -> TrainerConfig {
+    TrainerConfig {
+        learning_rate: 2e-3,
+        batch_size: 4,
+        max_steps: Some(steps),
+        warmup_steps: 0,
+        schedule: train::ScheduleKind::Constant,
+        log_every: 1,
+        save_every: None,
+        out: out.to_path_buf(),
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+fn load(spec: &str, trainable: bool) -> Result<Pretrained, lm::Error> {
+    lm::load(
+        spec,
+        &LoadOptions {
+            trainable,
+            ..Default::default()
+        },
+    )
+}
+
+fn snapshot(params: &Params) -> Result<Vec<(String, Vec<f32>)>, Box<dyn std::error::Error>> {
+    let mut out = vec![];
+    for (n, v) in params.iter() {
+        out.push((
+            n.to_string(),
+            v.as_tensor().flatten_all()?.to_vec1::<f32>()?,
+        ));
+    }
+    Ok(out)
+}
+
+#[test]
+fn full_finetuning_raises_accuracy_lowers_loss_and_moves_every_weight() -> R {
+    let dir = tempfile::tempdir()?;
+    let data = write_pairs(dir.path())?;
+    let cfg = DpoConfig {
+        model: Some(fixture("tiny-llama")),
+        ref_model: Some(fixture("tiny-llama-ref")),
+        data: Some(data.clone()),
+        eval_data: Some(data),
+        beta: 0.5,
+        ..Default::default()
+    };
+    let pre = load(&fixture("tiny-llama"), true)?;
+    let before = snapshot(&Params::new(pre.params.clone())?)?;
+    let live: Vec<_> = pre.params.clone();
+    let out = dir.path().join("run");
+    let o = train_dpo(pre, &LoadOptions::default(), &cfg, &trainer(&out, 8))?;
+    let losses = &o.summary.losses;
+    assert!(
+        losses[losses.len() - 1] < 0.5 * losses[0],
+        "loss must fall: {losses:?}"
+    );
+    let (acc0, acc1) = (
+        o.eval_before["rewards/accuracies"],
+        o.eval_after["rewards/accuracies"],
+    );
+    assert!(acc0 < 1.0 && acc1 == 1.0, "accuracy {acc0} -> {acc1}");
+    assert!(o.eval_after["rewards/margins"] > o.eval_before["rewards/margins"]);
+    let after = snapshot(&Params::new(live)?)?;
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        assert!(a != b, "{name} did not change");
+    }
+    // The outputs: a transformers folder that loads back, the metrics with TRL's names, the plot.
+    let back = load(out.to_str().unwrap_or_default(), false)?;
+    assert_eq!(back.model.config.vocab_size, 384);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl"))?;
+    for key in [
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+        "\"kl\"",
+    ] {
+        assert!(metrics.contains(key), "{key} missing");
+    }
+    assert!(out.join("dpo.svg").is_file() && out.join("dpo_run.json").is_file());
+    Ok(())
+}
+
+#[test]
+fn lora_uses_its_base_as_reference_and_precompute_gives_the_same_run() -> R {
+    let dir = tempfile::tempdir()?;
+    let data = write_pairs(dir.path())?;
+    let base = DpoConfig {
+        model: Some(fixture("tiny-llama")),
+        data: Some(data),
+        lora_r: Some(4),
+        lora_targets: vec!["all-linear".into()],
+        rpo_alpha: 0.1,
+        ..Default::default()
+    };
+    let run =
+        |precompute: bool, name: &str| -> Result<dpo::DpoOutcome, Box<dyn std::error::Error>> {
+            let cfg = DpoConfig {
+                precompute_ref: precompute,
+                ..base.clone()
+            };
+            let out = dir.path().join(name);
+            Ok(train_dpo(
+                load(&fixture("tiny-llama"), false)?,
+                &LoadOptions::default(),
+                &cfg,
+                &trainer(&out, 4),
+            )?)
+        };
+    let live = run(false, "live")?;
+    // Step 1: policy = base (B = 0), so the DPO part is exactly ln 2 and only the NLL remains.
+    let m1 = std::fs::read_to_string(dir.path().join("live/metrics.jsonl"))?;
+    let first: serde_json::Value = serde_json::from_str(m1.lines().next().unwrap_or("{}"))?;
+    let nll = first["nll"].as_f64().unwrap_or(f64::NAN);
+    assert!((live.summary.losses[0] - (2f64.ln() + 0.1 * nll)).abs() < 1e-4);
+    assert!(live.summary.losses[3] < live.summary.losses[0]);
+    let pre = run(true, "pre")?;
+    for (a, b) in live.summary.losses.iter().zip(&pre.summary.losses) {
+        assert!((a - b).abs() < 1e-4, "live {a} vs precomputed {b}");
+    }
+    assert!(dir.path().join("pre/ref_logps.json").is_file());
+    assert!(dir.path().join("pre/adapter_model.safetensors").is_file());
+    // Every adapter matrix moved (B starts at zero; A moves once B is non-zero).
+    let changed = pre.model.lora_tensors();
+    let mut fresh = load(&fixture("tiny-llama"), false)?.model;
+    let spec = base.lora()?.ok_or("lora_r is set")?;
+    let init = fresh.attach_lora(&spec, 42)?;
+    for ((name, t), (_, v)) in changed.iter().zip(&init) {
+        let d = (t - v.as_tensor())?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d > 0.0, "{name} did not change");
+    }
+    Ok(())
+}
+
+#[test]
+fn simpo_needs_no_reference_and_a_nan_loss_names_the_step() -> R {
+    let dir = tempfile::tempdir()?;
+    let data = write_pairs(dir.path())?;
+    let cfg = DpoConfig {
+        model: Some(fixture("tiny-llama")),
+        ref_model: Some("/nonexistent/reference".into()),
+        data: Some(data),
+        loss: LossType::Simpo,
+        beta: 2.0,
+        ..Default::default()
+    };
+    let out = dir.path().join("simpo");
+    let o = train_dpo(
+        load(&fixture("tiny-llama"), true)?,
+        &LoadOptions::default(),
+        &cfg,
+        &trainer(&out, 3),
+    )?;
+    assert!(o.summary.losses[2] < o.summary.losses[0]);
+    // A poisoned weight makes the loss NaN: the loop stops and names step and micro-batch.
+    let pre = load(&fixture("tiny-llama"), true)?;
+    let (_, w) = &pre.params[0];
+    w.set(&(w.as_tensor() * f64::NAN)?)?;
+    let cfg = DpoConfig {
+        loss: LossType::Sigmoid,
+        ref_model: Some(fixture("tiny-llama-ref")),
+        ..cfg
+    };
+    let err = train_dpo(
+        pre,
+        &LoadOptions::default(),
+        &cfg,
+        &trainer(&dir.path().join("nan"), 3),
+    );
+    let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.contains("non-finite loss") && msg.contains("step 1, micro-batch 0"),
+        "{msg}"
+    );
+    Ok(())
+}
