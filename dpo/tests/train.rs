@@ -5,7 +5,8 @@ use lm::{LoadOptions, Pretrained};
 use std::path::{Path, PathBuf};
 use train::{Params, TrainerConfig};
 
-type R = Result<(), Box<dyn std::error::Error>>;
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+type R = Res<()>;
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -77,7 +78,7 @@ fn load(spec: &str, trainable: bool) -> Result<Pretrained, lm::Error> {
     )
 }
 
-fn snapshot(params: &Params) -> Result<Vec<(String, Vec<f32>)>, Box<dyn std::error::Error>> {
+fn snapshot(params: &Params) -> Res<Vec<(String, Vec<f32>)>> {
     let mut out = vec![];
     for (n, v) in params.iter() {
         out.push((
@@ -150,20 +151,19 @@ fn lora_uses_its_base_as_reference_and_precompute_gives_the_same_run() -> R {
         rpo_alpha: 0.1,
         ..Default::default()
     };
-    let run =
-        |precompute: bool, name: &str| -> Result<dpo::DpoOutcome, Box<dyn std::error::Error>> {
-            let cfg = DpoConfig {
-                precompute_ref: precompute,
-                ..base.clone()
-            };
-            let out = dir.path().join(name);
-            Ok(train_dpo(
-                load(&fixture("tiny-llama"), false)?,
-                &LoadOptions::default(),
-                &cfg,
-                &trainer(&out, 4),
-            )?)
+    let run = |precompute: bool, name: &str| -> Res<dpo::DpoOutcome> {
+        let cfg = DpoConfig {
+            precompute_ref: precompute,
+            ..base.clone()
         };
+        let out = dir.path().join(name);
+        Ok(train_dpo(
+            load(&fixture("tiny-llama"), false)?,
+            &LoadOptions::default(),
+            &cfg,
+            &trainer(&out, 4),
+        )?)
+    };
     let live = run(false, "live")?;
     // Step 1: policy = base (B = 0), so the DPO part is exactly ln 2 and only the NLL remains.
     let m1 = std::fs::read_to_string(dir.path().join("live/metrics.jsonl"))?;
