@@ -159,7 +159,7 @@ impl ModelConfig {
             ));
         }
         let head_dim = c.head_dim.unwrap_or(hidden_size / num_heads);
-        if head_dim % 2 != 0 || head_dim == 0 {
+        if !head_dim.is_multiple_of(2) || head_dim == 0 {
             return Err(bad(path, "head_dim", format!("{head_dim} must be even")));
         }
         if let Some(act) = &c.hidden_act {
