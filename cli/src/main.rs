@@ -1,1 +1,74 @@
-fn main() {}
+//! `rudder`: the whole alignment pipeline in one binary.
+mod bench;
+mod common;
+mod dpo;
+mod infer;
+mod reward;
+mod sft;
+mod trainer_flags;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "rudder",
+    version,
+    about = "RLHF alignment trainer: SFT, labeling, reward model, PPO/DPO, compare"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate completions for prompts (JSONL rows {"prompt": str | messages}).
+    Generate(infer::GenerateArgs),
+    /// Log-probabilities of completions given prompts (rows {"prompt","completion"}).
+    Logprobs(infer::LogprobsArgs),
+    /// Write a model (HF folder, hub id or GGUF) as a transformers-loadable folder.
+    Export(infer::ExportArgs),
+    /// Measure training or generation speed.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// The labeling web app and its database.
+    Label(labeling_ui::cli::LabelArgs),
+    /// Supervised fine-tuning (full or LoRA) on text, prompt/completion, messages or Alpaca rows.
+    Sft(sft::SftArgs),
+    /// Merge a LoRA adapter (PEFT format) into its base model and write a full model folder.
+    Merge(sft::MergeArgs),
+    /// Reward model: `train` on preference pairs (Bradley–Terry), `score` completions.
+    #[command(subcommand)]
+    Reward(reward::RewardCommand),
+    /// Direct preference optimisation (DPO, IPO, hinge, robust, SimPO) against a frozen reference.
+    Dpo(dpo::DpoArgs),
+}
+
+fn main() {
+    common::tune_allocator();
+    common::init_logging();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(a) => infer::generate(a),
+        Command::Logprobs(a) => infer::logprobs(a),
+        Command::Export(a) => infer::export(a),
+        Command::Bench(b) => bench::run(b),
+        Command::Sft(a) => sft::run(a),
+        Command::Merge(a) => sft::merge(a),
+        Command::Reward(c) => reward::run(c),
+        Command::Dpo(a) => dpo::run(a),
+        Command::Label(a) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(labeling_ui::cli::run(a))?;
+            Ok(())
+        }
+    }
+}

@@ -13,7 +13,7 @@ use train::TrainerConfig;
 pub enum RewardCommand {
     /// Train a reward model on pairwise preferences (TRL prompt/chosen/rejected rows, the
     /// labeling export, LLaMA-Factory pairwise rows).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Score {"prompt","completion"} rows with a reward model; writes the rows plus "reward".
     Score(ScoreArgs),
 }
@@ -98,20 +98,26 @@ pub struct ScoreArgs {
 
 pub fn run(cmd: RewardCommand) -> Result<()> {
     match cmd {
-        RewardCommand::Train(a) => train(a),
+        RewardCommand::Train(a) => train(*a),
         RewardCommand::Score(a) => score(a),
     }
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    let (trainer, mut cfg): (TrainerConfig, RewardConfig) = resolve(&args.train, &args.stage, "reward")?;
+    let (trainer, mut cfg): (TrainerConfig, RewardConfig) =
+        resolve(&args.train, &args.stage, "reward")?;
     cfg.use_margin &= !args.no_margin;
     cfg.validate().context("[reward] config")?;
     let opts = args.device.load_options(true)?;
-    std::fs::create_dir_all(&trainer.out).with_context(|| format!("creating {}", trainer.out.display()))?;
+    std::fs::create_dir_all(&trainer.out)
+        .with_context(|| format!("creating {}", trainer.out.display()))?;
     let o = reward_model::train_reward(&cfg, &trainer, &opts).context("reward train")?;
     let s = &o.summary;
-    let acc = o.eval.get("accuracy").map(|a| format!(", eval accuracy {:.3}", a)).unwrap_or_default();
+    let acc = o
+        .eval
+        .get("accuracy")
+        .map(|a| format!(", eval accuracy {:.3}", a))
+        .unwrap_or_default();
     println!(
         "reward: {} steps on {} pairs, final loss {:.4}{acc}, {:.0} tokens/s, {} trainable parameters{}; wrote {}",
         s.steps,
@@ -134,8 +140,17 @@ fn score(args: ScoreArgs) -> Result<()> {
     rm.score_batch_size = args.batch_size;
     let (rows, truncated) = reward_model::score_rows::score_file(&rm, &args.data, args.max_seq_len)
         .with_context(|| format!("scoring {}", args.data.display()))?;
-    lm::jsonl::write_rows(&args.out, &rows).with_context(|| format!("writing {}", args.out.display()))?;
-    let cut = if truncated > 0 { format!(" ({truncated} truncated to --max-seq-len)") } else { String::new() };
-    println!("scored {} rows{cut}; wrote {}", rows.len(), args.out.display());
+    lm::jsonl::write_rows(&args.out, &rows)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let cut = if truncated > 0 {
+        format!(" ({truncated} truncated to --max-seq-len)")
+    } else {
+        String::new()
+    };
+    println!(
+        "scored {} rows{cut}; wrote {}",
+        rows.len(),
+        args.out.display()
+    );
     Ok(())
 }

@@ -29,7 +29,9 @@ pub fn render(
     env.add_function("strftime_now", strftime_now);
     env.add_template("chat", template)
         .map_err(|e| Error::Template(e.to_string()))?;
-    let tmpl = env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
+    let tmpl = env
+        .get_template("chat")
+        .map_err(|e| Error::Template(e.to_string()))?;
     tmpl.render(context! {
         messages => messages,
         add_generation_prompt => add_generation_prompt,

@@ -121,7 +121,9 @@ fn bad(path: &Path, name: &str, reason: impl Into<String>) -> Error {
 /// Token ids appear as a number, a list of numbers, or null.
 pub(crate) fn token_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
     match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
         Some(serde_json::Value::Array(a)) => a
             .iter()
             .filter_map(|x| x.as_u64().map(|x| x as u32))
@@ -164,7 +166,11 @@ impl ModelConfig {
         }
         if let Some(act) = &c.hidden_act {
             if act != "silu" && act != "swish" {
-                return Err(bad(path, "hidden_act", format!("`{act}` unsupported (silu)")));
+                return Err(bad(
+                    path,
+                    "hidden_act",
+                    format!("`{act}` unsupported (silu)"),
+                ));
             }
         }
         if c.mlp_bias == Some(true) {
@@ -173,7 +179,10 @@ impl ModelConfig {
         let rope = c.rope_scaling.as_ref().or(c.rope_parameters.as_ref());
         let rope_theta = c
             .rope_theta
-            .or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(|v| v.as_f64()))
+            .or_else(|| {
+                rope.and_then(|r| r.get("rope_theta"))
+                    .and_then(|v| v.as_f64())
+            })
             .unwrap_or(10000.0);
         let attention_bias = c.attention_bias.unwrap_or(false);
         Ok(ModelConfig {
@@ -203,7 +212,10 @@ impl ModelConfig {
     /// Number of parameters of the causal LM (embeddings counted once when tied).
     pub fn num_parameters(&self) -> usize {
         let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let (q, kv) = (self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
+        let (q, kv) = (
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        );
         let mut attn = h * q + 2 * h * kv + q * h;
         if self.qkv_bias {
             attn += q + 2 * kv;
@@ -251,9 +263,13 @@ fn parse_rope_scaling(v: Option<&serde_json::Value>, path: &Path) -> Result<Opti
         .and_then(|t| t.as_str())
         .unwrap_or("default");
     let num = |k: &str| -> Result<f64> {
-        v.get(k)
-            .and_then(|x| x.as_f64())
-            .ok_or_else(|| bad(path, &format!("rope_scaling.{k}"), "missing or not a number"))
+        v.get(k).and_then(|x| x.as_f64()).ok_or_else(|| {
+            bad(
+                path,
+                &format!("rope_scaling.{k}"),
+                "missing or not a number",
+            )
+        })
     };
     match kind {
         "default" => Ok(None),

@@ -60,12 +60,24 @@ pub fn distribution(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig) -> V
         seen.dedup();
         for &t in &seen {
             if let Some(l) = logits.get_mut(t as usize) {
-                *l = if *l < 0.0 { *l * cfg.repetition_penalty } else { *l / cfg.repetition_penalty };
+                *l = if *l < 0.0 {
+                    *l * cfg.repetition_penalty
+                } else {
+                    *l / cfg.repetition_penalty
+                };
             }
         }
     }
-    let temp = if cfg.temperature > 0.0 { cfg.temperature } else { 1.0 };
-    let mut idx: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / temp)).collect();
+    let temp = if cfg.temperature > 0.0 {
+        cfg.temperature
+    } else {
+        1.0
+    };
+    let mut idx: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l / temp))
+        .collect();
     idx.sort_by(|a, b| b.1.total_cmp(&a.1));
     if cfg.top_k > 0 && cfg.top_k < idx.len() {
         idx.truncate(cfg.top_k);
@@ -171,7 +183,11 @@ pub fn generate(
     (0..b)
         .map(|i| {
             let finished = done[i];
-            let text = if finished { texts[i].clone() } else { tok.decode(&out[i], true)? };
+            let text = if finished {
+                texts[i].clone()
+            } else {
+                tok.decode(&out[i], true)?
+            };
             Ok(Generation {
                 tokens: std::mem::take(&mut out[i]),
                 text,
@@ -182,7 +198,12 @@ pub fn generate(
 }
 
 /// Whether a row is finished after its latest token; fills `text` when it is.
-fn finish_row(tok: &Tokenizer, cfg: &SamplingConfig, out: &[u32], text: &mut String) -> Result<bool> {
+fn finish_row(
+    tok: &Tokenizer,
+    cfg: &SamplingConfig,
+    out: &[u32],
+    text: &mut String,
+) -> Result<bool> {
     let last = *out.last().unwrap_or(&u32::MAX);
     if tok.eos_ids.contains(&last) {
         *text = tok.decode(out, true)?;
@@ -192,7 +213,12 @@ fn finish_row(tok: &Tokenizer, cfg: &SamplingConfig, out: &[u32], text: &mut Str
         return Ok(false);
     }
     let decoded = tok.decode(out, true)?;
-    match cfg.stop_strings.iter().filter_map(|s| decoded.find(s.as_str())).min() {
+    match cfg
+        .stop_strings
+        .iter()
+        .filter_map(|s| decoded.find(s.as_str()))
+        .min()
+    {
         Some(at) => {
             *text = decoded[..at].to_string();
             Ok(true)

@@ -32,14 +32,14 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, adapters: bool) -> Result<Tensor> {
         let dtype = x.dtype();
         let w = self.weight.to_dtype(dtype)?;
-        let mut y = x.broadcast_matmul(&w.t()?)?;
+        let mut y = matmul_t(x, &w)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.to_dtype(dtype)?)?;
         }
         if let (Some(l), true) = (&self.lora, adapters) {
             let a = l.a.as_tensor().to_dtype(dtype)?;
             let b = l.b.as_tensor().to_dtype(dtype)?;
-            let delta = x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+            let delta = matmul_t(&matmul_t(x, &a)?, &b)?;
             y = (y + (delta * l.scale)?)?;
         }
         Ok(y)
@@ -55,4 +55,27 @@ impl Linear {
             }
         }
     }
+}
+
+/// `x Wᵀ` for `x` of any rank `(..., in)` and `w` `(out, in)`: the leading dimensions are folded
+/// into one so that a single GEMM reads the weight once (a broadcast batched matmul would read it
+/// once per batch row, which dominates decoding).
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let Some((&inner, lead)) = x.dims().split_last() else {
+        return Err(candle_core::Error::Msg(
+            "matmul_t: a scalar has no feature dimension".into(),
+        ));
+    };
+    let rows: usize = lead.iter().product();
+    let x2 = x.reshape((rows, inner))?;
+    // Few rows (decoding): compute (W xᵀ)ᵀ so the big weight is the row-major left operand
+    // and is streamed once instead of being repacked as a transposed right operand.
+    let y = if rows <= 16 {
+        w.matmul(&x2.t()?)?.t()?.contiguous()?
+    } else {
+        x2.matmul(&w.t()?)?
+    };
+    let mut out = lead.to_vec();
+    out.push(w.dim(0)?);
+    y.reshape(out)
 }

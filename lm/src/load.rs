@@ -65,7 +65,8 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
     if path.is_dir() {
         return Ok(ModelSource::Folder(path.to_path_buf()));
     }
-    let looks_like_hub = spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/');
+    let looks_like_hub =
+        spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/');
     if !looks_like_hub {
         return Err(Error::NotFound {
             spec: spec.into(),
@@ -82,11 +83,15 @@ fn from_hub(id: &str) -> Result<ModelSource> {
     let repo = cache.model(id.to_string());
     if let Some(cfg) = repo.get("config.json") {
         let dir = cfg.parent().map(Path::to_path_buf).unwrap_or_default();
-        if dir.join("model.safetensors").exists() || dir.join("model.safetensors.index.json").exists() {
+        if dir.join("model.safetensors").exists()
+            || dir.join("model.safetensors.index.json").exists()
+        {
             return Ok(ModelSource::Folder(dir));
         }
     }
-    let offline = std::env::var("HF_HUB_OFFLINE").map(|v| v == "1" || v == "true").unwrap_or(false);
+    let offline = std::env::var("HF_HUB_OFFLINE")
+        .map(|v| v == "1" || v == "true")
+        .unwrap_or(false);
     let not_cached = format!("not in the local hf-hub cache ({})", cache.path().display());
     if offline {
         return Err(Error::NotFound {
@@ -112,12 +117,16 @@ fn download(id: &str) -> std::result::Result<ModelSource, String> {
         let _ = repo.get(f);
     }
     if repo.get("model.safetensors").is_err() {
-        let index = repo.get("model.safetensors.index.json").map_err(|e| e.to_string())?;
+        let index = repo
+            .get("model.safetensors.index.json")
+            .map_err(|e| e.to_string())?;
         for shard in shard_names(&index)? {
             repo.get(&shard).map_err(|e| e.to_string())?;
         }
     }
-    Ok(ModelSource::Folder(cfg.parent().map(Path::to_path_buf).unwrap_or_default()))
+    Ok(ModelSource::Folder(
+        cfg.parent().map(Path::to_path_buf).unwrap_or_default(),
+    ))
 }
 
 fn shard_names(index: &Path) -> std::result::Result<Vec<String>, String> {
@@ -125,7 +134,11 @@ fn shard_names(index: &Path) -> std::result::Result<Vec<String>, String> {
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let mut names: Vec<String> = v["weight_map"]
         .as_object()
-        .map(|m| m.values().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|m| {
+            m.values()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names.dedup();
@@ -170,7 +183,8 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Pretrained> {
             ),
         });
     }
-    let (model, params) = CausalLm::from_tensors(config, tensors, &origin, opts.precision, opts.trainable)?;
+    let (model, params) =
+        CausalLm::from_tensors(config, tensors, &origin, opts.precision, opts.trainable)?;
     Ok(Pretrained {
         model,
         tokenizer,

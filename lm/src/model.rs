@@ -155,7 +155,12 @@ pub struct CausalLm {
 }
 
 impl Attention {
-    fn forward(&self, x: &Tensor, ctx: &Ctx, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        ctx: &Ctx,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
         let cfg = ctx.cfg;
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
@@ -198,7 +203,12 @@ impl Mlp {
 }
 
 impl Layer {
-    fn forward(&self, x: &Tensor, ctx: &Ctx, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        ctx: &Ctx,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
         let eps = ctx.cfg.rms_norm_eps;
         let h = ops::rms_norm(x, &self.input_norm, eps)?;
         let x = (x + self.attn.forward(&h, ctx, cache)?)?;
@@ -230,7 +240,8 @@ pub(crate) fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
                 } else if wavelen > low_wl {
                     (f / factor) as f32
                 } else {
-                    let s = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    let s =
+                        (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                     ((1.0 - s) * f / factor + s * f) as f32
                 }
             })
@@ -246,7 +257,13 @@ impl CausalLm {
     /// Final hidden states after the last norm, `(B, T, H)`.
     pub fn hidden_states(&self, batch: &InputBatch) -> Result<Tensor> {
         let ids = batch.ids_tensor(self.device())?;
-        self.run(&ids, &batch.segments, &batch.segments, &batch.positions, None)
+        self.run(
+            &ids,
+            &batch.segments,
+            &batch.segments,
+            &batch.positions,
+            None,
+        )
     }
 
     /// Logits for every position, `(B, T, V)`, in f32.
@@ -256,8 +273,12 @@ impl CausalLm {
 
     /// Projects hidden states `(..., H)` to f32 logits `(..., V)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let w = self.lm_head.as_ref().unwrap_or(&self.embed).to_dtype(hidden.dtype())?;
-        hidden.broadcast_matmul(&w.t()?)?.to_dtype(DType::F32)
+        let w = self
+            .lm_head
+            .as_ref()
+            .unwrap_or(&self.embed)
+            .to_dtype(hidden.dtype())?;
+        crate::linear::matmul_t(hidden, &w)?.to_dtype(DType::F32)
     }
 
     /// One generation step over new tokens `(B, T_new)` given a cache; returns hidden states of
@@ -275,7 +296,13 @@ impl CausalLm {
             keys.extend_from_slice(&batch.segments[bi * t..(bi + 1) * t]);
         }
         let ids = batch.ids_tensor(self.device())?;
-        let out = self.run(&ids, &batch.segments, &keys, &batch.positions, Some(&mut cache.layers))?;
+        let out = self.run(
+            &ids,
+            &batch.segments,
+            &keys,
+            &batch.positions,
+            Some(&mut cache.layers),
+        )?;
         cache.key_segments = keys;
         cache.len = s + t;
         Ok(out)

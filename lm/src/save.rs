@@ -51,9 +51,16 @@ pub fn save_with(
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for (name, t) in model.named_tensors()?.into_iter().chain(extra.iter().cloned()) {
+    for (name, t) in model
+        .named_tensors()?
+        .into_iter()
+        .chain(extra.iter().cloned())
+    {
         // Saved as f32 contiguous CPU tensors so a reload is bit-exact.
-        let t = t.to_dtype(DType::F32)?.to_device(&candle_core::Device::Cpu)?.contiguous()?;
+        let t = t
+            .to_dtype(DType::F32)?
+            .to_device(&candle_core::Device::Cpu)?
+            .contiguous()?;
         tensors.insert(name, t);
     }
     let path = dir.join("model.safetensors");

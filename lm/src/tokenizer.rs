@@ -113,7 +113,13 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_str(&tokenizer_json.to_string())
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let template = template_from(Path::new("/nonexistent"), &tokenizer_config)?;
-        Self::assemble(inner, tokenizer_config, generation_config, template, config_eos)
+        Self::assemble(
+            inner,
+            tokenizer_config,
+            generation_config,
+            template,
+            config_eos,
+        )
     }
 
     fn assemble(
@@ -134,7 +140,11 @@ impl Tokenizer {
         eos_ids.dedup();
         let pad_id = token_str(cfg.get("pad_token"))
             .and_then(|t| inner.token_to_id(&t))
-            .or_else(|| crate::config::token_ids(&gen.get("pad_token_id").cloned()).first().copied())
+            .or_else(|| {
+                crate::config::token_ids(&gen.get("pad_token_id").cloned())
+                    .first()
+                    .copied()
+            })
             .or(eos_ids.first().copied())
             .unwrap_or(0);
         Ok(Tokenizer {
@@ -167,7 +177,11 @@ impl Tokenizer {
     }
 
     /// Renders messages with the chat template, as transformers' `apply_chat_template`.
-    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
@@ -202,7 +216,11 @@ impl Tokenizer {
 impl Tokenizer {
     /// Splits a conversation into the templated prompt (with the generation prompt) and the
     /// templated completion: the completion is what the full render adds after the prompt.
-    pub fn render_pair(&self, prompt: &[Message], completion: &[Message]) -> Result<(String, String)> {
+    pub fn render_pair(
+        &self,
+        prompt: &[Message],
+        completion: &[Message],
+    ) -> Result<(String, String)> {
         let p = self.apply_chat_template(prompt, true)?;
         let all: Vec<Message> = prompt.iter().chain(completion).cloned().collect();
         let full = self.apply_chat_template(&all, false)?;
@@ -225,14 +243,17 @@ impl Tokenizer {
         add_eos: bool,
     ) -> Result<crate::logprobs::PromptCompletion> {
         let (p_ids, c_text) = match (prompt, completion) {
-            (TextOrMessages::Text(p), TextOrMessages::Text(c)) => (self.encode(p, true)?, c.clone()),
+            (TextOrMessages::Text(p), TextOrMessages::Text(c)) => {
+                (self.encode(p, true)?, c.clone())
+            }
             (TextOrMessages::Messages(p), TextOrMessages::Messages(c)) => {
                 let (pt, ct) = self.render_pair(p, c)?;
                 (self.encode(&pt, false)?, ct)
             }
-            (TextOrMessages::Messages(p), TextOrMessages::Text(c)) => {
-                (self.encode(&self.apply_chat_template(p, true)?, false)?, c.clone())
-            }
+            (TextOrMessages::Messages(p), TextOrMessages::Text(c)) => (
+                self.encode(&self.apply_chat_template(p, true)?, false)?,
+                c.clone(),
+            ),
             (TextOrMessages::Text(_), TextOrMessages::Messages(_)) => {
                 return Err(Error::Invalid(
                     "a text prompt with a message-list completion; use messages for both".into(),
@@ -242,7 +263,12 @@ impl Tokenizer {
         let mut c_ids = self.encode(&c_text, false)?;
         if add_eos && !c_ids.iter().any(|t| self.eos_ids.contains(t)) {
             if let Some(&e) = self.eos_ids.first() {
-                c_ids.push(self.eos_token.as_deref().and_then(|t| self.inner.token_to_id(t)).unwrap_or(e));
+                c_ids.push(
+                    self.eos_token
+                        .as_deref()
+                        .and_then(|t| self.inner.token_to_id(t))
+                        .unwrap_or(e),
+                );
             }
         }
         Ok(crate::logprobs::PromptCompletion {

@@ -48,7 +48,10 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
             field: "weight_map".into(),
             reason: "missing or not an object".into(),
         })?;
-    let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+    let mut files: Vec<String> = map
+        .values()
+        .filter_map(|f| f.as_str().map(String::from))
+        .collect();
     files.sort();
     files.dedup();
     let dir = index.parent().unwrap_or(Path::new("."));
@@ -108,8 +111,14 @@ impl Taker<'_> {
             k: self.linear(&format!("{p}.self_attn.k_proj"), kv, h, cfg.qkv_bias)?,
             v: self.linear(&format!("{p}.self_attn.v_proj"), kv, h, cfg.qkv_bias)?,
             o: self.linear(&format!("{p}.self_attn.o_proj"), h, q, cfg.o_bias)?,
-            q_norm: cfg.qk_norm.then(|| self.take(&format!("{p}.self_attn.q_norm.weight"), &[hd])).transpose()?,
-            k_norm: cfg.qk_norm.then(|| self.take(&format!("{p}.self_attn.k_norm.weight"), &[hd])).transpose()?,
+            q_norm: cfg
+                .qk_norm
+                .then(|| self.take(&format!("{p}.self_attn.q_norm.weight"), &[hd]))
+                .transpose()?,
+            k_norm: cfg
+                .qk_norm
+                .then(|| self.take(&format!("{p}.self_attn.k_norm.weight"), &[hd]))
+                .transpose()?,
         };
         let i_sz = cfg.intermediate_size;
         let mlp = Mlp {
@@ -197,7 +206,12 @@ impl CausalLm {
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             let a = &layer.attn;
-            for (n, l) in [("q_proj", &a.q), ("k_proj", &a.k), ("v_proj", &a.v), ("o_proj", &a.o)] {
+            for (n, l) in [
+                ("q_proj", &a.q),
+                ("k_proj", &a.k),
+                ("v_proj", &a.v),
+                ("o_proj", &a.o),
+            ] {
                 lin(&mut out, format!("{p}.self_attn.{n}"), l)?;
             }
             if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
@@ -205,11 +219,21 @@ impl CausalLm {
                 out.push((format!("{p}.self_attn.k_norm.weight"), kn.clone()));
             }
             let m = &layer.mlp;
-            for (n, l) in [("gate_proj", &m.gate), ("up_proj", &m.up), ("down_proj", &m.down)] {
+            for (n, l) in [
+                ("gate_proj", &m.gate),
+                ("up_proj", &m.up),
+                ("down_proj", &m.down),
+            ] {
                 lin(&mut out, format!("{p}.mlp.{n}"), l)?;
             }
-            out.push((format!("{p}.input_layernorm.weight"), layer.input_norm.clone()));
-            out.push((format!("{p}.post_attention_layernorm.weight"), layer.post_norm.clone()));
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                layer.input_norm.clone(),
+            ));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                layer.post_norm.clone(),
+            ));
         }
         out.push(("model.norm.weight".into(), self.norm.clone()));
         if let Some(h) = &self.lm_head {
@@ -230,13 +254,23 @@ impl CausalLm {
         seed: u64,
     ) -> Result<(Self, Vec<(String, Var)>)> {
         use rand::{rngs::StdRng, Rng, SeedableRng};
-        let (v, h, i) = (config.vocab_size, config.hidden_size, config.intermediate_size);
+        let (v, h, i) = (
+            config.vocab_size,
+            config.hidden_size,
+            config.intermediate_size,
+        );
         let hd = config.head_dim;
         let (q, kv) = (config.num_heads * hd, config.num_kv_heads * hd);
-        let mut shapes: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![v, h])];
+        let mut shapes: Vec<(String, Vec<usize>)> =
+            vec![("model.embed_tokens.weight".into(), vec![v, h])];
         for l in 0..config.num_layers {
             let p = format!("model.layers.{l}");
-            for (n, s) in [("q_proj", [q, h]), ("k_proj", [kv, h]), ("v_proj", [kv, h]), ("o_proj", [h, q])] {
+            for (n, s) in [
+                ("q_proj", [q, h]),
+                ("k_proj", [kv, h]),
+                ("v_proj", [kv, h]),
+                ("o_proj", [h, q]),
+            ] {
                 shapes.push((format!("{p}.self_attn.{n}.weight"), s.to_vec()));
             }
             if config.qkv_bias {
@@ -251,7 +285,11 @@ impl CausalLm {
                 shapes.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
                 shapes.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
             }
-            for (n, s) in [("gate_proj", [i, h]), ("up_proj", [i, h]), ("down_proj", [h, i])] {
+            for (n, s) in [
+                ("gate_proj", [i, h]),
+                ("up_proj", [i, h]),
+                ("down_proj", [h, i]),
+            ] {
                 shapes.push((format!("{p}.mlp.{n}.weight"), s.to_vec()));
             }
             shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
@@ -280,6 +318,12 @@ impl CausalLm {
             };
             tensors.insert(name, Tensor::from_vec(data, shape, device)?);
         }
-        Self::from_tensors(config, tensors, Path::new("<random-init>"), precision, trainable)
+        Self::from_tensors(
+            config,
+            tensors,
+            Path::new("<random-init>"),
+            precision,
+            trainable,
+        )
     }
 }

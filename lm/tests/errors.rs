@@ -3,7 +3,9 @@ use lm::LoadOptions;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(name)
 }
 
 /// A copy of tiny-llama whose config.json is edited by `edit`.
@@ -14,19 +16,24 @@ fn with_config(edit: impl Fn(&mut serde_json::Value)) -> tempfile::TempDir {
         std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
     }
     let p = dir.path().join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     edit(&mut v);
     std::fs::write(&p, v.to_string()).unwrap();
     dir
 }
 
 fn load_err(dir: &Path) -> String {
-    lm::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap_err().to_string()
+    lm::load(dir.to_str().unwrap(), &LoadOptions::default())
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
 fn missing_model_is_named() {
-    let e = lm::load("./no/such/model", &LoadOptions::default()).unwrap_err().to_string();
+    let e = lm::load("./no/such/model", &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("./no/such/model"), "{e}");
 }
 
@@ -34,8 +41,13 @@ fn missing_model_is_named() {
 fn hub_id_offline_and_not_cached_says_so() {
     std::env::set_var("HF_HUB_OFFLINE", "1");
     std::env::set_var("HF_HOME", tempfile::tempdir().unwrap().path());
-    let e = lm::load("nobody/nothing-here", &LoadOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("nobody/nothing-here") && e.contains("cache") && e.contains("HF_HUB_OFFLINE"), "{e}");
+    let e = lm::load("nobody/nothing-here", &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nobody/nothing-here") && e.contains("cache") && e.contains("HF_HUB_OFFLINE"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -52,7 +64,10 @@ fn unsupported_architecture_is_named() {
 fn shape_mismatch_names_the_tensor() {
     let d = with_config(|v| v["intermediate_size"] = 96.into());
     let e = load_err(d.path());
-    assert!(e.contains("mlp.gate_proj.weight") && e.contains("shape"), "{e}");
+    assert!(
+        e.contains("mlp.gate_proj.weight") && e.contains("shape"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -61,7 +76,10 @@ fn missing_field_is_named() {
         v.as_object_mut().unwrap().remove("hidden_size");
     });
     let e = load_err(d.path());
-    assert!(e.contains("config.json") && e.contains("hidden_size") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("hidden_size") && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -69,7 +87,10 @@ fn tokenizer_larger_than_embedding_is_refused() {
     let d = with_config(|v| v["vocab_size"] = 10.into());
     let e = load_err(d.path());
     // Either the embedding's shape check or the vocab check fires; both name the problem.
-    assert!(e.contains("vocab_size") || e.contains("embed_tokens"), "{e}");
+    assert!(
+        e.contains("vocab_size") || e.contains("embed_tokens"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -78,5 +99,8 @@ fn malformed_jsonl_reports_the_line() {
     let p = dir.path().join("d.jsonl");
     std::fs::write(&p, "{\"prompt\": \"a\"}\n\n{\"prompt\": oops}\n").unwrap();
     let e = lm::jsonl::read_rows(&p).unwrap_err().to_string();
-    assert!(e.contains("d.jsonl:3:") && e.contains("invalid JSON"), "{e}");
+    assert!(
+        e.contains("d.jsonl:3:") && e.contains("invalid JSON"),
+        "{e}"
+    );
 }

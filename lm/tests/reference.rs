@@ -9,11 +9,14 @@ use std::path::PathBuf;
 const TOL: f32 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(name)
 }
 
 fn reference(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu)
+        .unwrap()
 }
 
 fn rows_u32(t: &Tensor) -> Vec<Vec<u32>> {
@@ -47,7 +50,10 @@ fn check_model(name: &str) {
     let r = reference(name);
     for i in 0..3 {
         let ids = rows_u32(&r[&format!("ids_single_{i}")]);
-        let logits = p.model.forward(&InputBatch::padded(&ids, 0, false)).unwrap();
+        let logits = p
+            .model
+            .forward(&InputBatch::padded(&ids, 0, false))
+            .unwrap();
         let want = &r[&format!("logits_single_{i}")];
         let ones = vec![vec![1u32; ids[0].len()]];
         let d = max_diff_masked(&logits, want, &ones);
@@ -87,16 +93,28 @@ fn mistral_logits_match_transformers() {
 #[test]
 fn padded_rows_equal_rows_alone() {
     // Right and left padding through Rudder's own InputBatch::padded, no fixture batch needed.
-    let p = lm::load(fixture("tiny-llama").to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let p = lm::load(
+        fixture("tiny-llama").to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let rows = vec![vec![5u32, 9, 17, 33, 2], vec![40u32, 41, 42], vec![7u32; 8]];
     for left in [false, true] {
         let batch = InputBatch::padded(&rows, p.tokenizer.pad_id, left);
         let logits = p.model.forward(&batch).unwrap();
         for (i, r) in rows.iter().enumerate() {
-            let alone = p.model.forward(&InputBatch::padded(&[r.clone()], 0, false)).unwrap();
+            let alone = p
+                .model
+                .forward(&InputBatch::padded(std::slice::from_ref(r), 0, false))
+                .unwrap();
             let start = if left { batch.t - r.len() } else { 0 };
             let got = logits.get(i).unwrap().narrow(0, start, r.len()).unwrap();
-            let d = (got - alone.get(0).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+            let d = (got - alone.get(0).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
             let d = d.to_scalar::<f32>().unwrap();
             assert!(d < 1e-5, "row {i} left={left}: {d}");
         }
@@ -105,20 +123,40 @@ fn padded_rows_equal_rows_alone() {
 
 #[test]
 fn next_token_logprobs_match_transformers() {
-    let p = lm::load(fixture("tiny-llama").to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let p = lm::load(
+        fixture("tiny-llama").to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let r = reference("tiny-llama");
     let ids = rows_u32(&r["ids_right"]);
     let mask = rows_u32(&r["mask_right"]);
     let (b, t) = (ids.len(), ids[0].len());
     let batch = InputBatch::from_mask(ids.concat(), &mask.concat(), b, t);
-    let logits = p.model.forward(&batch).unwrap().narrow(1, 0, t - 1).unwrap();
-    let targets = Tensor::new(ids, &Device::Cpu).unwrap().narrow(1, 1, t - 1).unwrap();
-    let lp = lm::logprobs::token_logprobs(&logits, &targets).unwrap().to_vec2::<f32>().unwrap();
+    let logits = p
+        .model
+        .forward(&batch)
+        .unwrap()
+        .narrow(1, 0, t - 1)
+        .unwrap();
+    let targets = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .narrow(1, 1, t - 1)
+        .unwrap();
+    let lp = lm::logprobs::token_logprobs(&logits, &targets)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let want = r["logprobs_right"].to_vec2::<f32>().unwrap();
     for i in 0..b {
         for j in 0..t - 1 {
             if mask[i][j + 1] == 1 {
-                assert!((lp[i][j] - want[i][j]).abs() < TOL, "({i},{j}) {} vs {}", lp[i][j], want[i][j]);
+                assert!(
+                    (lp[i][j] - want[i][j]).abs() < TOL,
+                    "({i},{j}) {} vs {}",
+                    lp[i][j],
+                    want[i][j]
+                );
             }
         }
     }
@@ -137,7 +175,7 @@ fn greedy_generation_matches_transformers() {
             max_new_tokens: want.len() - prompt.len(),
             ..Default::default()
         };
-        let g = lm::generate::generate(&p.model, &p.tokenizer, &[prompt.clone()], &cfg).unwrap();
+        let g = lm::generate::generate(&p.model, &p.tokenizer, std::slice::from_ref(&prompt), &cfg).unwrap();
         assert_eq!(g[0].tokens, want[prompt.len()..], "{name}");
     }
 }
@@ -153,21 +191,39 @@ fn every_parameter_gets_a_gradient() {
         let rows = vec![vec![5u32, 9, 17, 33, 2, 8], vec![40u32, 41, 42]];
         let batch = InputBatch::padded(&rows, p.tokenizer.pad_id, false);
         let logits = p.model.forward(&batch).unwrap();
-        let loss = lm::ops::log_softmax_last(&logits).unwrap().mean_all().unwrap();
+        let loss = lm::ops::log_softmax_last(&logits)
+            .unwrap()
+            .mean_all()
+            .unwrap();
         let loss = (loss + logits.sqr().unwrap().mean_all().unwrap()).unwrap();
         let grads = loss.backward().unwrap();
         assert!(!p.params.is_empty());
         for (n, v) in &p.params {
-            let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient for {n}"));
-            let s = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(s > 0.0 && s.is_finite(), "{name}: zero or non-finite gradient for {n}: {s}");
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient for {n}"));
+            let s = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                s > 0.0 && s.is_finite(),
+                "{name}: zero or non-finite gradient for {n}: {s}"
+            );
         }
     }
 }
 
 #[test]
 fn save_and_reload_is_bit_exact() {
-    let p = lm::load(fixture("tiny-qwen2").to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let p = lm::load(
+        fixture("tiny-qwen2").to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     lm::save::save_pretrained(&p.model, &p.tokenizer, dir.path()).unwrap();
     let q = lm::load(dir.path().to_str().unwrap(), &LoadOptions::default()).unwrap();
@@ -175,9 +231,19 @@ fn save_and_reload_is_bit_exact() {
     let b: HashMap<String, Tensor> = q.model.named_tensors().unwrap().into_iter().collect();
     assert_eq!(a.len(), b.len());
     for (n, t) in a {
-        let d = (t - &b[&n]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (t - &b[&n])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(d, 0.0, "{n}");
     }
     assert_eq!(q.tokenizer.chat_template, p.tokenizer.chat_template);
-    assert_eq!(q.tokenizer.encode("hello world", true).unwrap(), p.tokenizer.encode("hello world", true).unwrap());
+    assert_eq!(
+        q.tokenizer.encode("hello world", true).unwrap(),
+        p.tokenizer.encode("hello world", true).unwrap()
+    );
 }

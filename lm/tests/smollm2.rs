@@ -15,7 +15,11 @@ fn gguf() -> Option<PathBuf> {
     if p.exists() {
         return Some(p);
     }
-    assert!(std::env::var("CI").is_err(), "CI needs {}: run scripts/fetch-smollm2.sh", p.display());
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI needs {}: run scripts/fetch-smollm2.sh",
+        p.display()
+    );
     eprintln!("skipped: run scripts/fetch-smollm2.sh");
     None
 }
@@ -24,17 +28,31 @@ fn gguf() -> Option<PathBuf> {
 fn smollm2_logits_match_transformers() {
     let Some(path) = gguf() else { return };
     let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/gguf/smollm2_goldens.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/gguf/smollm2_goldens.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let g = &golden["logits"];
     let p = lm::load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
-    let ids = p.tokenizer.encode(g["prompt"].as_str().unwrap(), false).unwrap();
+    let ids = p
+        .tokenizer
+        .encode(g["prompt"].as_str().unwrap(), false)
+        .unwrap();
     let want_ids: Vec<u32> = serde_json::from_value(g["ids"].clone()).unwrap();
     assert_eq!(ids, want_ids);
-    let logits = p.model.forward(&InputBatch::padded(&[ids.clone()], 0, false)).unwrap();
-    let last: Vec<f32> = logits.get(0).unwrap().get(ids.len() - 1).unwrap().to_vec1().unwrap();
+    let logits = p
+        .model
+        .forward(&InputBatch::padded(std::slice::from_ref(&ids), 0, false))
+        .unwrap();
+    let last: Vec<f32> = logits
+        .get(0)
+        .unwrap()
+        .get(ids.len() - 1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let mut order: Vec<usize> = (0..last.len()).collect();
     order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
     let top5: Vec<u32> = order[..5].iter().map(|&i| i as u32).collect();

@@ -9,13 +9,17 @@ fn root() -> PathBuf {
 }
 
 fn cases() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(root().join("tokenizer_cases.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(root().join("tokenizer_cases.json")).unwrap())
+        .unwrap()
 }
 
 fn tokenizer() -> lm::Tokenizer {
-    lm::load(root().join("tiny-llama").to_str().unwrap(), &LoadOptions::default())
-        .unwrap()
-        .tokenizer
+    lm::load(
+        root().join("tiny-llama").to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap()
+    .tokenizer
 }
 
 #[test]
@@ -25,7 +29,10 @@ fn text_ids_match_transformers() {
         let text = c["text"].as_str().unwrap();
         let want: Vec<u32> = serde_json::from_value(c["ids"].clone()).unwrap();
         assert_eq!(tok.encode(text, false).unwrap(), want, "{text:?}");
-        assert_eq!(tok.decode(&want, false).unwrap(), c["decoded"].as_str().unwrap_or(text));
+        assert_eq!(
+            tok.decode(&want, false).unwrap(),
+            c["decoded"].as_str().unwrap_or(text)
+        );
     }
 }
 
@@ -39,7 +46,9 @@ fn chat_template_matches_transformers() {
         assert_eq!(rendered, c["rendered"].as_str().unwrap());
         let want: Vec<u32> = serde_json::from_value(c["ids"].clone()).unwrap();
         if gen {
-            let ids = tok.encode_prompt(&TextOrMessages::Messages(messages)).unwrap();
+            let ids = tok
+                .encode_prompt(&TextOrMessages::Messages(messages))
+                .unwrap();
             assert_eq!(ids, want);
         } else {
             assert_eq!(tok.encode(&rendered, false).unwrap(), want);
@@ -51,7 +60,10 @@ fn chat_template_matches_transformers() {
 fn special_ids_and_eos() {
     let tok = tokenizer();
     let c = cases();
-    assert_eq!(tok.eos_ids, vec![c["eos_token_id"].as_u64().unwrap() as u32]);
+    assert_eq!(
+        tok.eos_ids,
+        vec![c["eos_token_id"].as_u64().unwrap() as u32]
+    );
     assert_eq!(tok.pad_id, c["pad_token_id"].as_u64().unwrap() as u32);
 }
 
@@ -67,14 +79,22 @@ fn pair_encoding_splits_prompt_and_completion() {
         content: "4".into(),
     };
     let pc = tok
-        .encode_pair(&TextOrMessages::Messages(vec![user.clone()]), &TextOrMessages::Messages(vec![asst.clone()]), true)
+        .encode_pair(
+            &TextOrMessages::Messages(vec![user.clone()]),
+            &TextOrMessages::Messages(vec![asst.clone()]),
+            true,
+        )
         .unwrap();
     let full = tok.apply_chat_template(&[user, asst], false).unwrap();
     assert_eq!(pc.full(), tok.encode(&full, false).unwrap());
     // The template closes the turn with <|im_end|>: no second EOS is appended.
     assert_eq!(pc.completion.iter().filter(|&&t| t == 2).count(), 1);
     let plain = tok
-        .encode_pair(&TextOrMessages::Text("Hi".into()), &TextOrMessages::Text(" there".into()), true)
+        .encode_pair(
+            &TextOrMessages::Text("Hi".into()),
+            &TextOrMessages::Text(" there".into()),
+            true,
+        )
         .unwrap();
     assert_eq!(*plain.completion.last().unwrap(), 2);
 }

@@ -1,0 +1,216 @@
+//! `rudder bench train|generate`: throughput measurements (tokens/s, peak memory).
+use crate::common::{load_model, DeviceArgs};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use lm::generate::{generate, SamplingConfig};
+use lm::{CausalLm, ModelConfig, Tokenizer};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Forward + backward + AdamW steps on random tokens.
+    Train(TrainBench),
+    /// Batched sampling with the KV cache.
+    Generate(GenBench),
+}
+
+/// Which model: a real one, or random weights from a config.json alone.
+#[derive(Args, Debug)]
+pub struct ModelPick {
+    /// Model: HF folder, hub id or .gguf.
+    #[arg(long, required_unless_present = "config")]
+    pub model: Option<String>,
+    /// A config.json to build a random-init model from (with --random-init).
+    #[arg(long, requires = "random_init")]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub random_init: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainBench {
+    #[command(flatten)]
+    pub pick: ModelPick,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    /// Measured steps (one extra warm-up step runs first).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct GenBench {
+    #[command(flatten)]
+    pub pick: ModelPick,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 64)]
+    pub new_tokens: usize,
+    #[arg(long, default_value_t = 16)]
+    pub prompt_len: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Train(b) => bench_train(b),
+        BenchCommand::Generate(b) => bench_generate(b),
+    }
+}
+
+struct Built {
+    model: CausalLm,
+    params: Vec<(String, candle_core::Var)>,
+    tokenizer: Option<Tokenizer>,
+}
+
+fn build(pick: &ModelPick, trainable: bool) -> Result<Built> {
+    let opts = pick.device.load_options(trainable)?;
+    if let (Some(cfg), true) = (&pick.config, pick.random_init) {
+        let config = ModelConfig::from_file(cfg)?;
+        let (model, params) = CausalLm::random(config, &opts.device, opts.precision, trainable, 0)?;
+        return Ok(Built {
+            model,
+            params,
+            tokenizer: None,
+        });
+    }
+    let Some(spec) = &pick.model else {
+        bail!("give --model, or --config with --random-init")
+    };
+    let p = load_model(spec, &opts)?;
+    Ok(Built {
+        model: p.model,
+        params: p.params,
+        tokenizer: Some(p.tokenizer),
+    })
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(String::from)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn random_rows(n: usize, len: usize, vocab: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut s = train::data::SplitMix64::new(seed);
+    (0..n)
+        .map(|_| {
+            (0..len)
+                .map(|_| 3 + s.below(vocab as u64 - 3) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn bench_train(b: TrainBench) -> Result<()> {
+    let m = build(&b.pick, true)?;
+    let params = train::Params::new(m.params).context("collecting parameters")?;
+    let mut opt = train::AdamW::new(train::AdamWConfig::default())?;
+    let rows = random_rows(b.batch, b.seq + 1, m.model.config.vocab_size, 1);
+    let pcs: Vec<_> = rows
+        .iter()
+        .map(|r| lm::logprobs::PromptCompletion {
+            prompt: r[..1].to_vec(),
+            completion: r[1..].to_vec(),
+        })
+        .collect();
+    let batch = lm::logprobs::CompletionBatch::new(&pcs, 0)?;
+    let mut times = vec![];
+    for step in 0..=b.steps {
+        let t0 = Instant::now();
+        // forward (B, T, V) -> mean next-token NLL -> backward -> AdamW
+        let logits = m.model.forward(&batch.input)?;
+        let (lp, mask) = batch.logprobs(&logits)?;
+        let loss = (lp.sum_all()?.neg()? / mask.sum_all()?.to_scalar::<f32>()? as f64)?;
+        let grads = loss.backward()?;
+        let acc = train::GradAccumulator::from_store(&params, &grads)?;
+        opt.step(&params, &acc, 1e-5)?;
+        let dt = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "step {step}: loss {:.4} {:.2}s",
+            loss.to_scalar::<f32>()?,
+            dt
+        );
+        if step > 0 {
+            times.push(dt);
+        }
+    }
+    let tokens = (b.batch * b.seq) as f64;
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "train", "batch": b.batch, "seq": b.seq, "steps": b.steps,
+            "tokens_per_s": tokens / mean, "step_s": mean, "peak_rss_mib": peak_rss_mib(),
+            "params": m.model.config.num_parameters(),
+        })
+    );
+    Ok(())
+}
+
+fn bench_generate(b: GenBench) -> Result<()> {
+    let m = build(&b.pick, false)?;
+    let mut tok = match m.tokenizer {
+        Some(t) => t,
+        None => bail!(
+            "bench generate with --random-init needs a tokenizer: not supported yet, give --model"
+        ),
+    };
+    // Fixed length runs: no EOS stopping.
+    tok.eos_ids.clear();
+    let prompts = random_rows(
+        b.batch,
+        b.prompt_len,
+        m.model.config.vocab_size.min(tok.vocab_size()),
+        2,
+    );
+    let cfg = SamplingConfig {
+        max_new_tokens: b.new_tokens,
+        temperature: b.temperature,
+        top_p: if b.temperature > 0.0 { 0.95 } else { 1.0 },
+        seed: 0,
+        ..Default::default()
+    };
+    let mut times = vec![];
+    for r in 0..=b.repeats {
+        let t0 = Instant::now();
+        let out = generate(&m.model, &tok, &prompts, &cfg)?;
+        let dt = t0.elapsed().as_secs_f64();
+        let n: usize = out.iter().map(|g| g.tokens.len()).sum();
+        eprintln!("run {r}: {n} new tokens in {dt:.2}s");
+        if r > 0 {
+            times.push((n, dt));
+        }
+    }
+    let (n, t): (usize, f64) = times.iter().fold((0, 0.0), |a, x| (a.0 + x.0, a.1 + x.1));
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "generate", "batch": b.batch, "new_tokens": b.new_tokens,
+            "new_tokens_per_s": n as f64 / t, "peak_rss_mib": peak_rss_mib(),
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Flags every subcommand shares, turned into checked settings before any tensor is touched.
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use clap::Args;
+use lm::{LoadOptions, Precision};
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUDDER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+/// `--device` and `--dtype`.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// cpu, cuda or cuda:N. Default: cuda when built with it and a GPU is present, else cpu.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Activation dtype: f32, bf16 or f16 (weights and optimizer state stay f32). Default f32.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl DeviceArgs {
+    pub fn device(&self) -> Result<Device> {
+        parse_device(self.device.as_deref())
+    }
+
+    pub fn dtype(&self) -> Result<DType> {
+        match self.dtype.as_str() {
+            "f32" | "float32" => Ok(DType::F32),
+            "bf16" | "bfloat16" => Ok(DType::BF16),
+            "f16" | "float16" => Ok(DType::F16),
+            other => bail!("--dtype: `{other}` is not one of f32, bf16, f16"),
+        }
+    }
+
+    pub fn load_options(&self, trainable: bool) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            device: self.device()?,
+            precision: Precision {
+                params: DType::F32,
+                compute: self.dtype()?,
+            },
+            trainable,
+        })
+    }
+}
+
+pub fn parse_device(spec: Option<&str>) -> Result<Device> {
+    match spec {
+        None => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        Some("cpu") => Ok(Device::Cpu),
+        Some(s) if s == "cuda" || s.starts_with("cuda:") => {
+            let n: usize = s
+                .strip_prefix("cuda:")
+                .map(|n| n.parse())
+                .transpose()
+                .with_context(|| format!("--device: bad GPU index in `{s}`"))?
+                .unwrap_or(0);
+            Device::new_cuda(n).with_context(|| {
+                format!("--device {s}: CUDA is unavailable (build with `--features cuda` and run on a GPU machine)")
+            })
+        }
+        Some(other) => bail!("--device: `{other}` is not one of cpu, cuda, cuda:N"),
+    }
+}
+
+/// Loads `--model`, naming it in the error.
+pub fn load_model(spec: &str, opts: &LoadOptions) -> Result<lm::Pretrained> {
+    lm::load(spec, opts).with_context(|| format!("loading model `{spec}`"))
+}
+
+/// glibc serves blocks over its mmap threshold with a fresh mmap and unmaps them on free, so
+/// every large tensor (logits, activations) re-faults its pages each step: about 1.7x slower
+/// training here. Keep large blocks in the heap and never trim it.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called once before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}

@@ -1,0 +1,173 @@
+//! The flags every trainer shares (SFT, reward, DPO, PPO), one spelling everywhere, and the
+//! `--config FILE.toml` that holds the same names. Precedence: flag > TOML > default.
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+use train::TrainerConfig;
+
+/// Trainer flags; each overrides the TOML field of the same name (defaults in brackets).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrainFlags {
+    /// TOML file with any trainer or stage field (same names as the flags, with `_`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output folder: the model, checkpoints, metrics.jsonl, summary.json [out].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Peak learning rate [5e-5].
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Examples per micro-batch [8].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimizer step [1].
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Passes over the data [1].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many optimizer steps (overrides epochs) [none].
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Linear warmup steps [0].
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// LR decay after warmup: constant, linear, cosine [cosine].
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Final LR as a fraction of the peak [0].
+    #[arg(long)]
+    pub min_lr_ratio: Option<f64>,
+    /// AdamW decoupled weight decay [0].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Global gradient-norm clip [1.0].
+    #[arg(long)]
+    pub max_grad_norm: Option<f64>,
+    /// Seed of shuffling and initialisation [42].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Log a metrics line every N steps [10].
+    #[arg(long)]
+    pub log_every: Option<usize>,
+    /// Evaluate every N steps (and at the end) [none].
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Save a checkpoint every N steps [500].
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Keep the newest K checkpoints [3].
+    #[arg(long)]
+    pub save_total_limit: Option<usize>,
+    /// Continue from a checkpoint folder or a run folder's latest checkpoint.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Resolves the trainer config and the stage config `S` from `--config` (one flat TOML table
+/// with both kinds of keys), the shared flags and the stage's own flags (`stage_flags`
+/// serialises to an object; null and `false` mean "not given"). Unknown keys are errors that
+/// name the file, the stage and the key.
+pub fn resolve<S: DeserializeOwned + Default + serde::Serialize>(
+    flags: &TrainFlags,
+    stage_flags: &impl serde::Serialize,
+    stage_name: &str,
+) -> Result<(TrainerConfig, S)> {
+    let table = match &flags.config {
+        Some(p) => read_table(p)?,
+        None => toml::Table::new(),
+    };
+    let file = flags
+        .config
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "flags".into());
+    let trainer_keys = keys_of(&TrainerConfig::default())?;
+    let stage_keys = keys_of(&S::default())?;
+    let (mut t, mut s) = (serde_json::Map::new(), serde_json::Map::new());
+    for (k, v) in table {
+        let v = serde_json::to_value(v)?;
+        if trainer_keys.contains(&k) {
+            t.insert(k, v);
+        } else if stage_keys.contains(&k) {
+            s.insert(k, v);
+        } else {
+            bail!("{file}: [{stage_name}] field `{k}`: unknown field");
+        }
+    }
+    if let serde_json::Value::Object(o) = serde_json::to_value(stage_flags)? {
+        for (k, v) in o {
+            if !(v.is_null() || v == serde_json::Value::Bool(false)) {
+                s.insert(k, v);
+            }
+        }
+    }
+    let mut trainer: TrainerConfig = serde_json::from_value(t.into())
+        .map_err(|e| anyhow::anyhow!("{file}: [{stage_name}] {e}"))?;
+    apply(flags, &mut trainer)?;
+    trainer
+        .validate()
+        .with_context(|| format!("[{stage_name}] config"))?;
+    let stage: S = serde_json::from_value(s.into())
+        .map_err(|e| anyhow::anyhow!("{file}: [{stage_name}] {e}"))?;
+    Ok((trainer, stage))
+}
+
+fn read_table(p: &Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    text.parse::<toml::Table>()
+        .with_context(|| format!("{}: invalid TOML", p.display()))
+}
+
+fn keys_of<T: serde::Serialize>(v: &T) -> Result<Vec<String>> {
+    let j = serde_json::to_value(v)?;
+    Ok(j.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default())
+}
+
+fn apply(f: &TrainFlags, c: &mut TrainerConfig) -> Result<()> {
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = f.$field.clone() { c.$field = v.into(); } )* };
+    }
+    set!(
+        out,
+        learning_rate,
+        batch_size,
+        grad_accum,
+        epochs,
+        warmup_steps,
+        min_lr_ratio,
+        weight_decay,
+        seed,
+        log_every
+    );
+    if f.max_steps.is_some() {
+        c.max_steps = f.max_steps;
+    }
+    if f.max_grad_norm.is_some() {
+        c.max_grad_norm = f.max_grad_norm;
+    }
+    if f.eval_every.is_some() {
+        c.eval_every = f.eval_every;
+    }
+    if f.save_every.is_some() {
+        c.save_every = f.save_every;
+    }
+    if f.save_total_limit.is_some() {
+        c.save_total_limit = f.save_total_limit;
+    }
+    if f.resume.is_some() {
+        c.resume = f.resume.clone();
+    }
+    if let Some(s) = &f.schedule {
+        c.schedule = serde_json::from_value(serde_json::Value::String(s.clone()))
+            .with_context(|| format!("--schedule `{s}`: not one of constant, linear, cosine"))?;
+    }
+    c.quiet |= f.quiet;
+    Ok(())
+}
