@@ -3,6 +3,7 @@ mod bench;
 mod common;
 mod dpo;
 mod infer;
+mod label;
 mod reward;
 mod sft;
 mod trainer_flags;
@@ -33,7 +34,7 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// The labeling web app and its database.
-    Label(labeling_ui::cli::LabelArgs),
+    Label(label::LabelCli),
     /// Supervised fine-tuning (full or LoRA) on text, prompt/completion, messages or Alpaca rows.
     Sft(sft::SftArgs),
     /// Merge a LoRA adapter (PEFT format) into its base model and write a full model folder.
@@ -65,10 +66,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Merge(a) => sft::merge(a),
         Command::Reward(c) => reward::run(c),
         Command::Dpo(a) => dpo::run(a),
-        Command::Label(a) => {
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(labeling_ui::cli::run(a))?;
-            Ok(())
-        }
+        Command::Label(a) => label::run(a),
     }
 }

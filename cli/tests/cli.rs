@@ -1,0 +1,183 @@
+//! The binary end to end on the tiny fixture: export, generate, logprobs, label generate, and
+//! bad input giving one error line and a non-zero exit.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn rudder(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn rows(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn export_generate_and_score() {
+    let d = tempfile::tempdir().unwrap();
+    let hf = d.path().join("hf");
+    ok(&rudder(&[
+        "export",
+        "--model",
+        &fixture("tiny-qwen3"),
+        "--out",
+        hf.to_str().unwrap(),
+    ]));
+    let prompts = d.path().join("p.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"prompt\": \"hello\", \"id\": 7}\n{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n",
+    )
+    .unwrap();
+    let gen = d.path().join("g.jsonl");
+    let args = [
+        "generate",
+        "--model",
+        hf.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+    ];
+    ok(&rudder(
+        &[
+            &args[..],
+            &["--out", gen.to_str().unwrap(), "--max-new-tokens", "6"],
+        ]
+        .concat(),
+    ));
+    let g = rows(&gen);
+    assert_eq!(g.len(), 2);
+    assert_eq!(g[0]["id"], 7, "other fields are kept");
+    assert!(g.iter().all(|r| r["completion"].is_string()));
+    // Seeded sampling is reproducible.
+    let again = d.path().join("g2.jsonl");
+    ok(&rudder(
+        &[
+            &args[..],
+            &["--out", again.to_str().unwrap(), "--max-new-tokens", "6"],
+        ]
+        .concat(),
+    ));
+    assert_eq!(rows(&again), g);
+    let scored = d.path().join("s.jsonl");
+    let data = d.path().join("pc.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"hello\", \"completion\": \" world\"}\n",
+    )
+    .unwrap();
+    ok(&rudder(&[
+        "logprobs",
+        "--model",
+        hf.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        scored.to_str().unwrap(),
+    ]));
+    let s = rows(&scored);
+    let (sum, n) = (
+        s[0]["logprob_sum"].as_f64().unwrap(),
+        s[0]["num_tokens"].as_u64().unwrap(),
+    );
+    assert!(sum < 0.0 && n > 0);
+    assert!((s[0]["logprob_mean"].as_f64().unwrap() - sum / n as f64).abs() < 1e-9);
+}
+
+#[test]
+fn label_generate_imports_sampled_pairs() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("l.sqlite");
+    let db = db.to_str().unwrap();
+    ok(&rudder(&["label", "create-project", "p", "--db", db]));
+    let prompts = d.path().join("p.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n{\"prompt\": \"c\"}\n",
+    )
+    .unwrap();
+    let args = [
+        "label",
+        "generate",
+        "--db",
+        db,
+        "--project",
+        "p",
+        "--model",
+        &fixture("tiny-llama"),
+    ];
+    ok(&rudder(
+        &[
+            &args[..],
+            &[
+                "--prompts",
+                prompts.to_str().unwrap(),
+                "--n",
+                "3",
+                "--max-new-tokens",
+                "5",
+            ],
+        ]
+        .concat(),
+    ));
+    let stats: serde_json::Value = serde_json::from_str(&ok(&rudder(&[
+        "label",
+        "stats",
+        "--project",
+        "p",
+        "--db",
+        db,
+    ])))
+    .unwrap();
+    // 3 prompts x C(3, 2) pairs.
+    assert_eq!(stats["comparisons"], 9, "{stats}");
+}
+
+#[test]
+fn bad_input_is_one_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("bad.jsonl");
+    std::fs::write(&p, "{\"prompt\": \"ok\"}\n{\"prompt\": 3}\n").unwrap();
+    let out = rudder(&[
+        "generate",
+        "--model",
+        &fixture("tiny-llama"),
+        "--prompts",
+        p.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.jsonl:2") && err.contains("prompt"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let out = rudder(&["generate", "--model", "/no/such/model", "--prompt", "x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("/no/such/model") && !err.contains("panicked"),
+        "{err}"
+    );
+}
