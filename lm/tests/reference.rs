@@ -175,7 +175,8 @@ fn greedy_generation_matches_transformers() {
             max_new_tokens: want.len() - prompt.len(),
             ..Default::default()
         };
-        let g = lm::generate::generate(&p.model, &p.tokenizer, std::slice::from_ref(&prompt), &cfg).unwrap();
+        let g = lm::generate::generate(&p.model, &p.tokenizer, std::slice::from_ref(&prompt), &cfg)
+            .unwrap();
         assert_eq!(g[0].tokens, want[prompt.len()..], "{name}");
     }
 }
