@@ -142,6 +142,15 @@ pub fn generate(
     prompts: &[Vec<u32>],
     cfg: &SamplingConfig,
 ) -> Result<Vec<Generation>> {
+    crate::gemv::decoding(|| generate_inner(model, tok, prompts, cfg))
+}
+
+fn generate_inner(
+    model: &CausalLm,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+) -> Result<Vec<Generation>> {
     let b = prompts.len();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut cache = KvCache::default();
@@ -224,5 +233,86 @@ fn finish_row(
             Ok(true)
         }
         None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> SamplingConfig {
+        SamplingConfig {
+            temperature: 1.0,
+            ..Default::default()
+        }
+    }
+
+    /// Softmax of [ln 1, ln 2, ln 3, ln 4] is [0.1, 0.2, 0.3, 0.4].
+    fn logits() -> Vec<f32> {
+        [1f32, 2.0, 3.0, 4.0].iter().map(|x| x.ln()).collect()
+    }
+
+    #[test]
+    fn plain_softmax_is_sorted_and_sums_to_one() {
+        let d = distribution(&mut logits(), &[], &cfg());
+        let want = [(3, 0.4), (2, 0.3), (1, 0.2), (0, 0.1)];
+        for ((t, p), (wt, wp)) in d.iter().zip(want) {
+            assert_eq!(*t, wt);
+            assert!((p - wp).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn temperature_top_k_and_top_p_follow_transformers() {
+        // Temperature 0.5 squares the odds: [1, 4, 9, 16] / 30.
+        let d = distribution(
+            &mut logits(),
+            &[],
+            &SamplingConfig {
+                temperature: 0.5,
+                ..cfg()
+            },
+        );
+        assert!((d[0].1 - 16.0 / 30.0).abs() < 1e-6);
+        // top-k 2 keeps 0.4 and 0.3, renormalised: 4/7, 3/7.
+        let d = distribution(&mut logits(), &[], &SamplingConfig { top_k: 2, ..cfg() });
+        assert_eq!(d.len(), 2);
+        assert!((d[0].1 - 4.0 / 7.0).abs() < 1e-6 && (d[1].1 - 3.0 / 7.0).abs() < 1e-6);
+        // top-p 0.6: 0.4 + 0.3 reaches it, so two tokens stay (0.4 alone does not).
+        let d = distribution(
+            &mut logits(),
+            &[],
+            &SamplingConfig {
+                top_p: 0.6,
+                ..cfg()
+            },
+        );
+        assert_eq!(d.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 2]);
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
+        let mut l = vec![2.0f32, -2.0, 1.0];
+        let c = SamplingConfig {
+            repetition_penalty: 2.0,
+            ..cfg()
+        };
+        let d = distribution(&mut l, &[0, 1, 1], &c);
+        assert_eq!(l, vec![1.0, -4.0, 1.0]);
+        let (e1, e4) = (1f32.exp(), (-4f32).exp());
+        let p0 = d.iter().find(|x| x.0 == 0).unwrap().1;
+        assert!((p0 - e1 / (2.0 * e1 + e4)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn seeded_sampling_is_reproducible() {
+        let pick_all = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..20)
+                .map(|_| pick(&mut logits(), &[], &cfg(), &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pick_all(3), pick_all(3));
+        assert_ne!(pick_all(3), pick_all(4));
     }
 }

@@ -70,6 +70,11 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let x2 = x.reshape((rows, inner))?;
     // Few rows (decoding): compute (W xᵀ)ᵀ so the big weight is the row-major left operand
     // and is streamed once instead of being repacked as a transposed right operand.
+    if let Some(y) = crate::gemv::try_matmul_t(&x2, w)? {
+        let mut out = lead.to_vec();
+        out.push(w.dim(0)?);
+        return y.reshape(out);
+    }
     let y = if rows <= 16 {
         w.matmul(&x2.t()?)?.t()?.contiguous()?
     } else {

@@ -104,3 +104,40 @@ fn malformed_jsonl_reports_the_line() {
         "{e}"
     );
 }
+
+#[test]
+fn hub_id_loads_from_the_local_cache_offline() {
+    // hf-hub's cache layout: models--ORG--NAME/{refs/main, snapshots/REV/*}.
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--rudder-test--tiny");
+    let snap = repo.join("snapshots/abc123");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+    for e in std::fs::read_dir(fixture("tiny-llama")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), snap.join(e.file_name())).unwrap();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "hub_child", "--nocapture"])
+        .env("RUDDER_HUB_CHILD", "1")
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Runs in a child process (env vars are process-wide): loads `rudder-test/tiny` by hub id.
+#[test]
+fn hub_child() {
+    if std::env::var("RUDDER_HUB_CHILD").is_err() {
+        return;
+    }
+    let p = lm::load("rudder-test/tiny", &LoadOptions::default()).unwrap();
+    assert_eq!(p.model.config.vocab_size, 384);
+}
