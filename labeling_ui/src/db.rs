@@ -32,6 +32,27 @@ pub fn tune(opts: SqliteConnectOptions) -> SqliteConnectOptions {
         // index, and page misses otherwise cost a syscall each as the database grows.
         .pragma("cache_size", "-65536")
         .pragma("mmap_size", "268435456")
+        // No checkpoint inside a commit: the one that crosses the WAL threshold would stall
+        // every queued labeler for a whole database fsync. `checkpointer` does it instead.
+        .pragma("wal_autocheckpoint", "0")
+}
+
+/// Moves WAL frames into the database every second with a PASSIVE checkpoint, on its own
+/// connection, so writers never wait for it. Ends when the pool is closed.
+pub async fn checkpointer(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!("WAL checkpoint failed: {e}");
+        }
+    }
 }
 
 /// Opens (creating if missing) and migrates the database.

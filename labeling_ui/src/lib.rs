@@ -50,6 +50,7 @@ pub struct AppState {
 impl AppState {
     /// Wraps a migrated pool and starts the writer task (call inside a Tokio runtime).
     pub fn new(pool: SqlitePool) -> Self {
+        tokio::spawn(db::checkpointer(pool.clone()));
         AppState {
             writer: writer::Writer::spawn(pool.clone()),
             pool,
