@@ -1,6 +1,6 @@
 //! `rudder dpo`: direct preference optimisation against a frozen reference.
 use crate::common::{load_model, DeviceArgs};
-use crate::trainer_flags::{resolve, TrainFlags};
+use crate::trainer_flags::{resolve, LoraFlags, TrainFlags};
 use ::dpo::DpoConfig;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -56,18 +56,9 @@ pub struct DpoFlags {
     /// Count and skip bad rows instead of stopping at the first [off].
     #[arg(long)]
     pub skip_bad_rows: bool,
-    /// LoRA rank; without it the whole model is trained [none: full fine-tuning].
-    #[arg(long)]
-    pub lora_r: Option<usize>,
-    /// LoRA alpha; the update is scaled by alpha / r [16].
-    #[arg(long)]
-    pub lora_alpha: Option<f64>,
-    /// LoRA dropout; only 0 is supported so far [0].
-    #[arg(long)]
-    pub lora_dropout: Option<f64>,
-    /// Comma-separated projections to adapt, or all-linear [q_proj,v_proj].
-    #[arg(long, value_delimiter = ',')]
-    pub lora_targets: Option<Vec<String>>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub lora: LoraFlags,
 }
 
 /// `rudder dpo`.

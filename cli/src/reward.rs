@@ -1,7 +1,7 @@
 //! `rudder reward train` (Bradley–Terry reward model on preference pairs, full or LoRA) and
 //! `rudder reward score` (adds `"reward"` to `{"prompt","completion"}` rows).
 use crate::common::DeviceArgs;
-use crate::trainer_flags::{resolve, TrainFlags};
+use crate::trainer_flags::{resolve, LoraFlags, TrainFlags};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use reward_model::RewardConfig;
@@ -48,15 +48,9 @@ pub struct RewardFlags {
     /// Pairs per forward pass when evaluating [8].
     #[arg(long)]
     pub eval_batch_size: Option<usize>,
-    /// LoRA rank; without it the whole backbone is trained [none].
-    #[arg(long)]
-    pub lora_r: Option<usize>,
-    /// LoRA alpha; the update is scaled by alpha / r [16].
-    #[arg(long)]
-    pub lora_alpha: Option<f64>,
-    /// Comma-separated projections to adapt, or all-linear [q_proj,v_proj].
-    #[arg(long, value_delimiter = ',')]
-    pub lora_targets: Option<Vec<String>>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub lora: LoraFlags,
 }
 
 /// `rudder reward train`.
@@ -125,7 +119,7 @@ fn train(args: TrainArgs) -> Result<()> {
         s.final_loss.unwrap_or(f64::NAN),
         s.tokens_per_s,
         o.trainable_params,
-        if cfg.lora_r.is_some() { " (LoRA, merged on save)" } else { "" },
+        if cfg.lora.lora_r.is_some() { " (LoRA, merged on save)" } else { "" },
         trainer.out.display()
     );
     Ok(())

@@ -1,7 +1,7 @@
 //! `rudder sft` (supervised fine-tuning, full or LoRA) and `rudder merge` (fold a LoRA adapter
 //! into its base model).
 use crate::common::{load_model, DeviceArgs};
-use crate::trainer_flags::{resolve, TrainFlags};
+use crate::trainer_flags::{resolve, LoraFlags, TrainFlags};
 use ::sft::SftConfig;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -35,19 +35,9 @@ pub struct SftFlags {
     /// Count and skip bad rows instead of stopping at the first [off].
     #[arg(long)]
     pub skip_bad_rows: bool,
-    /// LoRA rank; without it the whole model is fine-tuned [none: full fine-tuning].
-    #[arg(long)]
-    pub lora_r: Option<usize>,
-    /// LoRA alpha; the update is scaled by alpha / r [16].
-    #[arg(long)]
-    pub lora_alpha: Option<f64>,
-    /// LoRA dropout; only 0 is supported so far [0].
-    #[arg(long)]
-    pub lora_dropout: Option<f64>,
-    /// Comma-separated projections to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,
-    /// down_proj or all-linear [q_proj,v_proj].
-    #[arg(long, value_delimiter = ',')]
-    pub lora_targets: Option<Vec<String>>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub lora: LoraFlags,
 }
 
 /// `rudder sft`.

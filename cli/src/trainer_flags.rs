@@ -171,3 +171,21 @@ fn apply(f: &TrainFlags, c: &mut TrainerConfig) -> Result<()> {
     c.quiet |= f.quiet;
     Ok(())
 }
+
+/// LoRA flags shared by every trainer (`lm::lora::LoraConfig` fields; defaults in brackets).
+#[derive(Args, Debug, Clone, Default, serde::Serialize)]
+pub struct LoraFlags {
+    /// LoRA rank; without it the whole model is trained [none: full training].
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    /// LoRA alpha; the update is scaled by alpha / r [16].
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// LoRA dropout; only 0 is supported so far [0].
+    #[arg(long)]
+    pub lora_dropout: Option<f64>,
+    /// Comma-separated projections to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,
+    /// down_proj or all-linear [q_proj,v_proj].
+    #[arg(long, value_delimiter = ',')]
+    pub lora_targets: Option<Vec<String>>,
+}

@@ -1,7 +1,7 @@
 //! The DPO stage's own settings (the loop's are `train::TrainerConfig`). The field names are
 //! the TOML keys and, with `-` for `_`, the `rudder dpo` flags.
 use crate::error::{Error, Result};
-use lm::lora::LoraSpec;
+use lm::lora::{LoraConfig, LoraSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -72,14 +72,9 @@ pub struct DpoConfig {
     pub drop_long: bool,
     /// Count and skip bad rows instead of failing on the first one. Default false.
     pub skip_bad_rows: bool,
-    /// LoRA rank; unset means full fine-tuning. Default none.
-    pub lora_r: Option<usize>,
-    /// LoRA scale numerator (update = alpha / r · B A). Default 16.
-    pub lora_alpha: f64,
-    /// Dropout on the LoRA input. Default 0; only 0 is supported.
-    pub lora_dropout: f64,
-    /// Projections that get adapters (q_proj, .., down_proj, or all-linear). Default q_proj, v_proj.
-    pub lora_targets: Vec<String>,
+    /// LoRA (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`); full training when unset.
+    #[serde(flatten)]
+    pub lora: LoraConfig,
 }
 
 impl Default for DpoConfig {
@@ -99,10 +94,7 @@ impl Default for DpoConfig {
             max_seq_len: 1024,
             drop_long: false,
             skip_bad_rows: false,
-            lora_r: None,
-            lora_alpha: 16.0,
-            lora_dropout: 0.0,
-            lora_targets: vec!["q_proj".into(), "v_proj".into()],
+            lora: LoraConfig::default(),
         }
     }
 }
@@ -149,10 +141,7 @@ impl DpoConfig {
         if self.uses_reference() && self.ref_model.as_deref() == Some("") {
             return Err(Error::config("ref", "empty model spec"));
         }
-        if let Some(spec) = self.lora()? {
-            spec.modules()
-                .map_err(|e| Error::config("lora_targets", e.to_string()))?;
-        }
+        self.lora()?;
         Ok(())
     }
 
@@ -163,26 +152,9 @@ impl DpoConfig {
 
     /// The LoRA spec when `lora_r` is set.
     pub fn lora(&self) -> Result<Option<LoraSpec>> {
-        let Some(r) = self.lora_r else {
-            return Ok(None);
-        };
-        if r == 0 {
-            return Err(Error::config("lora_r", "must be > 0"));
-        }
-        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
-            return Err(Error::config("lora_alpha", "must be > 0"));
-        }
-        if self.lora_dropout != 0.0 {
-            // lm::linear applies adapters without dropout; refusing beats silently ignoring it.
-            return Err(Error::config("lora_dropout", "only 0 is supported so far"));
-        }
-        Ok(Some(LoraSpec {
-            r,
-            alpha: self.lora_alpha,
-            dropout: self.lora_dropout,
-            targets: self.lora_targets.clone(),
-            rslora: false,
-        }))
+        self.lora
+            .spec()
+            .map_err(|(field, reason)| Error::config(field, reason))
     }
 }
 
@@ -228,11 +200,16 @@ mod tests {
         })
         .contains("`model`"));
         assert!(bad(DpoConfig {
-            lora_r: Some(0),
+            lora: LoraConfig {
+                lora_r: Some(0),
+                ..Default::default()
+            },
             ..cfg
         })
         .contains("`lora_r`"));
         assert!(serde_json::from_str::<DpoConfig>(r#"{"betta": 1}"#).is_err());
+        let lora: DpoConfig = serde_json::from_str(r#"{"lora_r": 4, "beta": 0.2}"#).unwrap();
+        assert_eq!((lora.lora.lora_r, lora.beta), (Some(4), 0.2));
         assert!(serde_json::from_str::<DpoConfig>(r#"{"loss": "kto"}"#).is_err());
     }
 }

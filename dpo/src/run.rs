@@ -148,7 +148,7 @@ fn setup_reference(
         .clone()
         .or_else(|| cfg.model.clone())
         .unwrap_or_default();
-    let lora_base = cfg.ref_model.is_none() && cfg.lora_r.is_some();
+    let lora_base = cfg.ref_model.is_none() && cfg.lora.lora_r.is_some();
     let label = if lora_base {
         format!("{spec} (LoRA base)")
     } else {

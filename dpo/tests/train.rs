@@ -146,8 +146,11 @@ fn lora_uses_its_base_as_reference_and_precompute_gives_the_same_run() -> R {
     let base = DpoConfig {
         model: Some(fixture("tiny-llama")),
         data: Some(data),
-        lora_r: Some(4),
-        lora_targets: vec!["all-linear".into()],
+        lora: lm::lora::LoraConfig {
+            lora_r: Some(4),
+            lora_targets: vec!["all-linear".into()],
+            ..Default::default()
+        },
         rpo_alpha: 0.1,
         ..Default::default()
     };

@@ -365,3 +365,59 @@ pub fn read_adapter_config(path: &Path) -> Result<LoraSpec> {
 #[cfg(test)]
 #[path = "lora_tests.rs"]
 mod tests;
+
+/// LoRA settings as every trainer's config carries them (flattened into the stage config, so the
+/// TOML keys and flags are `lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoraConfig {
+    /// LoRA rank; unset means full fine-tuning. Default none.
+    pub lora_r: Option<usize>,
+    /// Scale numerator (update = alpha / r · B A). Default 16.
+    pub lora_alpha: f64,
+    /// Dropout on the adapter input. Default 0 (PEFT's); only 0 is supported so far.
+    pub lora_dropout: f64,
+    /// Projections that get adapters (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,
+    /// down_proj, or all-linear). Default q_proj, v_proj (PEFT's default for Llama/Qwen).
+    pub lora_targets: Vec<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            lora_r: None,
+            lora_alpha: 16.0,
+            lora_dropout: 0.0,
+            lora_targets: vec!["q_proj".into(), "v_proj".into()],
+        }
+    }
+}
+
+impl LoraConfig {
+    /// The checked adapter spec when `lora_r` is set; on error, the field and the reason.
+    pub fn spec(&self) -> std::result::Result<Option<LoraSpec>, (&'static str, String)> {
+        let Some(r) = self.lora_r else {
+            return Ok(None);
+        };
+        if r == 0 {
+            return Err(("lora_r", "must be > 0".into()));
+        }
+        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
+            return Err(("lora_alpha", "must be > 0".into()));
+        }
+        if self.lora_dropout != 0.0 {
+            // Adapters run without dropout; refusing beats silently ignoring the setting.
+            return Err(("lora_dropout", "only 0 is supported so far".into()));
+        }
+        let spec = LoraSpec {
+            r,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            targets: self.lora_targets.clone(),
+            rslora: false,
+        };
+        spec.modules()
+            .map_err(|e| ("lora_targets", e.to_string()))?;
+        Ok(Some(spec))
+    }
+}

@@ -1,7 +1,7 @@
 //! The reward stage's own settings (the loop's are `train::TrainerConfig`). Same names in the
 //! `--config` TOML table and as `rudder reward train` flags.
 use crate::error::{Error, Result};
-use lm::lora::LoraSpec;
+use lm::lora::{LoraConfig, LoraSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -31,13 +31,9 @@ pub struct RewardConfig {
     pub head_seed: u64,
     /// Pairs per forward pass during evaluation. Default 8.
     pub eval_batch_size: usize,
-    /// LoRA rank; `None` trains every backbone weight (plus the head). Default none.
-    pub lora_r: Option<usize>,
-    /// LoRA `alpha` (scale = alpha / r). Default 16.
-    pub lora_alpha: f64,
-    /// Projections that get adapters (q_proj .. down_proj, or all-linear). Default q_proj, v_proj
-    /// (PEFT's Llama default, as `rudder sft`).
-    pub lora_targets: Vec<String>,
+    /// LoRA (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`); full training when unset.
+    #[serde(flatten)]
+    pub lora: LoraConfig,
 }
 
 impl Default for RewardConfig {
@@ -53,9 +49,7 @@ impl Default for RewardConfig {
             center_rewards_coefficient: None,
             head_seed: 42,
             eval_batch_size: 8,
-            lora_r: None,
-            lora_alpha: 16.0,
-            lora_targets: vec!["q_proj".into(), "v_proj".into()],
+            lora: LoraConfig::default(),
         }
     }
 }
@@ -90,30 +84,14 @@ impl RewardConfig {
                 format!("must be >= 0, got {c}"),
             ));
         }
-        if let Some(spec) = self.lora()? {
-            spec.modules()
-                .map_err(|e| Error::config("lora_targets", e.to_string()))?;
-        }
+        self.lora()?;
         Ok(())
     }
 
     /// The LoRA spec when `lora_r` is set.
     pub fn lora(&self) -> Result<Option<LoraSpec>> {
-        let Some(r) = self.lora_r else {
-            return Ok(None);
-        };
-        if r == 0 {
-            return Err(Error::config("lora_r", "must be > 0"));
-        }
-        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
-            return Err(Error::config("lora_alpha", "must be > 0"));
-        }
-        Ok(Some(LoraSpec {
-            r,
-            alpha: self.lora_alpha,
-            dropout: 0.0,
-            targets: self.lora_targets.clone(),
-            rslora: false,
-        }))
+        self.lora
+            .spec()
+            .map_err(|(field, reason)| Error::config(field, reason))
     }
 }

@@ -84,7 +84,7 @@ pub fn train_reward(
         pairs = stage.train.len(),
         eval_pairs = stage.eval.len(),
         params = params.num_elements(),
-        lora = cfg.lora_r.is_some(),
+        lora = cfg.lora.lora_r.is_some(),
         "reward model"
     );
     let summary = train::run(&mut stage, &params, trainer)?;

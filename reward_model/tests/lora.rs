@@ -33,8 +33,11 @@ fn lora_reward_training_learns_and_saves_merged() {
         model: Some(common::fixtures().join("tiny-llama").display().to_string()),
         data: Some(data.clone()),
         eval_data: Some(data),
-        lora_r: Some(4),
-        lora_targets: vec!["all-linear".into()],
+        lora: lm::lora::LoraConfig {
+            lora_r: Some(4),
+            lora_targets: vec!["all-linear".into()],
+            ..Default::default()
+        },
         ..Default::default()
     };
     let out = tmp.path().join("rm");

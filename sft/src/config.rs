@@ -1,7 +1,7 @@
 //! The SFT stage's own settings (the loop's are `train::TrainerConfig`). The field names are
 //! the TOML keys and, with `-` for `_`, the `rudder sft` flags.
 use crate::error::{Error, Result};
-use lm::lora::LoraSpec;
+use lm::lora::{LoraConfig, LoraSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -24,15 +24,9 @@ pub struct SftConfig {
     pub packing: bool,
     /// Count and skip bad rows instead of failing on the first one. Default false.
     pub skip_bad_rows: bool,
-    /// LoRA rank; unset means full fine-tuning. Default none.
-    pub lora_r: Option<usize>,
-    /// LoRA scale numerator (update = alpha / r · B A). Default 16.
-    pub lora_alpha: f64,
-    /// Dropout on the LoRA input. Default 0 (PEFT's default); only 0 is supported so far.
-    pub lora_dropout: f64,
-    /// Projections that get adapters (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,
-    /// down_proj, or all-linear). Default q_proj, v_proj (PEFT's default for Llama/Qwen).
-    pub lora_targets: Vec<String>,
+    /// LoRA (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`); full training when unset.
+    #[serde(flatten)]
+    pub lora: LoraConfig,
 }
 
 impl Default for SftConfig {
@@ -45,10 +39,7 @@ impl Default for SftConfig {
             loss_on_all: false,
             packing: false,
             skip_bad_rows: false,
-            lora_r: None,
-            lora_alpha: 16.0,
-            lora_dropout: 0.0,
-            lora_targets: vec!["q_proj".into(), "v_proj".into()],
+            lora: LoraConfig::default(),
         }
     }
 }
@@ -65,34 +56,14 @@ impl SftConfig {
         if self.max_seq_len < 2 {
             return Err(Error::config("max_seq_len", "must be at least 2"));
         }
-        if let Some(spec) = self.lora()? {
-            spec.modules()
-                .map_err(|e| Error::config("lora_targets", e.to_string()))?;
-        }
+        self.lora()?;
         Ok(())
     }
 
     /// The LoRA spec when `lora_r` is set.
     pub fn lora(&self) -> Result<Option<LoraSpec>> {
-        let Some(r) = self.lora_r else {
-            return Ok(None);
-        };
-        if r == 0 {
-            return Err(Error::config("lora_r", "must be > 0"));
-        }
-        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
-            return Err(Error::config("lora_alpha", "must be > 0"));
-        }
-        if self.lora_dropout != 0.0 {
-            // lm::linear applies adapters without dropout; refusing beats silently ignoring it.
-            return Err(Error::config("lora_dropout", "only 0 is supported so far"));
-        }
-        Ok(Some(LoraSpec {
-            r,
-            alpha: self.lora_alpha,
-            dropout: self.lora_dropout,
-            targets: self.lora_targets.clone(),
-            rslora: false,
-        }))
+        self.lora
+            .spec()
+            .map_err(|(field, reason)| Error::config(field, reason))
     }
 }

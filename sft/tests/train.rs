@@ -78,9 +78,12 @@ fn lora_trains_adapters_only_and_merges() {
     let data = write(dir.path(), "train.jsonl", TRAIN_ROWS);
     let out = dir.path().join("lora");
     let c = SftConfig {
-        lora_r: Some(4),
-        lora_alpha: 8.0,
-        lora_targets: vec!["all-linear".into()],
+        lora: lm::lora::LoraConfig {
+            lora_r: Some(4),
+            lora_alpha: 8.0,
+            lora_targets: vec!["all-linear".into()],
+            ..Default::default()
+        },
         eval_data: None,
         ..cfg(&data)
     };
