@@ -5,6 +5,7 @@ pub mod backbone;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod fused;
 pub mod gemv;
 pub mod generate;
 pub mod gguf;

@@ -8,6 +8,9 @@ use candle_core::{DType, Device, Result, Tensor, D};
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     let dtype = x.dtype();
     let x = x.to_dtype(DType::F32)?;
+    if let Some(y) = crate::fused::softmax_last(&x)? {
+        return y.to_dtype(dtype);
+    }
     // The max is a constant shift: softmax does not depend on it, so no gradient flows there.
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
