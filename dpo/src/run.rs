@@ -55,17 +55,7 @@ pub fn train_dpo(
         None => (PairSet::default(), None),
     };
     let lora = cfg.lora()?;
-    let vars = match &lora {
-        // Base weights stay plain tensors (no gradient, no optimizer state).
-        Some(spec) => model.attach_lora(spec, trainer.seed)?,
-        None if params.is_empty() => {
-            return Err(Error::config(
-                "lora_r",
-                "full fine-tuning needs the model loaded trainable",
-            ))
-        }
-        None => params,
-    };
+    let vars = model.trainable_vars(lora.as_ref(), params, trainer.seed)?;
     let params = Params::new(vars)?;
     std::fs::create_dir_all(&trainer.out).map_err(|source| Error::Io {
         path: trainer.out.clone(),

@@ -421,3 +421,23 @@ impl LoraConfig {
         Ok(Some(spec))
     }
 }
+
+impl CausalLm {
+    /// The variables a trainer optimises: fresh LoRA adapters when `spec` is given (the base
+    /// weights stay plain tensors: no gradient, no optimizer state), else `full`, the model's own
+    /// weights, which exist only when it was loaded trainable.
+    pub fn trainable_vars(
+        &mut self,
+        spec: Option<&LoraSpec>,
+        full: Vec<(String, Var)>,
+        seed: u64,
+    ) -> Result<Vec<(String, Var)>> {
+        match spec {
+            Some(s) => self.attach_lora(s, seed),
+            None if full.is_empty() => Err(Error::Invalid(
+                "full fine-tuning needs the model loaded trainable (or set lora_r)".into(),
+            )),
+            None => Ok(full),
+        }
+    }
+}

@@ -76,17 +76,7 @@ pub fn train_sft(pre: Pretrained, cfg: &SftConfig, trainer: &TrainerConfig) -> R
         None => (vec![], None),
     };
     let lora = cfg.lora()?;
-    let vars = match &lora {
-        // Base weights stay plain tensors (no gradient, no optimizer state).
-        Some(spec) => model.attach_lora(spec, trainer.seed)?,
-        None if params.is_empty() => {
-            return Err(Error::config(
-                "lora_r",
-                "full fine-tuning needs the model loaded trainable",
-            ))
-        }
-        None => params,
-    };
+    let vars = model.trainable_vars(lora.as_ref(), params, trainer.seed)?;
     let params = Params::new(vars)?;
     let packing = cfg.packing.then_some(cfg.max_seq_len);
     let rows = into_rows(train, packing);
