@@ -32,7 +32,10 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, adapters: bool) -> Result<Tensor> {
         let dtype = x.dtype();
         let w = self.weight.to_dtype(dtype)?;
-        let mut y = matmul_t(x, &w)?;
+        let mut y = match crate::fused::frozen_matmul_t(x, &w)? {
+            Some(y) => y,
+            None => matmul_t(x, &w)?,
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.to_dtype(dtype)?)?;
         }
