@@ -1,11 +1,11 @@
 //! `rudder dpo`: direct preference optimisation against a frozen reference.
 use crate::common::{load_model, DeviceArgs};
-use crate::trainer_flags::{resolve, LoraFlags, TrainFlags};
+use crate::trainer_flags::{resolve, write_resolved, LoraFlags, TrainFlags};
 use ::dpo::DpoConfig;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use train::TrainerConfig;
 
 /// DPO's own flags; each overrides the TOML field of the same name (defaults in brackets).
@@ -81,7 +81,7 @@ pub fn run(args: DpoArgs) -> Result<()> {
     let spec = cfg.model.clone().unwrap_or_default();
     std::fs::create_dir_all(&trainer.out)
         .with_context(|| format!("creating {}", trainer.out.display()))?;
-    write_resolved(&trainer.out.join("dpo.toml"), &trainer, &cfg)?;
+    write_resolved("dpo", &trainer, &cfg)?;
     let pre = load_model(&spec, &opts)?;
     let o = ::dpo::train_dpo(pre, &opts, &cfg, &trainer).context("dpo")?;
     let s = &o.summary;
@@ -107,18 +107,4 @@ pub fn run(args: DpoArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `dpo.toml` in the run folder: every resolved field, reusable as `--config`.
-fn write_resolved(path: &Path, trainer: &TrainerConfig, cfg: &DpoConfig) -> Result<()> {
-    let mut table = serde_json::Map::new();
-    for v in [serde_json::to_value(trainer)?, serde_json::to_value(cfg)?] {
-        if let serde_json::Value::Object(o) = v {
-            // TOML has no null: an unset optional field is left out.
-            table.extend(o.into_iter().filter(|(k, v)| !v.is_null() && k != "resume"));
-        }
-    }
-    let toml: toml::Value = serde_json::from_value(serde_json::Value::Object(table))?;
-    let text = toml::to_string_pretty(&toml)?;
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

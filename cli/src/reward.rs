@@ -1,7 +1,7 @@
 //! `rudder reward train` (Bradley–Terry reward model on preference pairs, full or LoRA) and
 //! `rudder reward score` (adds `"reward"` to `{"prompt","completion"}` rows).
 use crate::common::DeviceArgs;
-use crate::trainer_flags::{resolve, LoraFlags, TrainFlags};
+use crate::trainer_flags::{resolve, write_resolved, LoraFlags, TrainFlags};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use reward_model::RewardConfig;
@@ -105,6 +105,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let opts = args.device.load_options(true)?;
     std::fs::create_dir_all(&trainer.out)
         .with_context(|| format!("creating {}", trainer.out.display()))?;
+    write_resolved("reward", &trainer, &cfg)?;
     let o = reward_model::train_reward(&cfg, &trainer, &opts).context("reward train")?;
     let s = &o.summary;
     let acc = o

@@ -189,3 +189,23 @@ pub struct LoraFlags {
     #[arg(long, value_delimiter = ',')]
     pub lora_targets: Option<Vec<String>>,
 }
+
+/// Writes `<out>/<stage_name>.toml`: every resolved trainer and stage field, reusable as
+/// `--config` (the run's record of what it actually used).
+pub fn write_resolved(
+    stage_name: &str,
+    trainer: &TrainerConfig,
+    stage: &impl serde::Serialize,
+) -> Result<()> {
+    let mut table = serde_json::Map::new();
+    for v in [serde_json::to_value(trainer)?, serde_json::to_value(stage)?] {
+        if let serde_json::Value::Object(o) = v {
+            // TOML has no null: an unset optional field is left out; resuming is per run.
+            table.extend(o.into_iter().filter(|(k, v)| !v.is_null() && k != "resume"));
+        }
+    }
+    let toml: toml::Value = serde_json::from_value(serde_json::Value::Object(table))?;
+    let path = trainer.out.join(format!("{stage_name}.toml"));
+    std::fs::write(&path, toml::to_string_pretty(&toml)?)
+        .with_context(|| format!("writing {}", path.display()))
+}

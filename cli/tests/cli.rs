@@ -181,3 +181,65 @@ fn bad_input_is_one_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn every_trainer_writes_a_resolved_config_that_runs_again() {
+    let d = tempfile::tempdir().unwrap();
+    let prefs = d.path().join("p.jsonl");
+    std::fs::write(
+        &prefs,
+        "{\"prompt\":\"a\",\"chosen\":\" good\",\"rejected\":\" bad\"}\n",
+    )
+    .unwrap();
+    let sft = d.path().join("s.jsonl");
+    std::fs::write(&sft, "{\"prompt\":\"a\",\"completion\":\" b\"}\n").unwrap();
+    for (stage, data, file) in [
+        ("sft", &sft, "sft.toml"),
+        ("dpo", &prefs, "dpo.toml"),
+        ("reward", &prefs, "reward.toml"),
+    ] {
+        let out = d.path().join(stage);
+        let mut cmd: Vec<&str> = if stage == "reward" {
+            vec!["reward", "train"]
+        } else {
+            vec![stage]
+        };
+        let (model, data, out_s) = (
+            fixture("tiny-llama"),
+            data.to_str().unwrap().to_string(),
+            out.to_str().unwrap().to_string(),
+        );
+        cmd.extend([
+            "--model",
+            &model,
+            "--data",
+            &data,
+            "--out",
+            &out_s,
+            "--max-steps",
+            "1",
+            "--quiet",
+        ]);
+        ok(&rudder(&cmd));
+        let resolved = out.join(file);
+        let text = std::fs::read_to_string(&resolved).unwrap();
+        assert!(
+            text.contains("learning_rate") && text.contains("max_steps = 1"),
+            "{stage}: {text}"
+        );
+        // The record is a valid --config: the same run again into a new folder.
+        let again = d.path().join(format!("{stage}-again"));
+        let mut cmd: Vec<&str> = if stage == "reward" {
+            vec!["reward", "train"]
+        } else {
+            vec![stage]
+        };
+        cmd.extend([
+            "--config",
+            resolved.to_str().unwrap(),
+            "--out",
+            again.to_str().unwrap(),
+        ]);
+        ok(&rudder(&cmd));
+    }
+}
