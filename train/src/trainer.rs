@@ -51,6 +51,22 @@ pub trait Stage {
     fn restore_extra_state(&mut self, _state: serde_json::Value) -> Result<()> {
         Ok(())
     }
+    /// Optimizer updates made from one batch of data (PPO: `ppo_epochs × minibatches` per
+    /// rollout). Each update calls [`Stage::update_loss`] once per micro-batch. Evaluation and
+    /// checkpoints happen only between batches, so a checkpoint never splits one. Default 1.
+    fn updates_per_batch(&self) -> usize {
+        1
+    }
+    /// The loss of update `update` (`0..updates_per_batch()`) of a micro-batch. Default:
+    /// [`Stage::loss`].
+    fn update_loss(&mut self, batch: &Self::Batch, _update: usize) -> Result<StepOutput> {
+        self.loss(batch)
+    }
+    /// Asked after each update: skip the rest of this batch's updates (PPO's early stop when
+    /// the approximate KL to the rollout policy is too large). Default false.
+    fn stop_batch_early(&mut self) -> bool {
+        false
+    }
 }
 
 /// What [`run`] returns, also written to `<out>/summary.json`.
@@ -116,54 +132,84 @@ mod setup;
 
 impl Loop<'_> {
     fn train<S: Stage>(&mut self, stage: &mut S) -> Result<()> {
+        let per_batch = stage.updates_per_batch().max(1);
+        let mut batches: Vec<S::Batch> = Vec::new();
+        // Updates already made from `batches`; `per_batch` means "fetch new data".
+        let mut update = per_batch;
+        let mut boundary = self.start_step;
         while self.state.global_step < self.schedule.total_steps {
             let step = self.state.global_step;
             // 1. learning rate
             let lr = self.schedule.lr(step);
-            // 2. eval / checkpoint of the state after `step` updates (skipped at the
-            //    step we started or resumed from: already done, or nothing trained yet)
-            if step != self.start_step {
-                if self.cfg.eval_every.is_some_and(|k| step % k == 0) {
-                    self.eval(stage, step)?;
+            if update == per_batch {
+                // 2. eval / checkpoint of the state after `step` updates, between batches
+                //    (skipped at the step we started or resumed from: already done, or
+                //    nothing trained yet)
+                if step != self.start_step {
+                    self.eval_and_save(stage, boundary, step)?;
                 }
-                if self.cfg.save_every.is_some_and(|k| step % k == 0) {
-                    self.save(stage)?;
+                boundary = step;
+                // 3. data: up to grad_accum micro-batches
+                batches = self.next_batches(stage)?;
+                if batches.is_empty() {
+                    break; // epochs used up
                 }
+                update = 0;
             }
-            // 3. forward / backward over up to grad_accum micro-batches
-            let batches: Vec<Vec<usize>> = (0..self.cfg.grad_accum)
-                .map_while(|_| self.data.next_batch())
-                .collect();
-            if batches.is_empty() {
-                break; // epochs used up
-            }
-            let (loss, tokens) = self.forward_backward(stage, &batches, step + 1)?;
-            // 4. clip (norm measured before clipping, as torch returns it)
+            // 4. forward / backward over the micro-batches
+            let (loss, tokens) = self.forward_backward(stage, &batches, update, step + 1)?;
+            // 5. clip (norm measured before clipping, as torch returns it)
             let grad_norm = self.clip(step + 1)?;
-            // 5. optimizer step
+            // 6. optimizer step
             self.opt.step(self.params, &self.grads, lr)?;
             self.grads.clear();
             self.advance(loss, tokens);
             stage.on_step_end(self.state.global_step)?;
-            // 6. log
+            update += 1;
+            if stage.stop_batch_early() {
+                update = per_batch;
+            }
+            // 7. log
             self.log(lr, loss, grad_norm, tokens)?;
         }
         Ok(())
     }
 
-    /// Runs the micro-batches, each loss scaled by `1/n` so the accumulated gradient
-    /// is the mean. Returns the mean loss and the token count.
+    /// Evaluates and saves when an `eval_every` / `save_every` multiple lies in
+    /// `(prev, step]`: every multiple when each batch is one update, else the first boundary
+    /// after it.
+    fn eval_and_save<S: Stage>(&mut self, stage: &mut S, prev: usize, step: usize) -> Result<()> {
+        let due = |every: Option<usize>| every.is_some_and(|k| step / k > prev / k);
+        if due(self.cfg.eval_every) {
+            self.eval(stage, step)?;
+        }
+        if due(self.cfg.save_every) {
+            self.save(stage)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `grad_accum` micro-batches of the next example indices.
+    fn next_batches<S: Stage>(&mut self, stage: &mut S) -> Result<Vec<S::Batch>> {
+        let indices: Vec<Vec<usize>> = (0..self.cfg.grad_accum)
+            .map_while(|_| self.data.next_batch())
+            .collect();
+        indices.iter().map(|i| stage.make_batch(i)).collect()
+    }
+
+    /// Runs update `update` of the micro-batches, each loss scaled by `1/n` so the
+    /// accumulated gradient is the mean. Returns the mean loss and the token count.
     fn forward_backward<S: Stage>(
         &mut self,
         stage: &mut S,
-        batches: &[Vec<usize>],
+        batches: &[S::Batch],
+        update: usize,
         step: usize,
     ) -> Result<(f64, u64)> {
         let scale = 1.0 / batches.len() as f64;
         let (mut loss_sum, mut tokens) = (0.0, 0u64);
-        for (micro_batch, indices) in batches.iter().enumerate() {
-            let batch = stage.make_batch(indices)?;
-            let out = stage.loss(&batch)?; // out.loss: () scalar, mean over the micro-batch
+        for (micro_batch, batch) in batches.iter().enumerate() {
+            let out = stage.update_loss(batch, update)?; // out.loss: () scalar, micro-batch mean
             let loss = out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
             if !loss.is_finite() {
                 return Err(Error::NonFiniteLoss {

@@ -16,7 +16,7 @@ impl<'a> Loop<'a> {
         if n == 0 {
             return Err(Error::Config("the stage has no training examples".into()));
         }
-        let (data, schedule) = plan(n, cfg)?;
+        let (data, schedule) = plan(n, stage.updates_per_batch().max(1), cfg)?;
         let total = schedule.total_steps;
         let ck = load_for_resume(params, cfg)?;
         let start_step = ck.as_ref().map_or(0, |c| c.trainer.global_step);
@@ -103,13 +103,14 @@ impl<'a> Loop<'a> {
 }
 
 /// The data order and, from its length, the LR schedule. Without `max_steps` the
-/// run lasts `epochs` passes of `ceil(n / batch_size)` micro-batches each.
-fn plan(n: usize, cfg: &TrainerConfig) -> Result<(DataOrder, LrSchedule)> {
+/// run lasts `epochs` passes of `ceil(n / batch_size)` micro-batches each, every
+/// `grad_accum` of them making `per_batch` optimizer updates.
+fn plan(n: usize, per_batch: usize, cfg: &TrainerConfig) -> Result<(DataOrder, LrSchedule)> {
     let max_epochs = cfg.max_steps.is_none().then_some(cfg.epochs);
     let data = DataOrder::new(n, cfg.batch_size, cfg.seed, max_epochs);
-    let total = cfg
-        .max_steps
-        .unwrap_or_else(|| (cfg.epochs * data.batches_per_epoch()).div_ceil(cfg.grad_accum));
+    let total = cfg.max_steps.unwrap_or_else(|| {
+        (cfg.epochs * data.batches_per_epoch()).div_ceil(cfg.grad_accum) * per_batch
+    });
     let schedule = LrSchedule::new(
         cfg.schedule,
         cfg.learning_rate,

@@ -247,3 +247,89 @@ fn resume_after_crash_reproduces_uninterrupted_run() -> Result<()> {
     assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), [5, 10]);
     Ok(())
 }
+
+/// A stage making several optimizer updates per batch (as PPO does per rollout).
+struct MultiUpdate {
+    inner: Regression,
+    per_batch: usize,
+    stop_after: Option<usize>,
+    made: usize,
+    updates: Vec<usize>,
+}
+
+impl Stage for MultiUpdate {
+    type Batch = (Tensor, Tensor);
+    fn num_examples(&self) -> usize {
+        N
+    }
+    fn make_batch(&mut self, indices: &[usize]) -> Result<Self::Batch> {
+        self.made += 1;
+        self.inner.make_batch(indices)
+    }
+    fn loss(&mut self, _: &Self::Batch) -> Result<StepOutput> {
+        Err(Error::stage("update_loss must be called instead"))
+    }
+    fn updates_per_batch(&self) -> usize {
+        self.per_batch
+    }
+    fn update_loss(&mut self, batch: &Self::Batch, update: usize) -> Result<StepOutput> {
+        self.updates.push(update);
+        self.inner.loss(batch)
+    }
+    fn stop_batch_early(&mut self) -> bool {
+        let done = self.updates.last().map_or(0, |u| u + 1);
+        self.stop_after.is_some_and(|k| done >= k)
+    }
+}
+
+#[test]
+fn several_updates_per_batch_and_early_stop() -> Result<()> {
+    let dir = tmpdir()?;
+    let mut stage = MultiUpdate {
+        inner: Regression::new(7)?,
+        per_batch: 3,
+        stop_after: None,
+        made: 0,
+        updates: vec![],
+    };
+    let params = stage.inner.params()?;
+    let cfg = TrainerConfig {
+        max_steps: None,
+        grad_accum: 1,
+        eval_every: None,
+        save_every: Some(4),
+        save_total_limit: None,
+        ..config(dir.path())
+    };
+    // 5 batches of 4 examples, 3 updates each.
+    let summary = train::run(&mut stage, &params, &cfg)?;
+    assert_eq!((summary.steps, stage.made), (15, 5));
+    assert_eq!(stage.updates, [0, 1, 2].repeat(5));
+    // Checkpoints only between batches: the first boundary after each multiple of 4, and the end.
+    let ckpts = train::checkpoint::list_checkpoints(dir.path())?;
+    assert_eq!(
+        ckpts.iter().map(|c| c.0).collect::<Vec<_>>(),
+        [6, 9, 12, 15]
+    );
+    // Early stop after 2 updates of each batch: the data runs out after 10 updates.
+    let dir = tmpdir()?;
+    let mut stage = MultiUpdate {
+        inner: Regression::new(7)?,
+        per_batch: 3,
+        stop_after: Some(2),
+        made: 0,
+        updates: vec![],
+    };
+    let params = stage.inner.params()?;
+    let summary = train::run(
+        &mut stage,
+        &params,
+        &TrainerConfig {
+            out: dir.path().into(),
+            ..cfg
+        },
+    )?;
+    assert_eq!((summary.steps, stage.made), (10, 5));
+    assert_eq!(stage.updates, [0, 1].repeat(5));
+    Ok(())
+}
