@@ -142,7 +142,42 @@ pub fn generate(
     prompts: &[Vec<u32>],
     cfg: &SamplingConfig,
 ) -> Result<Vec<Generation>> {
-    crate::gemv::decoding(|| generate_inner(model, tok, prompts, cfg))
+    crate::gemv::decoding(|| generate_inner(model, tok, prompts, cfg, None))
+}
+
+/// What an observer of [`generate_observed`] sees at every sampling step of every live row.
+#[derive(Debug)]
+pub struct Step<'a> {
+    pub row: usize,
+    /// 0-based index of the new token within the row's completion.
+    pub step: usize,
+    /// The model's raw next-token logits `(V)`, before any processor.
+    pub logits: &'a [f32],
+    /// Prompt and completion so far (what the repetition penalty sees).
+    pub seen: &'a [u32],
+    /// The token that was chosen.
+    pub token: u32,
+}
+
+/// [`generate`], calling `observer` after each token is chosen (the next-token view).
+pub fn generate_observed(
+    model: &CausalLm,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    observer: &mut dyn FnMut(Step<'_>),
+) -> Result<Vec<Generation>> {
+    crate::gemv::decoding(|| generate_inner(model, tok, prompts, cfg, Some(observer)))
+}
+
+/// The `k` most likely next tokens with their probabilities once repetition penalty,
+/// temperature, top-k and top-p of `cfg` are applied (greedy, temperature 0, is shown at
+/// temperature 1). Tokens removed by top-k/top-p have probability 0 and are not listed.
+pub fn top_tokens(logits: &[f32], seen: &[u32], cfg: &SamplingConfig, k: usize) -> Vec<(u32, f32)> {
+    let mut l = logits.to_vec();
+    let mut d = distribution(&mut l, seen, cfg);
+    d.truncate(k);
+    d
 }
 
 fn generate_inner(
@@ -150,6 +185,7 @@ fn generate_inner(
     tok: &Tokenizer,
     prompts: &[Vec<u32>],
     cfg: &SamplingConfig,
+    mut observer: Option<&mut dyn FnMut(Step<'_>)>,
 ) -> Result<Vec<Generation>> {
     let b = prompts.len();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
@@ -172,7 +208,18 @@ fn generate_inner(
                 continue;
             }
             let seen = [prompts[i].as_slice(), out[i].as_slice()].concat();
+            // `pick` edits the logits in place (repetition penalty): the observer gets a copy.
+            let raw = observer.as_ref().map(|_| rows[i].clone());
             next[i] = pick(&mut rows[i], &seen, cfg, &mut rng);
+            if let (Some(obs), Some(raw)) = (observer.as_mut(), raw) {
+                obs(Step {
+                    row: i,
+                    step: out[i].len(),
+                    logits: &raw,
+                    seen: &seen,
+                    token: next[i],
+                });
+            }
             out[i].push(next[i]);
             done[i] = finish_row(tok, cfg, &out[i], &mut texts[i])?;
         }
@@ -302,6 +349,33 @@ mod tests {
         let (e1, e4) = (1f32.exp(), (-4f32).exp());
         let p0 = d.iter().find(|x| x.0 == 0).unwrap().1;
         assert!((p0 - e1 / (2.0 * e1 + e4)).abs() < 1e-6);
+    }
+
+    /// A hand-computed softmax on a 5-token vocabulary: logits [2, 1, 0, -1, 3] at T = 2 are
+    /// [1, 0.5, 0, -0.5, 1.5]; exp = [2.71828, 1.64872, 1, 0.60653, 4.48169], sum 10.45522,
+    /// so p = [0.25999, 0.15769, 0.09565, 0.05801, 0.42865]. Top-3 (k = 3 listed, no top-k
+    /// filter) is tokens 4, 0, 1 and sums to 0.84633 <= 1.
+    #[test]
+    fn top_tokens_match_a_hand_softmax() {
+        let logits = [2.0f32, 1.0, 0.0, -1.0, 3.0];
+        let c = SamplingConfig {
+            temperature: 2.0,
+            ..cfg()
+        };
+        let top = top_tokens(&logits, &[], &c, 3);
+        let want = [(4, 0.42865), (0, 0.25999), (1, 0.15769)];
+        for ((t, p), (wt, wp)) in top.iter().zip(want) {
+            assert_eq!(*t, wt);
+            assert!((p - wp).abs() < 1e-5, "{p} vs {wp}");
+        }
+        let sum: f32 = top.iter().map(|x| x.1).sum();
+        assert!(sum <= 1.0 + 1e-6 && (sum - 0.84633).abs() < 1e-4);
+        // With top-k 2 the kept two are renormalised: 4.48169 / 7.19997 and 2.71828 / 7.19997.
+        let top = top_tokens(&logits, &[], &SamplingConfig { top_k: 2, ..c }, 3);
+        assert_eq!(top.len(), 2);
+        assert!((top[0].1 - 0.62246).abs() < 1e-5 && (top[1].1 - 0.37754).abs() < 1e-5);
+        // The raw logits are not touched (the view must not change what is sampled).
+        assert_eq!(logits, [2.0, 1.0, 0.0, -1.0, 3.0]);
     }
 
     #[test]
