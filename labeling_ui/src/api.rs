@@ -8,10 +8,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{self, Admin, CurrentUser, Role};
+use crate::db::{Mode, ProjectInfo};
 use crate::error::{AppError, Result};
 use crate::export::{export_jsonl, ExportOptions};
-use crate::import::{create_project, import_items, parse_jsonl};
+use crate::import::{create_project, create_ranking_project, import_items, parse_jsonl};
 use crate::queue::{load_shown, progress, Op, Outcome, ShownChoice, Submission};
+use crate::ranking::RankingSubmission;
 use crate::stats::{list_projects, project_stats};
 use crate::AppState;
 
@@ -104,6 +106,15 @@ pub struct NewProject {
     name: String,
     #[serde(default = "one")]
     overlap: i64,
+    #[serde(default = "pairwise")]
+    mode: Mode,
+    /// Responses per ranking (ranking mode).
+    #[serde(default)]
+    k: Option<i64>,
+}
+
+fn pairwise() -> Mode {
+    Mode::Pairwise
 }
 
 fn one() -> i64 {
@@ -115,7 +126,18 @@ pub async fn new_project(
     _admin: Admin,
     ApiJson(body): ApiJson<NewProject>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let id = create_project(&state.pool, &body.name, body.overlap).await?;
+    let id = match (body.mode, body.k) {
+        (Mode::Pairwise, None) => create_project(&state.pool, &body.name, body.overlap).await?,
+        (Mode::Pairwise, Some(_)) => {
+            return Err(AppError::BadRequest(
+                "k applies to ranking projects only".into(),
+            ))
+        }
+        (Mode::Ranking, k) => {
+            let k = k.ok_or_else(|| AppError::BadRequest("ranking mode needs k (3-9)".into()))?;
+            create_ranking_project(&state.pool, &body.name, body.overlap, k).await?
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id, "name": body.name.trim() })),
@@ -138,25 +160,37 @@ pub async fn import(
     Ok(Json(json!(report)))
 }
 
+/// The queue operation that hands this labeler their next unit of work in the project.
+fn next_op(user: &CurrentUser, info: &ProjectInfo) -> Op {
+    match (info.mode, info.k) {
+        (Mode::Ranking, Some(k)) => Op::NextRanking {
+            user_id: user.id,
+            project_id: info.id,
+            k,
+        },
+        _ => Op::Next {
+            user_id: user.id,
+            project_id: info.id,
+        },
+    }
+}
+
 pub async fn next(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiPath(project): ApiPath<String>,
 ) -> Result<Json<Value>> {
-    let (project_id, _) = state.project(&project).await?;
-    let op = Op::Next {
-        user_id: user.id,
-        project_id,
-    };
-    let assigned = state.writer.run(op).await?;
-    Ok(Json(next_view(&state, &user, project_id, assigned).await?))
+    let info = state.project(&project).await?;
+    let assigned = state.writer.run(next_op(&user, &info)).await?;
+    Ok(Json(next_view(&state, &user, &info, assigned).await?))
 }
 
-/// The `next` answer: the comparison to show (or `done`) and the labeler's progress.
+/// The `next` answer: the comparison (or ranking) to show, or `done`, and the labeler's
+/// progress.
 async fn next_view(
     state: &AppState,
     user: &CurrentUser,
-    project_id: i64,
+    info: &ProjectInfo,
     assigned: Outcome,
 ) -> Result<Value> {
     let Outcome::Assigned(assigned) = assigned else {
@@ -164,14 +198,18 @@ async fn next_view(
             "writer answered next with the wrong outcome".into(),
         ));
     };
-    Ok(match assigned {
-        Some(id) => {
+    Ok(match (assigned, info.mode) {
+        (Some(id), Mode::Pairwise) => {
             let (shown, progress) = load_shown(&state.pool, id).await?;
-            json!({ "done": false, "comparison": shown, "progress": progress })
+            json!({ "done": false, "mode": info.mode, "comparison": shown, "progress": progress })
         }
-        None => {
-            let progress = progress(&state.pool, user.id, project_id).await?;
-            json!({ "done": true, "progress": progress })
+        (Some(id), Mode::Ranking) => {
+            let (shown, progress) = crate::ranking::load_shown(&state.pool, id).await?;
+            json!({ "done": false, "mode": info.mode, "ranking": shown, "progress": progress })
+        }
+        (None, _) => {
+            let progress = progress(&state.pool, user.id, info.id).await?;
+            json!({ "done": true, "mode": info.mode, "progress": progress })
         }
     })
 }
@@ -193,19 +231,15 @@ pub async fn submit(
     user: CurrentUser,
     ApiJson(body): ApiJson<LabelBody>,
 ) -> Result<Json<Value>> {
-    if body.client_id.is_empty() || body.client_id.len() > 100 {
-        return Err(AppError::BadRequest(
-            "client_id must be 1-100 characters".into(),
-        ));
-    }
+    check_client_id(&body.client_id)?;
     let rationale = body.rationale.filter(|r| !r.trim().is_empty());
     if rationale.as_ref().is_some_and(|r| r.len() > 10_000) {
         return Err(AppError::BadRequest(
             "rationale is limited to 10000 bytes".into(),
         ));
     }
-    let project_id = match &body.project {
-        Some(p) => Some(state.project(p).await?.0),
+    let info = match &body.project {
+        Some(p) => Some(state.project(p).await?),
         None => None,
     };
     let mut ops = vec![Op::Submit(Submission {
@@ -215,10 +249,17 @@ pub async fn submit(
         choice: body.choice,
         rationale,
     })];
-    ops.extend(project_id.map(|project_id| Op::Next {
-        user_id: user.id,
-        project_id,
-    }));
+    ops.extend(info.as_ref().map(|info| next_op(&user, info)));
+    submitted(&state, &user, info, ops).await
+}
+
+/// Runs a submission (plus the optional `next`) and builds the answer.
+async fn submitted(
+    state: &AppState,
+    user: &CurrentUser,
+    info: Option<ProjectInfo>,
+    ops: Vec<Op>,
+) -> Result<Json<Value>> {
     let mut results = state.writer.run_many(ops).await.into_iter();
     let Some(Outcome::Submitted {
         label_id,
@@ -230,10 +271,59 @@ pub async fn submit(
         ));
     };
     let mut answer = json!({ "label_id": label_id, "duplicate": duplicate });
-    if let (Some(project_id), Some(next)) = (project_id, results.next()) {
-        answer["next"] = next_view(&state, &user, project_id, next?).await?;
+    if let (Some(info), Some(next)) = (info, results.next()) {
+        answer["next"] = next_view(state, user, &info, next?).await?;
     }
     Ok(Json(answer))
+}
+
+fn check_client_id(client_id: &str) -> Result<()> {
+    if client_id.is_empty() || client_id.len() > 100 {
+        return Err(AppError::BadRequest(
+            "client_id must be 1-100 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct RankingBody {
+    assignment_id: i64,
+    /// Tiers best first, each a list of positions as shown (0-based); a tier of two or more
+    /// is a tie.
+    ranking: Vec<Vec<usize>>,
+    /// Positions flagged unacceptable (they must fill the last tiers).
+    #[serde(default)]
+    unacceptable: Vec<usize>,
+    client_id: String,
+    #[serde(default)]
+    project: Option<String>,
+}
+
+pub async fn submit_ranking(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<RankingBody>,
+) -> Result<Json<Value>> {
+    check_client_id(&body.client_id)?;
+    if body.ranking.len() > 16 || body.ranking.iter().flatten().count() > 16 {
+        return Err(AppError::BadRequest(
+            "a ranking has at most 16 responses".into(),
+        ));
+    }
+    let info = match &body.project {
+        Some(p) => Some(state.project(p).await?),
+        None => None,
+    };
+    let mut ops = vec![Op::SubmitRanking(RankingSubmission {
+        user_id: user.id,
+        assignment_id: body.assignment_id,
+        client_id: body.client_id,
+        tiers: body.ranking,
+        unacceptable: body.unacceptable,
+    })];
+    ops.extend(info.as_ref().map(|info| next_op(&user, info)));
+    submitted(&state, &user, info, ops).await
 }
 
 pub async fn undo(
@@ -241,15 +331,19 @@ pub async fn undo(
     user: CurrentUser,
     ApiPath(project): ApiPath<String>,
 ) -> Result<Json<Value>> {
-    let (project_id, _) = state.project(&project).await?;
-    match state
-        .writer
-        .run(Op::Undo {
-            user_id: user.id,
+    let info = state.project(&project).await?;
+    let (user_id, project_id) = (user.id, info.id);
+    let op = match info.mode {
+        Mode::Pairwise => Op::Undo {
+            user_id,
             project_id,
-        })
-        .await?
-    {
+        },
+        Mode::Ranking => Op::UndoRanking {
+            user_id,
+            project_id,
+        },
+    };
+    match state.writer.run(op).await? {
         Outcome::Undone(id) => Ok(Json(json!({ "assignment_id": id }))),
         _ => Err(AppError::Internal(
             "writer answered undo with the wrong outcome".into(),
@@ -262,7 +356,7 @@ pub async fn my_progress(
     user: CurrentUser,
     ApiPath(project): ApiPath<String>,
 ) -> Result<Json<Value>> {
-    let (project_id, _) = state.project(&project).await?;
+    let project_id = state.project(&project).await?.id;
     Ok(Json(json!(
         progress(&state.pool, user.id, project_id).await?
     )))

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::auth::{add_user, Role};
+use crate::db::Mode;
 use crate::error::{AppError, Result};
 use crate::export::{export_jsonl, ExportOptions, Ties};
-use crate::import::{create_project, import_items, parse_jsonl};
+use crate::import::{create_project, create_ranking_project, import_items, parse_jsonl};
 use crate::{app, db, AppState};
 
 /// Arguments of `rudder label`.
@@ -44,12 +45,19 @@ pub enum LabelCommand {
         #[arg(long, env = "RUDDER_LABEL_DB")]
         db: String,
     },
-    /// Create a pairwise project.
+    /// Create a project (pairwise, or ranking K responses at once).
     CreateProject {
         name: String,
-        /// How many different labelers see each comparison.
+        /// How many different labelers see each comparison (ranking mode: each item).
         #[arg(long, default_value_t = 1)]
         overlap: i64,
+        /// `pairwise`: pick the better of two; `ranking`: order K responses (ties and
+        /// "unacceptable" flags allowed), exported as pairs.
+        #[arg(long, value_enum, default_value_t = Mode::Pairwise)]
+        mode: Mode,
+        /// Responses shown per ranking, 3-9 (ranking mode only; items need at least K).
+        #[arg(long, required_if_eq("mode", "ranking"))]
+        k: Option<i64>,
         #[arg(long, env = "RUDDER_LABEL_DB")]
         db: String,
     },
@@ -69,9 +77,14 @@ pub enum LabelCommand {
         out: PathBuf,
         #[arg(long, value_enum, default_value_t = Ties::Drop)]
         ties: Ties,
-        /// One row per individual label instead of the majority.
+        /// One row per individual label (ranking: per ranking) instead of the majority
+        /// (ranking: the expanded pairs).
         #[arg(long)]
         raw: bool,
+        /// Ranking projects: at most N pairs per ranking (a random subset seeded by the ranking
+        /// id, so re-exports agree). Default: all K(K-1)/2 of a strict ranking.
+        #[arg(long, value_name = "N")]
+        max_pairs_per_ranking: Option<usize>,
         #[arg(long, env = "RUDDER_LABEL_DB")]
         db: String,
     },
@@ -101,10 +114,30 @@ pub async fn run(args: LabelArgs) -> Result<()> {
             );
             Ok(())
         }
-        LabelCommand::CreateProject { name, overlap, db } => {
-            let id = create_project(&db::open(&db).await?, &name, overlap).await?;
+        LabelCommand::CreateProject {
+            name,
+            overlap,
+            mode,
+            k,
+            db,
+        } => {
+            let pool = db::open(&db).await?;
+            let id = match (mode, k) {
+                (Mode::Pairwise, None) => create_project(&pool, &name, overlap).await?,
+                (Mode::Pairwise, Some(_)) => {
+                    return Err(AppError::BadRequest(
+                        "--k applies to --mode ranking only".into(),
+                    ))
+                }
+                (Mode::Ranking, k) => {
+                    let k =
+                        k.ok_or_else(|| AppError::BadRequest("--mode ranking needs --k".into()))?;
+                    create_ranking_project(&pool, &name, overlap, k).await?
+                }
+            };
+            let what = k.map_or(String::new(), |k| format!(", ranking {k} responses"));
             println!(
-                "created project '{}' (id {id}, overlap {overlap})",
+                "created project '{}' (id {id}, overlap {overlap}{what})",
                 name.trim()
             );
             Ok(())
@@ -114,8 +147,8 @@ pub async fn run(args: LabelArgs) -> Result<()> {
             let items = parse_jsonl(&tokio::fs::read_to_string(&file).await?)?;
             let r = import_items(&pool, &project, items).await?;
             println!(
-                "imported {} items, {} comparisons into '{project}'",
-                r.items, r.comparisons
+                "imported {} items ({} comparisons, {} rankings) into '{project}'",
+                r.items, r.comparisons, r.rankings
             );
             Ok(())
         }
@@ -124,10 +157,16 @@ pub async fn run(args: LabelArgs) -> Result<()> {
             out,
             ties,
             raw,
+            max_pairs_per_ranking,
             db,
         } => {
             let pool = db::open(&db).await?;
-            let (text, rows) = export_jsonl(&pool, &project, ExportOptions { ties, raw }).await?;
+            let opts = ExportOptions {
+                ties,
+                raw,
+                max_pairs_per_ranking,
+            };
+            let (text, rows) = export_jsonl(&pool, &project, opts).await?;
             tokio::fs::write(&out, text).await?;
             println!("wrote {rows} rows to {}", out.display());
             Ok(())

@@ -73,14 +73,50 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Looks up a project's id and overlap by name.
-pub async fn project_by_name(pool: &SqlitePool, name: &str) -> Result<(i64, i64)> {
+/// How a project is labeled.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One comparison of two responses at a time.
+    Pairwise,
+    /// K responses of one item put in order at once (issue #9).
+    Ranking,
+}
+
+/// A project's settings, as the queue and export need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectInfo {
+    pub id: i64,
+    pub overlap: i64,
+    pub mode: Mode,
+    /// Responses shown per ranking (ranking mode only).
+    pub k: Option<i64>,
+}
+
+/// Looks up a project's settings by name.
+pub async fn project_info(pool: &SqlitePool, name: &str) -> Result<ProjectInfo> {
     let row = sqlx::query!(
-        r#"SELECT id AS "id!", overlap FROM projects WHERE name = ?"#,
+        r#"SELECT id AS "id!", overlap, mode, k FROM projects WHERE name = ?"#,
         name
     )
     .fetch_optional(pool)
     .await?;
-    row.map(|r| (r.id, r.overlap))
-        .ok_or_else(|| crate::AppError::NotFound(format!("project '{name}'")))
+    let r = row.ok_or_else(|| crate::AppError::NotFound(format!("project '{name}'")))?;
+    let mode = match r.mode.as_str() {
+        "pairwise" => Mode::Pairwise,
+        "ranking" => Mode::Ranking,
+        other => {
+            return Err(crate::AppError::Internal(format!(
+                "project '{name}' has unknown mode '{other}'"
+            )))
+        }
+    };
+    Ok(ProjectInfo {
+        id: r.id,
+        overlap: r.overlap,
+        mode,
+        k: r.k,
+    })
 }

@@ -1,4 +1,5 @@
 //! Export to TRL's preference format, aggregated by majority over labelers, or raw labels.
+//! Ranking projects are exported by `ranking_export`.
 
 use std::collections::BTreeMap;
 
@@ -6,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::SqlitePool;
 
-use crate::db::project_by_name;
+use crate::db::{project_info, Mode};
 use crate::error::Result;
 use crate::import::Prompt;
 
@@ -28,6 +29,9 @@ pub struct ExportOptions {
     pub ties: Ties,
     #[serde(default)]
     pub raw: bool,
+    /// Ranking projects: at most this many pairs per ranking (a seeded random subset).
+    #[serde(default)]
+    pub max_pairs_per_ranking: Option<usize>,
 }
 
 #[derive(Default)]
@@ -51,7 +55,24 @@ pub async fn export_jsonl(
     project: &str,
     opts: ExportOptions,
 ) -> Result<(String, usize)> {
-    let (project_id, _) = project_by_name(pool, project).await?;
+    let info = project_info(pool, project).await?;
+    let out = match info.mode {
+        Mode::Pairwise => pairwise_rows(pool, info.id, opts).await?,
+        Mode::Ranking => crate::ranking_export::ranking_rows(pool, info.id, opts).await?,
+    };
+    let mut text = String::new();
+    for row in &out {
+        text.push_str(&serde_json::to_string(row)?);
+        text.push('\n');
+    }
+    Ok((text, out.len()))
+}
+
+async fn pairwise_rows(
+    pool: &SqlitePool,
+    project_id: i64,
+    opts: ExportOptions,
+) -> Result<Vec<Value>> {
     let rows = sqlx::query_as!(
         LabelRow,
         r#"SELECT c.id AS "cid!", i.prompt_json, r1.body AS first, r2.body AS second,
@@ -69,17 +90,11 @@ pub async fn export_jsonl(
     )
     .fetch_all(pool)
     .await?;
-    let out = if opts.raw {
-        raw_rows(&rows)?
+    if opts.raw {
+        raw_rows(&rows)
     } else {
-        majority_rows(rows, opts.ties)?
-    };
-    let mut text = String::new();
-    for row in &out {
-        text.push_str(&serde_json::to_string(row)?);
-        text.push('\n');
+        majority_rows(rows, opts.ties)
     }
-    Ok((text, out.len()))
 }
 
 /// One live label with its comparison's texts.
@@ -132,7 +147,7 @@ fn majority_rows(rows: Vec<LabelRow>, ties: Ties) -> Result<Vec<Value>> {
 }
 
 /// TRL conversational data wants completions as message lists when the prompt is one.
-fn completion(prompt: &Prompt, text: &str) -> Value {
+pub(crate) fn completion(prompt: &Prompt, text: &str) -> Value {
     match prompt {
         Prompt::Text(_) => json!(text),
         Prompt::Messages(_) => json!([{ "role": "assistant", "content": text }]),

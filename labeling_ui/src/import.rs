@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::SqlitePool;
 
-use crate::db::{now_ms, project_by_name};
+use crate::db::{now_ms, project_info, Mode};
 use crate::error::{AppError, LineError, Result};
 
 /// A chat message, as in TRL's conversational format.
@@ -34,11 +34,38 @@ pub struct ImportItem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ImportReport {
     pub items: usize,
+    /// Pairwise comparisons added (0 in a ranking project).
     pub comparisons: usize,
+    /// Items to rank added (ranking projects; 0 in a pairwise project).
+    pub rankings: usize,
 }
 
 /// Creates a pairwise project. `overlap` is how many labelers see each comparison.
 pub async fn create_project(pool: &SqlitePool, name: &str, overlap: i64) -> Result<i64> {
+    insert_project(pool, name, overlap, Mode::Pairwise, None).await
+}
+
+/// Creates a ranking project: each labeler orders `k` (3-9) responses of an item at once;
+/// `overlap` is how many labelers rank each item.
+pub async fn create_ranking_project(
+    pool: &SqlitePool,
+    name: &str,
+    overlap: i64,
+    k: i64,
+) -> Result<i64> {
+    if !(3..=9).contains(&k) {
+        return Err(AppError::BadRequest("k must be 3-9".into()));
+    }
+    insert_project(pool, name, overlap, Mode::Ranking, Some(k)).await
+}
+
+async fn insert_project(
+    pool: &SqlitePool,
+    name: &str,
+    overlap: i64,
+    mode: Mode,
+    k: Option<i64>,
+) -> Result<i64> {
     let name = name.trim();
     if name.is_empty() || name.len() > 100 || name.contains('/') {
         return Err(AppError::BadRequest(
@@ -48,11 +75,19 @@ pub async fn create_project(pool: &SqlitePool, name: &str, overlap: i64) -> Resu
     if !(1..=100).contains(&overlap) {
         return Err(AppError::BadRequest("overlap must be 1-100".into()));
     }
-    let now = now_ms();
+    let (now, mode) = (
+        now_ms(),
+        match mode {
+            Mode::Pairwise => "pairwise",
+            Mode::Ranking => "ranking",
+        },
+    );
     let res = sqlx::query!(
-        "INSERT INTO projects (name, mode, overlap, created_at) VALUES (?, 'pairwise', ?, ?)",
+        "INSERT INTO projects (name, mode, overlap, k, created_at) VALUES (?, ?, ?, ?, ?)",
         name,
+        mode,
         overlap,
+        k,
         now
     )
     .execute(pool)
@@ -154,17 +189,29 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<ImportItem>> {
     Ok(items)
 }
 
-/// Adds items to a project, all or nothing. Each item yields one comparison per response pair.
+/// Adds items to a project, all or nothing. In a pairwise project each item yields one
+/// comparison per response pair; in a ranking project each item is ranked as a whole and needs
+/// at least `k` responses (a random `k` of them are shown per assignment).
 pub async fn import_items(
     pool: &SqlitePool,
     project: &str,
     items: Vec<ImportItem>,
 ) -> Result<ImportReport> {
+    let info = project_info(pool, project).await?;
     let errors: Vec<LineError> = items
         .iter()
         .enumerate()
         .filter_map(|(i, it)| {
-            validate(it).err().map(|message| LineError {
+            let k = info.k.unwrap_or(2) as usize;
+            let err = validate(it).err().or_else(|| {
+                (it.responses.len() < k).then(|| {
+                    format!(
+                        "this ranking project shows {k} responses; the item has {}",
+                        it.responses.len()
+                    )
+                })
+            });
+            err.map(|message| LineError {
                 line: i + 1,
                 message,
             })
@@ -173,21 +220,26 @@ pub async fn import_items(
     if !errors.is_empty() {
         return Err(AppError::Import(errors));
     }
-    let (project_id, overlap) = project_by_name(pool, project).await?;
+    let ranking = info.mode == Mode::Ranking;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut report = ImportReport {
         items: 0,
         comparisons: 0,
+        rankings: 0,
     };
     for item in &items {
-        report.comparisons += insert_item(&mut tx, project_id, overlap, item).await?;
+        report.comparisons += insert_item(&mut tx, info.id, info.overlap, ranking, item).await?;
         report.items += 1;
     }
-    let added = report.comparisons as i64;
+    if ranking {
+        report.rankings = report.items;
+    }
+    // `n_comparisons` counts the units one labeler can label: items in a ranking project.
+    let added = (report.comparisons + report.rankings) as i64;
     sqlx::query!(
         "UPDATE projects SET n_comparisons = n_comparisons + ? WHERE id = ?",
         added,
-        project_id
+        info.id
     )
     .execute(&mut *tx)
     .await?;
@@ -195,18 +247,23 @@ pub async fn import_items(
     Ok(report)
 }
 
+/// Inserts one item and its responses; returns the comparisons added (none when `ranking`,
+/// where the item itself is queued `overlap` times).
 async fn insert_item(
     conn: &mut sqlx::SqliteConnection,
     project_id: i64,
     overlap: i64,
+    ranking: bool,
     item: &ImportItem,
 ) -> Result<usize> {
     let (prompt_json, now) = (serde_json::to_string(&item.prompt)?, now_ms());
+    let remaining = if ranking { overlap } else { 0 };
     let item_id = sqlx::query!(
-        "INSERT INTO items (project_id, prompt_json, created_at) VALUES (?, ?, ?)",
+        "INSERT INTO items (project_id, prompt_json, created_at, remaining) VALUES (?, ?, ?, ?)",
         project_id,
         prompt_json,
-        now
+        now,
+        remaining
     )
     .execute(&mut *conn)
     .await?
@@ -223,6 +280,9 @@ async fn insert_item(
         .execute(&mut *conn)
         .await?;
         ids.push(r.last_insert_rowid());
+    }
+    if ranking {
+        return Ok(0);
     }
     let mut pairs = Vec::new();
     for i in 0..ids.len() {

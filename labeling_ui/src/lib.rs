@@ -12,6 +12,8 @@ pub mod error;
 pub mod export;
 pub mod import;
 pub mod queue;
+pub mod ranking;
+pub mod ranking_export;
 pub mod stats;
 mod writer;
 
@@ -24,10 +26,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use sqlx::SqlitePool;
 
+pub use db::Mode;
 pub use error::{AppError, LineError, Result};
 pub use export::{export_jsonl, ExportOptions, Ties};
 pub use import::{
-    create_project, import_items, parse_jsonl, ImportItem, ImportReport, Message, Prompt,
+    create_project, create_ranking_project, import_items, parse_jsonl, ImportItem, ImportReport,
+    Message, Prompt,
 };
 
 /// JSON bodies are small; only the import route accepts a whole file.
@@ -40,9 +44,9 @@ pub struct AppState {
     pub pool: SqlitePool,
     writer: writer::Writer,
     sessions: Arc<auth::SessionCache>,
-    /// Project name -> (id, overlap). Projects are never renamed or deleted, so entries never
-    /// go stale; this saves a query on every labeling request.
-    projects: Arc<std::sync::RwLock<std::collections::HashMap<String, (i64, i64)>>>,
+    /// Project name -> settings. Projects are never renamed, deleted or reconfigured, so
+    /// entries never go stale; this saves a query on every labeling request.
+    projects: Arc<std::sync::RwLock<std::collections::HashMap<String, db::ProjectInfo>>>,
     /// Adds `Secure` to the session cookie; turn on behind TLS.
     pub secure_cookies: bool,
 }
@@ -60,12 +64,12 @@ impl AppState {
         }
     }
 
-    /// Id and overlap of a project, from the cache or the database.
-    pub(crate) async fn project(&self, name: &str) -> Result<(i64, i64)> {
+    /// A project's settings, from the cache or the database.
+    pub(crate) async fn project(&self, name: &str) -> Result<db::ProjectInfo> {
         if let Some(hit) = self.projects.read().ok().and_then(|m| m.get(name).copied()) {
             return Ok(hit);
         }
-        let found = db::project_by_name(&self.pool, name).await?;
+        let found = db::project_info(&self.pool, name).await?;
         if let Ok(mut m) = self.projects.write() {
             m.insert(name.to_owned(), found);
         }
@@ -89,7 +93,8 @@ pub fn app(state: AppState) -> Router {
         .route("/projects/{project}/progress", get(api::my_progress))
         .route("/projects/{project}/stats", get(api::stats))
         .route("/projects/{project}/export", get(api::export))
-        .route("/labels", post(api::submit));
+        .route("/labels", post(api::submit))
+        .route("/rankings", post(api::submit_ranking));
     Router::new()
         .route("/", get(api::index))
         .route("/assets/app.js", get(api::app_js))

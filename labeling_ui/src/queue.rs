@@ -8,6 +8,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use crate::db::now_ms;
 use crate::error::{AppError, Result};
 use crate::import::Prompt;
+use crate::ranking;
 
 /// What the labeler clicked, in the order the page showed the responses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,9 +34,26 @@ impl ShownChoice {
 
 #[derive(Debug, Clone)]
 pub enum Op {
-    Next { user_id: i64, project_id: i64 },
+    Next {
+        user_id: i64,
+        project_id: i64,
+    },
     Submit(Submission),
-    Undo { user_id: i64, project_id: i64 },
+    Undo {
+        user_id: i64,
+        project_id: i64,
+    },
+    /// Ranking mode: the next item, showing `k` responses.
+    NextRanking {
+        user_id: i64,
+        project_id: i64,
+        k: i64,
+    },
+    SubmitRanking(crate::ranking::RankingSubmission),
+    UndoRanking {
+        user_id: i64,
+        project_id: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -51,10 +69,8 @@ pub struct Submission {
 pub enum Outcome {
     /// The assignment to show, or `None` when nothing is left for this labeler.
     Assigned(Option<i64>),
-    Submitted {
-        label_id: i64,
-        duplicate: bool,
-    },
+    /// A stored label (or ranking: `label_id` is then the ranking's id).
+    Submitted { label_id: i64, duplicate: bool },
     /// The assignment whose label was undone.
     Undone(i64),
 }
@@ -72,6 +88,20 @@ pub async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome> {
             user_id,
             project_id,
         } => undo(conn, *user_id, *project_id).await.map(Outcome::Undone),
+        Op::NextRanking {
+            user_id,
+            project_id,
+            k,
+        } => ranking::next(conn, *user_id, *project_id, *k)
+            .await
+            .map(Outcome::Assigned),
+        Op::SubmitRanking(s) => ranking::submit(conn, s).await,
+        Op::UndoRanking {
+            user_id,
+            project_id,
+        } => ranking::undo(conn, *user_id, *project_id)
+            .await
+            .map(Outcome::Undone),
     }
 }
 

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::SqlitePool;
 
-use crate::agreement::{cohen_kappa, krippendorff_alpha};
-use crate::db::project_by_name;
+use crate::agreement::{
+    cohen_kappa, kendall_tau_b, krippendorff_alpha, krippendorff_alpha_ordinal,
+};
+use crate::db::{project_info, Mode};
 use crate::error::Result;
 
 #[derive(Debug, Serialize)]
@@ -26,22 +28,42 @@ pub struct PairKappa {
 }
 
 #[derive(Debug, Serialize)]
+pub struct PairTau {
+    pub a: String,
+    pub b: String,
+    /// Items both ranked where tau is defined.
+    pub n: usize,
+    /// Kendall's tau-b over the responses both saw, averaged over those items.
+    pub tau: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
 pub struct ProjectStats {
     pub project: String,
+    pub mode: Mode,
     pub overlap: i64,
+    /// Units to label: comparisons (pairwise) or items (ranking).
     pub comparisons: i64,
+    /// Live labels (ranking mode: live rankings).
     pub labels: usize,
-    /// Comparisons with at least `overlap` live labels.
+    /// Comparisons (ranking mode: items) with at least `overlap` live labels.
     pub complete: usize,
     pub labelers: Vec<LabelerStats>,
     pub kappa: Vec<PairKappa>,
     /// Krippendorff's alpha (nominal) over comparisons with two or more labels.
     pub alpha: Option<f64>,
     pub alpha_units: usize,
+    /// Ranking mode: Kendall's tau-b per labeler pair on the items both ranked.
+    pub kendall: Vec<PairTau>,
+    /// Ranking mode: Krippendorff's alpha (ordinal) whose units are responses ranked by two or
+    /// more labelers, valued by their rank position (ties share the mean position).
+    pub alpha_ordinal: Option<f64>,
+    pub alpha_ordinal_units: usize,
 }
 
 pub async fn project_stats(pool: &SqlitePool, project: &str) -> Result<ProjectStats> {
-    let (project_id, overlap) = project_by_name(pool, project).await?;
+    let info = project_info(pool, project).await?;
+    let (project_id, overlap) = (info.id, info.overlap);
     let comparisons = sqlx::query_scalar!(
         "SELECT n_comparisons FROM projects WHERE id = ?",
         project_id
@@ -57,6 +79,33 @@ pub async fn project_stats(pool: &SqlitePool, project: &str) -> Result<ProjectSt
     )
     .fetch_all(pool)
     .await?;
+    let mut stats = ProjectStats {
+        project: project.to_owned(),
+        mode: info.mode,
+        overlap,
+        comparisons,
+        labels: 0,
+        complete: 0,
+        labelers,
+        kappa: vec![],
+        alpha: None,
+        alpha_units: 0,
+        kendall: vec![],
+        alpha_ordinal: None,
+        alpha_ordinal_units: 0,
+    };
+    match info.mode {
+        Mode::Pairwise => pairwise_stats(pool, &mut stats, project_id).await?,
+        Mode::Ranking => ranking_stats(pool, &mut stats, project_id).await?,
+    }
+    Ok(stats)
+}
+
+async fn pairwise_stats(
+    pool: &SqlitePool,
+    stats: &mut ProjectStats,
+    project_id: i64,
+) -> Result<()> {
     let rows = sqlx::query!(
         r#"SELECT a.comparison_id AS "comparison_id!", u.name, l.choice
            FROM labels l JOIN assignments a ON a.id = l.assignment_id JOIN users u ON u.id = a.user_id
@@ -65,7 +114,7 @@ pub async fn project_stats(pool: &SqlitePool, project: &str) -> Result<ProjectSt
     )
     .fetch_all(pool)
     .await?;
-    let labels = rows.len();
+    stats.labels = rows.len();
     let mut by_cmp: BTreeMap<i64, BTreeMap<String, String>> = BTreeMap::new();
     for r in rows {
         by_cmp
@@ -73,26 +122,108 @@ pub async fn project_stats(pool: &SqlitePool, project: &str) -> Result<ProjectSt
             .or_default()
             .insert(r.name, r.choice);
     }
-    let complete = by_cmp
+    stats.complete = by_cmp
         .values()
-        .filter(|m| m.len() as i64 >= overlap)
+        .filter(|m| m.len() as i64 >= stats.overlap)
         .count();
     let units: Vec<Vec<String>> = by_cmp
         .values()
         .map(|m| m.values().cloned().collect())
         .collect();
-    let alpha_units = units.iter().filter(|u| u.len() >= 2).count();
-    Ok(ProjectStats {
-        project: project.to_owned(),
-        overlap,
-        comparisons,
-        labels,
-        complete,
-        kappa: pair_kappas(&labelers, &by_cmp),
-        labelers,
-        alpha: krippendorff_alpha(&units),
-        alpha_units,
-    })
+    stats.alpha_units = units.iter().filter(|u| u.len() >= 2).count();
+    stats.kappa = pair_kappas(&stats.labelers, &by_cmp);
+    stats.alpha = krippendorff_alpha(&units);
+    Ok(())
+}
+
+/// Rank position of each response (`responses.idx`) in a ranking, doubled so ties (which share
+/// the mean of their positions) stay integers: tiers `[[2], [0, 3], [1]]` give 2 -> 2,
+/// 0 and 3 -> 5 (positions 2 and 3), 1 -> 8.
+pub fn rank_positions(tiers: &[Vec<i64>]) -> BTreeMap<i64, i64> {
+    let (mut out, mut start) = (BTreeMap::new(), 1i64);
+    for tier in tiers {
+        let size = tier.len() as i64;
+        for &idx in tier {
+            out.insert(idx, 2 * start + size - 1);
+        }
+        start += size;
+    }
+    out
+}
+
+/// Item -> labeler -> response -> doubled rank position.
+type ByItem = BTreeMap<i64, BTreeMap<String, BTreeMap<i64, i64>>>;
+
+async fn ranking_stats(pool: &SqlitePool, stats: &mut ProjectStats, project_id: i64) -> Result<()> {
+    let rows = sqlx::query!(
+        r#"SELECT a.item_id, u.name, r.tiers_json
+           FROM rankings r JOIN assignments a ON a.id = r.assignment_id JOIN users u ON u.id = a.user_id
+           WHERE a.project_id = ? AND r.undone_at IS NULL"#,
+        project_id
+    )
+    .fetch_all(pool)
+    .await?;
+    stats.labels = rows.len();
+    let mut by_item: ByItem = BTreeMap::new();
+    for r in rows {
+        let tiers: Vec<Vec<i64>> = serde_json::from_str(&r.tiers_json)?;
+        by_item
+            .entry(r.item_id)
+            .or_default()
+            .insert(r.name, rank_positions(&tiers));
+    }
+    stats.complete = by_item
+        .values()
+        .filter(|m| m.len() as i64 >= stats.overlap)
+        .count();
+    let mut units: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
+    for (item, by_labeler) in &by_item {
+        for ranks in by_labeler.values() {
+            for (idx, pos) in ranks {
+                units.entry((*item, *idx)).or_default().push(*pos);
+            }
+        }
+    }
+    let units: Vec<Vec<i64>> = units.into_values().collect();
+    stats.alpha_ordinal_units = units.iter().filter(|u| u.len() >= 2).count();
+    stats.alpha_ordinal = krippendorff_alpha_ordinal(&units);
+    stats.kendall = pair_taus(&stats.labelers, &by_item);
+    Ok(())
+}
+
+fn pair_taus(labelers: &[LabelerStats], by_item: &ByItem) -> Vec<PairTau> {
+    let mut out = Vec::new();
+    for (i, a) in labelers.iter().enumerate() {
+        for b in &labelers[i + 1..] {
+            let taus: Vec<f64> = by_item
+                .values()
+                .filter_map(|m| {
+                    let (ra, rb) = (m.get(&a.name)?, m.get(&b.name)?);
+                    // Only the responses both saw (a K-subset each when items have more).
+                    let common: Vec<(i64, i64)> = ra
+                        .iter()
+                        .filter_map(|(idx, pa)| Some((*pa, *rb.get(idx)?)))
+                        .collect();
+                    let (x, y): (Vec<i64>, Vec<i64>) = common.into_iter().unzip();
+                    kendall_tau_b(&x, &y)
+                })
+                .collect();
+            let both = by_item
+                .values()
+                .filter(|m| m.contains_key(&a.name) && m.contains_key(&b.name))
+                .count();
+            if both == 0 {
+                continue;
+            }
+            out.push(PairTau {
+                a: a.name.clone(),
+                b: b.name.clone(),
+                n: taus.len(),
+                tau: (!taus.is_empty()).then(|| taus.iter().sum::<f64>() / taus.len() as f64),
+            });
+        }
+    }
+    out
 }
 
 fn pair_kappas(
@@ -124,6 +255,10 @@ fn pair_kappas(
 #[derive(Debug, Serialize)]
 pub struct ProjectSummary {
     pub name: String,
+    /// `pairwise` or `ranking`.
+    pub mode: String,
+    /// Responses per ranking (ranking mode).
+    pub k: Option<i64>,
     pub overlap: i64,
     pub comparisons: i64,
     /// Live labels: everyone's for admins, the caller's own for labelers.
@@ -134,7 +269,7 @@ pub struct ProjectSummary {
 pub async fn list_projects(pool: &SqlitePool, user_id: Option<i64>) -> Result<Vec<ProjectSummary>> {
     Ok(sqlx::query_as!(
         ProjectSummary,
-        r#"SELECT p.name, p.overlap,
+        r#"SELECT p.name, p.mode, p.k, p.overlap,
              p.n_comparisons AS comparisons,
              (SELECT COUNT(*) FROM assignments a WHERE a.project_id = p.id AND a.done = 1
                 AND (?1 IS NULL OR a.user_id = ?1)) AS "labeled!: i64"
