@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { me: null, project: null, current: null, choice: null, clientId: null, busy: false };
+const state = { me: null, project: null, mode: "pairwise", current: null, choice: null, clientId: null, busy: false };
 
 function newClientId() {
   if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -104,7 +104,8 @@ async function loadProjects() {
   for (const p of data.projects) {
     const tr = document.createElement("tr");
     tr.dataset.project = p.name;
-    cell(tr, p.name); cell(tr, p.overlap); cell(tr, p.comparisons); cell(tr, p.labeled);
+    cell(tr, p.name); cell(tr, p.mode === "ranking" ? "ranking, K=" + p.k : p.mode);
+    cell(tr, p.overlap); cell(tr, p.comparisons); cell(tr, p.labeled);
     const td = cell(tr, "");
     td.appendChild(button("Label", () => startLabeling(p.name)));
     if (state.me.role === "admin") td.appendChild(button("Dashboard", () => openDashboard(p.name)));
@@ -118,7 +119,9 @@ async function loadProjects() {
 $("project-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try {
-    await api("POST", "/api/projects", { name: $("project-name").value, overlap: Number($("project-overlap").value) });
+    const body = { name: $("project-name").value, overlap: Number($("project-overlap").value), mode: $("project-mode").value };
+    if (body.mode === "ranking") body.k = Number($("project-k").value);
+    await api("POST", "/api/projects", body);
     status("Project created", true);
     loadProjects();
   } catch (e) { status(e.message); }
@@ -132,7 +135,7 @@ $("import-form").addEventListener("submit", async (ev) => {
   $("import-errors").hidden = true;
   try {
     const r = await api("POST", "/api/projects/" + encodeURIComponent(project) + "/import", await file.text(), "application/x-ndjson");
-    status("Imported " + r.items + " items (" + r.comparisons + " comparisons)", true);
+    status("Imported " + r.items + " items (" + (r.rankings ? r.rankings + " to rank" : r.comparisons + " comparisons") + ")", true);
     loadProjects();
   } catch (e) {
     status(e.message);
@@ -156,8 +159,8 @@ async function startLabeling(name) {
   await loadNext();
 }
 
-function renderPrompt(prompt) {
-  const box = $("prompt");
+function renderPrompt(prompt, box) {
+  box = box || $("prompt");
   box.replaceChildren();
   const messages = typeof prompt === "string" ? [{ role: "user", content: prompt }] : prompt;
   for (const m of messages) {
@@ -175,7 +178,8 @@ function renderPrompt(prompt) {
 }
 
 function renderProgress(p) {
-  $("progress").textContent = "You have labeled " + p.labeled + " of " + p.comparisons + " comparisons";
+  const what = state.mode === "ranking" ? " items" : " comparisons";
+  $("progress").textContent = "You have labeled " + p.labeled + " of " + p.comparisons + what;
 }
 
 async function loadNext() {
@@ -186,14 +190,26 @@ async function loadNext() {
 
 // Shows a `next` answer: a comparison, or the done message.
 function render(data) {
+  state.mode = data.mode || "pairwise";
   renderProgress(data.progress);
   select(null);
   $("rationale").value = "";
+  $("ranking").hidden = true;
   if (data.done) {
     state.current = null;
     $("comparison").hidden = true;
     $("done-msg").hidden = false;
     $("label-view").dataset.assignment = "done";
+    return;
+  }
+  if (state.mode === "ranking") {
+    state.current = data.ranking;
+    state.clientId = newClientId();
+    $("comparison").hidden = true;
+    $("done-msg").hidden = true;
+    Ranking.render(data.ranking);
+    $("ranking").hidden = false;
+    $("label-view").dataset.assignment = String(data.ranking.assignment_id);
     return;
   }
   const c = data.comparison;
@@ -224,16 +240,22 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function submit() {
   if (state.busy || !state.current) return;
   if (!state.choice) return status("Choose A, B, tie or both bad first (1-4)");
-  state.busy = true;
-  const body = {
+  await save("/api/labels", {
     assignment_id: state.current.assignment_id, choice: state.choice, client_id: state.clientId,
     rationale: $("rationale").value, project: state.project,
-  };
+  });
+}
+
+// Posts a label or ranking (the body carries `project`, so the answer brings the next one) and
+// shows what comes next.
+async function save(path, body) {
+  if (state.busy) return;
+  state.busy = true;
   try {
     let answer;
     for (let attempt = 0; ; attempt++) {
       try {
-        answer = await api("POST", "/api/labels", body);
+        answer = await api("POST", path, body);
         break;
       } catch (e) {
         const retriable = !(e instanceof ApiError) || e.status >= 500;
@@ -268,6 +290,7 @@ async function undo() {
 $("submit").addEventListener("click", submit);
 $("undo").addEventListener("click", undo);
 $("undo-done").addEventListener("click", undo);
+$("rank-undo").addEventListener("click", undo);
 $("back").addEventListener("click", loadProjects);
 
 document.addEventListener("keydown", (ev) => {
@@ -279,6 +302,11 @@ document.addEventListener("keydown", (ev) => {
     return;
   }
   if (ev.ctrlKey) return;
+  if (state.mode === "ranking") {
+    if (ev.key === "u" || ev.key === "U") { ev.preventDefault(); undo(); }
+    else if (state.current) Ranking.key(ev);
+    return;
+  }
   const keys = { "1": "A", "2": "B", "3": "tie", "4": "both_bad" };
   if (keys[ev.key] && state.current) { ev.preventDefault(); select(keys[ev.key]); }
   else if (ev.key === "Enter") { ev.preventDefault(); submit(); }
@@ -296,17 +324,25 @@ async function openDashboard(name) {
   $("dash-export").href = base + "?ties=drop";
   $("dash-export-margin").href = base + "?ties=margin";
   $("dash-export-raw").href = base + "?raw=true";
+  $("dash-export-raw").textContent = "raw labels / rankings";
   let s;
   try { s = await api("GET", "/api/projects/" + encodeURIComponent(name) + "/stats"); } catch (e) { return status(e.message); }
-  $("dash-summary").textContent = s.labels + " labels; " + s.complete + " of " + s.comparisons +
-    " comparisons have " + s.overlap + " or more labels; Krippendorff's alpha " + fmt(s.alpha) +
-    " over " + s.alpha_units + " overlapping comparisons";
+  $("dash-summary").textContent = s.mode === "ranking"
+    ? s.labels + " rankings; " + s.complete + " of " + s.comparisons + " items have " + s.overlap +
+      " or more rankings; Krippendorff's alpha (ordinal, rank positions) " + fmt(s.alpha_ordinal) +
+      " over " + s.alpha_ordinal_units + " responses ranked by two or more labelers"
+    : s.labels + " labels; " + s.complete + " of " + s.comparisons +
+      " comparisons have " + s.overlap + " or more labels; Krippendorff's alpha " + fmt(s.alpha) +
+      " over " + s.alpha_units + " overlapping comparisons";
   const lb = $("dash-labelers").querySelector("tbody");
   lb.replaceChildren();
   for (const l of s.labelers) { const tr = document.createElement("tr"); cell(tr, l.name); cell(tr, l.labeled); cell(tr, l.assigned); lb.appendChild(tr); }
   const kb = $("dash-kappa").querySelector("tbody");
   kb.replaceChildren();
   for (const k of s.kappa) { const tr = document.createElement("tr"); cell(tr, k.a); cell(tr, k.b); cell(tr, k.n); cell(tr, fmt(k.kappa)); kb.appendChild(tr); }
+  const tb = $("dash-kendall").querySelector("tbody");
+  tb.replaceChildren();
+  for (const k of s.kendall) { const tr = document.createElement("tr"); cell(tr, k.a); cell(tr, k.b); cell(tr, k.n); cell(tr, fmt(k.tau)); tb.appendChild(tr); }
 }
 
 $("dash-back").addEventListener("click", loadProjects);

@@ -41,6 +41,13 @@ pub async fn app_js() -> impl IntoResponse {
     )
 }
 
+pub async fn ranking_js() -> impl IntoResponse {
+    static_asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/ranking.js"),
+    )
+}
+
 pub async fn app_css() -> impl IntoResponse {
     static_asset("text/css; charset=utf-8", include_str!("../assets/app.css"))
 }

@@ -98,6 +98,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(api::index))
         .route("/assets/app.js", get(api::app_js))
+        .route("/assets/ranking.js", get(api::ranking_js))
         .route("/assets/app.css", get(api::app_css))
         .nest("/api", api)
         .fallback(api::not_found)

@@ -155,7 +155,8 @@ async fn submit(conn: &mut SqliteConnection, s: &Submission) -> Result<Outcome> 
                   CASE WHEN ?2 IN ('tie', 'both_bad') THEN ?2
                        WHEN (?2 = 'A') = (a.swapped = 0) THEN 'first' ELSE 'second' END,
                   ?3, ?4
-           FROM assignments a WHERE a.id = ?5 AND a.user_id = ?6 AND a.done = 0
+           FROM assignments a
+           WHERE a.id = ?5 AND a.user_id = ?6 AND a.done = 0 AND a.comparison_id IS NOT NULL
            ON CONFLICT DO NOTHING
            RETURNING id AS "id!""#,
         s.client_id,
@@ -198,22 +199,26 @@ async fn explain_rejected(conn: &mut SqliteConnection, s: &Submission) -> Result
             "client_id already used for another label".into(),
         ));
     }
-    let mine = sqlx::query_scalar!(
-        r#"SELECT COUNT(*) AS "n!: i64" FROM assignments WHERE id = ? AND user_id = ?"#,
+    let pairwise = sqlx::query_scalar!(
+        r#"SELECT comparison_id IS NOT NULL AS "pairwise!: bool" FROM assignments
+           WHERE id = ? AND user_id = ?"#,
         s.assignment_id,
         s.user_id
     )
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    if mine == 0 {
-        return Err(AppError::NotFound(format!(
+    match pairwise {
+        None => Err(AppError::NotFound(format!(
             "assignment {}",
             s.assignment_id
-        )));
+        ))),
+        Some(false) => Err(AppError::BadRequest(
+            "assignment is a ranking; submit it to /api/rankings".into(),
+        )),
+        Some(true) => Err(AppError::Conflict(
+            "assignment already labeled; undo it first".into(),
+        )),
     }
-    Err(AppError::Conflict(
-        "assignment already labeled; undo it first".into(),
-    ))
 }
 
 async fn undo(conn: &mut SqliteConnection, user_id: i64, project_id: i64) -> Result<i64> {

@@ -126,7 +126,7 @@ async fn load(pool: &SqlitePool, project_id: i64) -> Result<(Vec<Stored>, Bodies
 
 type Bodies = HashMap<(i64, i64), String>;
 
-fn body<'a>(bodies: &'a Bodies, item: i64, idx: i64) -> Result<&'a str> {
+fn body(bodies: &Bodies, item: i64, idx: i64) -> Result<&str> {
     bodies
         .get(&(item, idx))
         .map(String::as_str)
