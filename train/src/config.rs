@@ -56,6 +56,18 @@ pub struct TrainerConfig {
     pub resume: Option<PathBuf>,
     /// Hide the progress bar. Default false.
     pub quiet: bool,
+    /// Device power at full use, W, for the energy estimate when no counter (RAPL, NVML) can
+    /// be read. Default: 5 W per CPU thread, or the GPU class's TDP.
+    pub device_watts: Option<f64>,
+    /// Grid carbon intensity for CO2-eq, g/kWh. Default 481 (2023 world average, Ember).
+    pub grid_gco2_per_kwh: f64,
+    /// Machine price per hour (any currency) for the cost block. Default none.
+    pub price_per_hour: Option<f64>,
+    /// The model's shape and the stage, for FLOP counts; set by the caller that loaded the
+    /// model (`rudder` does it for every stage), never read from a config file. Default none:
+    /// FLOPs are not counted.
+    #[serde(skip)]
+    pub flops: Option<crate::cost::FlopModel>,
 }
 
 impl Default for TrainerConfig {
@@ -82,6 +94,10 @@ impl Default for TrainerConfig {
             out: PathBuf::from("out"),
             resume: None,
             quiet: false,
+            device_watts: None,
+            grid_gco2_per_kwh: crate::cost::WORLD_GCO2_PER_KWH,
+            price_per_hour: None,
+            flops: None,
         }
     }
 }
@@ -117,7 +133,35 @@ impl TrainerConfig {
         if let Some(n) = self.max_grad_norm.filter(|n| !(n.is_finite() && *n > 0.0)) {
             return Err(Error::Config(format!("max_grad_norm must be > 0, got {n}")));
         }
+        self.validate_cost()
+    }
+
+    fn validate_cost(&self) -> Result<()> {
+        let bad = |v: f64| !(v.is_finite() && v >= 0.0);
+        if let Some(w) = self.device_watts.filter(|w| bad(*w) || *w == 0.0) {
+            return Err(Error::Config(format!("device_watts must be > 0, got {w}")));
+        }
+        if bad(self.grid_gco2_per_kwh) {
+            let g = self.grid_gco2_per_kwh;
+            return Err(Error::Config(format!(
+                "grid_gco2_per_kwh must be >= 0, got {g}"
+            )));
+        }
+        if let Some(p) = self.price_per_hour.filter(|p| bad(*p)) {
+            return Err(Error::Config(format!(
+                "price_per_hour must be >= 0, got {p}"
+            )));
+        }
         Ok(())
+    }
+
+    /// The cost settings contained in this config.
+    pub fn cost_settings(&self) -> crate::cost::CostSettings {
+        crate::cost::CostSettings {
+            device_watts: self.device_watts,
+            grid_gco2_per_kwh: self.grid_gco2_per_kwh,
+            price_per_hour: self.price_per_hour,
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 mod config;
+pub mod cost;
 pub mod data;
 mod error;
 mod grads;
