@@ -258,3 +258,171 @@ async fn xss_probe(c: &Client, a: &str, b: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// Ranking mode, keyboard only: rank four responses (one tie, one flagged unacceptable),
+/// submit, undo with U, rank again differently; the export holds exactly the second ranking's
+/// pairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_ranks_four_with_keyboard_and_exports() -> Result<()> {
+    let Some(driver_path) = chromedriver_path().filter(|_| Path::new("/usr/bin/chromium").exists())
+    else {
+        if std::env::var_os("CI").is_some() {
+            bail!("chromium/chromedriver missing: run scripts/install-test-deps.sh");
+        }
+        println!("skipped: chromium or chromedriver not installed");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let pool = db::open(dir.path().join("r.sqlite").to_str().context("utf8")?).await?;
+    labeling_ui::create_ranking_project(&pool, "rk", 1, 4).await?;
+    let four = |p: &str, r: [&str; 4]| ImportItem {
+        prompt: Prompt::Text(p.into()),
+        responses: r.iter().map(|s| s.to_string()).collect(),
+    };
+    let items = vec![
+        four(
+            "rank these",
+            ["wolf", &format!("xray {IMG}"), "yak", "zebra"],
+        ),
+        four("next one", ["a1", "a2", "a3", "a4"]),
+    ];
+    import_items(&pool, "rk", items).await?;
+    let password = add_user(&pool, "ann", Role::Labeler).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let router = app(AppState::new(pool.clone()));
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (_driver, port) = start_driver(&driver_path).await?;
+    let c = browser(port, &dir.path().join("profile")).await?;
+    let result = drive_ranking(&c, &base, &password).await;
+    c.close().await.ok();
+    server.abort();
+    result?;
+    let (text, _) = export_jsonl(&pool, "rk", ExportOptions::default()).await?;
+    let mut got: Vec<(String, String, i64)> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l)?;
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            Ok((
+                s("chosen"),
+                s("rejected"),
+                v["rank_gap"].as_i64().unwrap_or(0),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    got.sort();
+    let x = format!("xray {IMG}");
+    // Second ranking: zebra > (wolf = yak) > xray, xray flagged unacceptable.
+    let mut want = vec![
+        ("zebra".to_string(), "wolf".to_string(), 1),
+        ("zebra".into(), "yak".into(), 1),
+        ("zebra".into(), x.clone(), 2),
+        ("wolf".into(), x.clone(), 1),
+        ("yak".into(), x.clone(), 1),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{text}");
+    Ok(())
+}
+
+async fn sign_in_and_open(c: &Client, base: &str, password: &str, project: &str) -> Result<()> {
+    c.goto(base).await?;
+    c.wait()
+        .for_element(Locator::Id("login-name"))
+        .await?
+        .send_keys("ann")
+        .await?;
+    c.find(Locator::Id("login-password"))
+        .await?
+        .send_keys(password)
+        .await?;
+    c.find(Locator::Css("#login-form button"))
+        .await?
+        .click()
+        .await?;
+    c.wait()
+        .for_element(Locator::Css(&format!(
+            "tr[data-project='{project}'] button"
+        )))
+        .await?
+        .click()
+        .await?;
+    Ok(())
+}
+
+/// The cards as shown: `(number key, text, rank label)` in list order.
+async fn cards(c: &Client) -> Result<Vec<(u32, String, String)>> {
+    let v = js(
+        c,
+        "return [...document.querySelectorAll('#rank-list li')].map(li => \
+         [Number(li.dataset.n), li.querySelector('.text').textContent, li.dataset.rank])",
+    )
+    .await?;
+    Ok(serde_json::from_value(v)?)
+}
+
+/// Puts the cards in `order` (texts, best first) with number keys and arrow keys only.
+async fn order_by_keys(c: &Client, order: &[&str]) -> Result<()> {
+    for (target, text) in order.iter().enumerate() {
+        let now = cards(c).await?;
+        let at = now.iter().position(|(_, t, _)| t == text).context("card")?;
+        press(c, char::from_digit(now[at].0, 10).context("digit")?).await?;
+        for _ in target..at {
+            press(c, fantoccini::key::Key::Up.into()).await?;
+        }
+    }
+    let texts: Vec<String> = cards(c).await?.into_iter().map(|(_, t, _)| t).collect();
+    assert_eq!(texts, order, "arrow keys put the cards in order");
+    Ok(())
+}
+
+/// Selects the card showing `text` by its number and presses `key` (t: tie, x: flag).
+async fn on_card(c: &Client, text: &str, key: char) -> Result<()> {
+    let now = cards(c).await?;
+    let n = now.iter().find(|(_, t, _)| t == text).context("card")?.0;
+    press(c, char::from_digit(n, 10).context("digit")?).await?;
+    press(c, key).await
+}
+
+async fn drive_ranking(c: &Client, base: &str, password: &str) -> Result<()> {
+    sign_in_and_open(c, base, password, "rk").await?;
+    let first = wait_assignment(c, "").await?;
+    let x = format!("xray {IMG}");
+    let shown = cards(c).await?;
+    assert_eq!(shown.len(), 4);
+    let fired = js(c, "return window.__xss === undefined && document.querySelectorAll('#rank-list img').length === 0").await?;
+    assert_eq!(fired, json!(true), "model text stays text");
+    // First ranking: wolf > yak > zebra > xray; submitted, then undone with U.
+    order_by_keys(c, &["wolf", "yak", "zebra", &x]).await?;
+    press(c, fantoccini::key::Key::Enter.into()).await?;
+    let second = wait_assignment(c, &first).await?;
+    press(c, 'u').await?;
+    assert_eq!(
+        wait_assignment(c, &second).await?,
+        first,
+        "U reopens the ranked item"
+    );
+    // Second ranking: zebra > wolf = yak > xray (unacceptable).
+    order_by_keys(c, &["zebra", "wolf", "yak", &x]).await?;
+    on_card(c, "yak", 't').await?;
+    on_card(c, &x, 'x').await?;
+    let ranks: Vec<String> = cards(c).await?.into_iter().map(|(_, _, r)| r).collect();
+    assert_eq!(
+        ranks,
+        ["1", "2", "2", "3"],
+        "tie shares rank 2, flagged card last"
+    );
+    let bad = js(
+        c,
+        "return document.querySelectorAll('#rank-list li.bad').length",
+    )
+    .await?;
+    assert_eq!(bad, json!(1));
+    if let Some(path) = std::env::var_os("RANK_SCREENSHOT") {
+        std::fs::write(path, c.screenshot().await?)?;
+    }
+    press(c, fantoccini::key::Key::Enter.into()).await?;
+    assert_eq!(wait_assignment(c, &first).await?, second);
+    Ok(())
+}
