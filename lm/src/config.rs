@@ -1,4 +1,5 @@
-//! `config.json` of a Hugging Face Llama-family model, checked before any tensor is touched.
+//! `config.json` of a Hugging Face decoder (Llama family, GPT-2, Mixture-of-Experts), checked
+//! before any tensor is touched.
 use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,12 @@ pub enum Arch {
     Mistral,
     Qwen2,
     Qwen3,
+    /// GPT-2 family (`GPT2LMHeadModel`: gpt2, distilgpt2, gpt2-medium/large/xl).
+    Gpt2,
+    /// Mistral with sparse MoE blocks (`MixtralForCausalLM`).
+    Mixtral,
+    Qwen2Moe,
+    Qwen3Moe,
 }
 
 impl Arch {
@@ -20,6 +27,18 @@ impl Arch {
             Arch::Mistral => "mistral",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Gpt2 => "gpt2",
+            Arch::Mixtral => "mixtral",
+            Arch::Qwen2Moe => "qwen2_moe",
+            Arch::Qwen3Moe => "qwen3_moe",
+        }
+    }
+
+    /// The causal-LM class written to `architectures`.
+    pub fn causal_lm_class(self) -> String {
+        match self {
+            Arch::Gpt2 => "GPT2LMHeadModel".into(),
+            a => format!("{}ForCausalLM", a.class_prefix()),
         }
     }
 
@@ -30,6 +49,10 @@ impl Arch {
             Arch::Mistral => "Mistral",
             Arch::Qwen2 => "Qwen2",
             Arch::Qwen3 => "Qwen3",
+            Arch::Gpt2 => "GPT2",
+            Arch::Mixtral => "Mixtral",
+            Arch::Qwen2Moe => "Qwen2Moe",
+            Arch::Qwen3Moe => "Qwen3Moe",
         }
     }
 }
@@ -95,6 +118,11 @@ pub struct ModelConfig {
     pub o_bias: bool,
     /// RMSNorm on each head of q and k before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// GPT-2 only: learned absolute positions, LayerNorm (eps in `rms_norm_eps`), fused
+    /// `c_attn`, biases everywhere, an ungated GELU MLP. `None` for the Llama family.
+    pub gpt2: Option<crate::gpt2::Gpt2Config>,
+    /// Sparse Mixture-of-Experts blocks (Mixtral, Qwen2-MoE, Qwen3-MoE).
+    pub moe: Option<crate::moe::MoeConfig>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
@@ -150,6 +178,9 @@ impl ModelConfig {
             source: e,
         })?;
         let arch = detect_arch(&c, path)?;
+        if arch == Arch::Gpt2 {
+            return crate::gpt2::config_from_json(raw, path);
+        }
         let hidden_size = field(path, "hidden_size", c.hidden_size)?;
         let num_heads = field(path, "num_attention_heads", c.num_attention_heads)?;
         let num_kv_heads = c.num_key_value_heads.unwrap_or(num_heads);
@@ -164,6 +195,7 @@ impl ModelConfig {
         if !head_dim.is_multiple_of(2) || head_dim == 0 {
             return Err(bad(path, "head_dim", format!("{head_dim} must be even")));
         }
+        let moe = crate::moe::MoeConfig::from_json(arch, &raw, path)?;
         if let Some(act) = &c.hidden_act {
             if act != "silu" && act != "swish" {
                 return Err(bad(
@@ -199,9 +231,19 @@ impl ModelConfig {
             rope_scaling: parse_rope_scaling(rope, path)?,
             max_position_embeddings: c.max_position_embeddings.unwrap_or(4096),
             tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
-            qkv_bias: arch == Arch::Qwen2 || attention_bias,
-            o_bias: arch != Arch::Qwen2 && attention_bias,
-            qk_norm: arch == Arch::Qwen3,
+            qkv_bias: match arch {
+                Arch::Qwen2 => true,
+                // Qwen2-MoE's own switch, default on.
+                Arch::Qwen2Moe => raw
+                    .get("qkv_bias")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(true),
+                _ => attention_bias,
+            },
+            o_bias: !matches!(arch, Arch::Qwen2 | Arch::Qwen2Moe) && attention_bias,
+            qk_norm: matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe),
+            gpt2: None,
+            moe,
             bos_token_id: token_ids(&c.bos_token_id).first().copied(),
             eos_token_ids: token_ids(&c.eos_token_id),
             pad_token_id: token_ids(&c.pad_token_id).first().copied(),
@@ -211,6 +253,9 @@ impl ModelConfig {
 
     /// Number of parameters of the causal LM (embeddings counted once when tied).
     pub fn num_parameters(&self) -> usize {
+        if let Some(g) = &self.gpt2 {
+            return g.num_parameters(self);
+        }
         let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
         let (q, kv) = (
             self.num_heads * self.head_dim,
@@ -226,9 +271,17 @@ impl ModelConfig {
         if self.qk_norm {
             attn += 2 * self.head_dim;
         }
-        let layer = attn + 3 * h * i + 2 * h;
+        let layers: usize = (0..self.num_layers)
+            .map(|l| {
+                let ffn = match self.moe.as_ref().filter(|m| m.is_sparse(l)) {
+                    Some(m) => m.num_parameters(h),
+                    None => 3 * h * i,
+                };
+                attn + ffn + 2 * h
+            })
+            .sum();
         let head = if self.tie_word_embeddings { 0 } else { v * h };
-        v * h + self.num_layers * layer + h + head
+        v * h + layers + h + head
     }
 }
 
@@ -244,6 +297,10 @@ fn detect_arch(c: &RawConfig, path: &Path) -> Result<Arch> {
         "mistral" => Arch::Mistral,
         "qwen2" => Arch::Qwen2,
         "qwen3" => Arch::Qwen3,
+        "gpt2" | "gpt2lmheadmodel" => Arch::Gpt2,
+        "mixtral" | "mixtralforcausallm" => Arch::Mixtral,
+        "qwen2_moe" | "qwen2moeforcausallm" => Arch::Qwen2Moe,
+        "qwen3_moe" | "qwen3moeforcausallm" => Arch::Qwen3Moe,
         s if s.starts_with("llama") => Arch::Llama,
         s if s.starts_with("mistral") => Arch::Mistral,
         s if s.starts_with("qwen3") && !s.contains("moe") => Arch::Qwen3,

@@ -1,4 +1,5 @@
-//! Rudder's model core: a trainable Llama-family decoder (Llama, Mistral, Qwen2, Qwen3) that
+//! Rudder's model core: a trainable decoder (Llama, Mistral, Qwen2, Qwen3, GPT-2, and the
+//! Mixture-of-Experts Mixtral, Qwen2-MoE, Qwen3-MoE) that
 //! matches transformers, its tokenizer and chat template, loading from HF folders, the hub cache
 //! or GGUF, generation with a KV cache, log-probs, and saving.
 pub mod backbone;
@@ -9,12 +10,14 @@ pub mod fused;
 pub mod gemv;
 pub mod generate;
 pub mod gguf;
+pub mod gpt2;
 pub mod jsonl;
 pub mod linear;
 pub mod load;
 pub mod logprobs;
 pub mod lora;
 pub mod model;
+pub mod moe;
 pub mod ops;
 pub mod save;
 pub mod tokenizer;

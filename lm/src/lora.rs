@@ -9,7 +9,7 @@
 //! [`CausalLm::load_adapter`] reads such a folder back (also one written by PEFT).
 use crate::error::{Error, Result};
 use crate::linear::{Linear, Lora};
-use crate::model::CausalLm;
+use crate::model::{CausalLm, Ffn, Qkv};
 use candle_core::{DType, Tensor, Var};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -86,55 +86,66 @@ impl LoraSpec {
 }
 
 impl CausalLm {
-    /// Every projection with its transformers module name (`model.layers.0.self_attn.q_proj`)
-    /// and its short name (`q_proj`).
+    /// Every projection with its transformers module name (`model.layers.0.self_attn.q_proj`,
+    /// GPT-2 `transformer.h.0.attn.c_attn`) and its short name (`q_proj`). Routed experts and
+    /// routers are not listed (adapters go on attention and dense/shared MLPs).
     fn projections_mut(&mut self) -> Vec<(String, &'static str, &mut Linear)> {
+        let gpt2 = self.config.gpt2.is_some();
         let mut out = vec![];
         for (i, layer) in self.layers.iter_mut().enumerate() {
+            let (attn, mlp) = if gpt2 {
+                (
+                    format!("transformer.h.{i}.attn"),
+                    format!("transformer.h.{i}.mlp"),
+                )
+            } else {
+                (
+                    format!("model.layers.{i}.self_attn"),
+                    format!("model.layers.{i}.mlp"),
+                )
+            };
             let a = &mut layer.attn;
-            let m = &mut layer.mlp;
-            let attn = [
-                ("q_proj", &mut a.q),
-                ("k_proj", &mut a.k),
-                ("v_proj", &mut a.v),
-                ("o_proj", &mut a.o),
-            ];
-            for (n, l) in attn {
-                out.push((format!("model.layers.{i}.self_attn.{n}"), n, l));
+            match &mut a.qkv {
+                Qkv::Split { q, k, v } => {
+                    for (n, l) in [("q_proj", q), ("k_proj", k), ("v_proj", v)] {
+                        out.push((format!("{attn}.{n}"), n, l));
+                    }
+                    out.push((format!("{attn}.o_proj"), "o_proj", &mut a.o));
+                }
+                Qkv::Fused(l) => {
+                    out.push((format!("{attn}.c_attn"), "c_attn", l));
+                    out.push((format!("{attn}.c_proj"), "c_proj", &mut a.o));
+                }
             }
-            for (n, l) in [
-                ("gate_proj", &mut m.gate),
-                ("up_proj", &mut m.up),
-                ("down_proj", &mut m.down),
-            ] {
-                out.push((format!("model.layers.{i}.mlp.{n}"), n, l));
+            let (m, prefix) = match &mut layer.mlp {
+                Ffn::Dense(m) => (m, mlp),
+                Ffn::Moe(b) => match &mut b.shared {
+                    Some((m, _)) => (m, format!("{mlp}.shared_expert")),
+                    None => continue,
+                },
+            };
+            if gpt2 {
+                out.push((format!("{prefix}.c_fc"), "c_fc", &mut m.up));
+                out.push((format!("{prefix}.c_proj"), "c_proj", &mut m.down));
+                continue;
             }
+            if let Some(g) = &mut m.gate {
+                out.push((format!("{prefix}.gate_proj"), "gate_proj", g));
+            }
+            out.push((format!("{prefix}.up_proj"), "up_proj", &mut m.up));
+            out.push((format!("{prefix}.down_proj"), "down_proj", &mut m.down));
         }
         out
     }
 
-    /// The same list, read-only.
-    fn projections(&self) -> Vec<(String, &'static str, &Linear)> {
-        let mut out = vec![];
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (a, m) = (&layer.attn, &layer.mlp);
-            for (n, l) in [
-                ("q_proj", &a.q),
-                ("k_proj", &a.k),
-                ("v_proj", &a.v),
-                ("o_proj", &a.o),
-            ] {
-                out.push((format!("model.layers.{i}.self_attn.{n}"), n, l));
-            }
-            for (n, l) in [
-                ("gate_proj", &m.gate),
-                ("up_proj", &m.up),
-                ("down_proj", &m.down),
-            ] {
-                out.push((format!("model.layers.{i}.mlp.{n}"), n, l));
-            }
-        }
-        out
+    /// The same list, read-only: the walk runs on a shallow clone (tensors are shared, not
+    /// copied), so the two lists cannot disagree.
+    fn projections(&self) -> Vec<(String, &'static str, Linear)> {
+        let mut copy = self.clone();
+        copy.projections_mut()
+            .into_iter()
+            .map(|(n, s, l)| (n, s, l.clone()))
+            .collect()
     }
 
     /// Attaches fresh adapters (PEFT init, seeded) to the targeted projections and returns their

@@ -104,47 +104,72 @@ impl KvCache {
     }
 }
 
+/// The q/k/v projections: three (Llama family) or GPT-2's fused `c_attn` to `[q | k | v]`.
+#[derive(Debug, Clone)]
+pub(crate) enum Qkv {
+    Split { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Attention {
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
+    pub qkv: Qkv,
     pub o: Linear,
     pub q_norm: Option<Tensor>,
     pub k_norm: Option<Tensor>,
 }
 
+/// Gated SiLU MLP (`down(silu(gate(x)) * up(x))`), or GPT-2's `c_proj(gelu(c_fc(x)))` when
+/// there is no gate.
 #[derive(Debug, Clone)]
 pub(crate) struct Mlp {
-    pub gate: Linear,
+    pub gate: Option<Linear>,
     pub up: Linear,
     pub down: Linear,
+}
+
+/// A layer's feed-forward part: dense, or a sparse Mixture-of-Experts block.
+#[derive(Debug, Clone)]
+pub(crate) enum Ffn {
+    Dense(Mlp),
+    Moe(Box<crate::moe::Moe>),
+}
+
+/// RMSNorm (no bias) or LayerNorm (GPT-2, with bias).
+#[derive(Debug, Clone)]
+pub(crate) struct Norm {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
     pub attn: Attention,
-    pub mlp: Mlp,
-    pub input_norm: Tensor,
-    pub post_norm: Tensor,
+    pub mlp: Ffn,
+    pub input_norm: Norm,
+    pub post_norm: Norm,
 }
 
 /// What a forward pass shares across layers.
 struct Ctx<'a> {
-    cos: Tensor,
-    sin: Tensor,
+    /// cos/sin tables; `None` for learned absolute positions (GPT-2).
+    rope: Option<(Tensor, Tensor)>,
     mask: Tensor,
     adapters: bool,
     cfg: &'a ModelConfig,
+    /// Router logits of the sparse layers, in layer order.
+    router: std::cell::RefCell<Vec<Tensor>>,
 }
 
-/// A Llama/Mistral/Qwen2/Qwen3 causal language model.
+/// A causal language model: Llama/Mistral/Qwen2/Qwen3, GPT-2, Mixtral/Qwen2-MoE/Qwen3-MoE.
 #[derive(Debug, Clone)]
 pub struct CausalLm {
     pub config: ModelConfig,
     pub(crate) embed: Tensor,
+    /// Learned absolute position embeddings `(P, H)` (GPT-2).
+    pub(crate) wpe: Option<Tensor>,
     pub(crate) layers: Vec<Layer>,
-    pub(crate) norm: Tensor,
+    pub(crate) norm: Norm,
     /// `None` when the head is tied to the embeddings.
     pub(crate) lm_head: Option<Tensor>,
     pub(crate) inv_freq: Vec<f32>,
@@ -152,9 +177,40 @@ pub struct CausalLm {
     pub dtype: DType,
     /// Whether LoRA adapters (if any) take part in the forward pass.
     pub adapters_enabled: bool,
+    pub(crate) router_log: crate::moe::RouterLog,
+}
+
+impl Norm {
+    fn forward(&self, x: &Tensor, eps: f64) -> Result<Tensor> {
+        match &self.bias {
+            None => ops::rms_norm(x, &self.weight, eps),
+            Some(b) => ops::layer_norm(x, &self.weight, b, eps),
+        }
+    }
 }
 
 impl Attention {
+    /// q `(B, H, T, D)`, k and v `(B, KV, T, D)`.
+    fn project(&self, x: &Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor, Tensor)> {
+        let cfg = ctx.cfg;
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        // (B, T, H*D) -> (B, H, T, D)
+        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2);
+        match &self.qkv {
+            Qkv::Split { q, k, v } => Ok((
+                heads(q.forward(x, ctx.adapters)?, h)?,
+                heads(k.forward(x, ctx.adapters)?, kvh)?,
+                heads(v.forward(x, ctx.adapters)?, kvh)?,
+            )),
+            Qkv::Fused(l) => {
+                let y = l.forward(x, ctx.adapters)?;
+                let part = |i: usize, n: usize| heads(y.narrow(D::Minus1, i * h * hd, n * hd)?, n);
+                Ok((part(0, h)?, part(1, kvh)?, part(2, kvh)?))
+            }
+        }
+    }
+
     fn forward(
         &self,
         x: &Tensor,
@@ -164,20 +220,19 @@ impl Attention {
         let cfg = ctx.cfg;
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        // (B, T, H*D) -> (B, H, T, D)
-        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2);
-        let mut q = heads(self.q.forward(x, ctx.adapters)?, h)?;
-        let mut k = heads(self.k.forward(x, ctx.adapters)?, kvh)?;
-        let mut v = heads(self.v.forward(x, ctx.adapters)?, kvh)?.contiguous()?;
+        let (mut q, mut k, v) = self.project(x, ctx)?;
+        let mut v = v.contiguous()?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = ops::rms_norm(&q, qn, cfg.rms_norm_eps)?;
             k = ops::rms_norm(&k, kn, cfg.rms_norm_eps)?;
         }
-        let q = ops::rope(&q, &ctx.cos, &ctx.sin)?;
-        let mut k = ops::rope(&k, &ctx.cos, &ctx.sin)?;
+        if let Some((cos, sin)) = &ctx.rope {
+            q = ops::rope(&q, cos, sin)?;
+            k = ops::rope(&k, cos, sin)?;
+        }
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2)?;
+                k = Tensor::cat(&[pk, &k.contiguous()?], 2)?;
                 v = Tensor::cat(&[pv, &v], 2)?;
             }
             *slot = Some((k.clone(), v.clone()));
@@ -195,10 +250,22 @@ impl Attention {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor, adapters: bool) -> Result<Tensor> {
-        let g = self.gate.forward(x, adapters)?.silu()?;
+    /// `gelu_exact`: GPT-2 `activation_function = "gelu"` (erf) instead of the tanh form.
+    fn forward(&self, x: &Tensor, adapters: bool, gelu_exact: bool) -> Result<Tensor> {
+        let Some(gate) = &self.gate else {
+            let u = self.up.forward(x, adapters)?;
+            // candle's `gelu` is the tanh approximation, transformers' "gelu_new".
+            let a = if gelu_exact { u.gelu_erf()? } else { u.gelu()? };
+            return self.down.forward(&a, adapters);
+        };
+        let g = gate.forward(x, adapters)?.silu()?;
         let u = self.up.forward(x, adapters)?;
         self.down.forward(&(g * u)?, adapters)
+    }
+
+    /// The gated SiLU MLP of an expert.
+    pub(crate) fn forward_gated(&self, x: &Tensor, adapters: bool) -> Result<Tensor> {
+        self.forward(x, adapters, false)
     }
 }
 
@@ -210,10 +277,23 @@ impl Layer {
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let eps = ctx.cfg.rms_norm_eps;
-        let h = ops::rms_norm(x, &self.input_norm, eps)?;
+        let h = self.input_norm.forward(x, eps)?;
         let x = (x + self.attn.forward(&h, ctx, cache)?)?;
-        let h = ops::rms_norm(&x, &self.post_norm, eps)?;
-        x + self.mlp.forward(&h, ctx.adapters)?
+        let h = self.post_norm.forward(&x, eps)?;
+        let y = match &self.mlp {
+            Ffn::Dense(m) => {
+                let exact = ctx.cfg.gpt2.as_ref().is_some_and(|g| g.gelu_exact);
+                m.forward(&h, ctx.adapters, exact)?
+            }
+            Ffn::Moe(m) => {
+                let (y, logits) = m
+                    .forward(&h, ctx.adapters)
+                    .map_err(candle_core::Error::wrap)?;
+                ctx.router.borrow_mut().push(logits);
+                y
+            }
+        };
+        x + y
     }
 }
 
@@ -319,22 +399,64 @@ impl CausalLm {
         let (b, t) = ids.dims2()?;
         let tk = key_seg.len() / b.max(1);
         let dev = self.device();
-        let (cos, sin) = ops::rope_tables(&self.inv_freq, positions, b, t, dev)?;
+        let rope = match self.wpe {
+            Some(_) => None,
+            None => Some(ops::rope_tables(&self.inv_freq, positions, b, t, dev)?),
+        };
         let mask = ops::attention_mask(query_seg, key_seg, b, t, tk, self.dtype, dev)?;
         let ctx = Ctx {
-            cos,
-            sin,
+            rope,
             mask,
             adapters: self.adapters_enabled,
             cfg: &self.config,
+            router: Default::default(),
         };
         // (B, T) -> (B, T, H)
-        let mut x = self.embed.embedding_lookup(ids)?.to_dtype(self.dtype)?;
+        let mut x = self.embed.embedding_lookup(ids)?;
+        if let Some(wpe) = &self.wpe {
+            // Learned positions (B, T) -> (B, T, H), added to the token embeddings.
+            let pos = Tensor::from_slice(positions, (b, t), dev)?;
+            x = (x + wpe.embedding_lookup(&pos)?)?;
+        }
+        let mut x = x.to_dtype(self.dtype)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c[i]);
             x = layer.forward(&x, &ctx, slot)?;
         }
-        ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps)
+        let routers = ctx.router.into_inner();
+        if !routers.is_empty() {
+            if let Ok(mut log) = self.router_log.0.lock() {
+                *log = routers;
+            }
+        }
+        self.norm.forward(&x, self.config.rms_norm_eps)
+    }
+
+    /// Router logits of the latest forward pass (one `(B*T, E)` tensor per sparse layer, rows
+    /// in batch order), taken out of the model; empty for dense models.
+    pub fn take_router_logits(&self) -> Vec<Tensor> {
+        self.router_log
+            .0
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
+    }
+
+    /// The router load-balancing loss of the latest forward pass as transformers adds it
+    /// (`load_balancing_loss_func`, padding excluded by `segments != 0`, `(B*T)` in batch
+    /// order), with per-expert assignment counts; `None` for dense models.
+    pub fn router_aux_loss(
+        &self,
+        segments: Option<&[u32]>,
+    ) -> crate::Result<Option<(Tensor, Vec<f32>)>> {
+        let Some(moe) = &self.config.moe else {
+            return Ok(None);
+        };
+        let logits = self.take_router_logits();
+        if logits.is_empty() {
+            return Ok(None);
+        }
+        crate::moe::load_balancing_loss(&logits, moe.num_experts, moe.top_k, segments).map(Some)
     }
 }
 

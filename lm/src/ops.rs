@@ -37,6 +37,20 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     normed.broadcast_mul(&w.to_dtype(dtype)?)
 }
 
+/// LayerNorm as `torch.nn.LayerNorm` (biased variance), normalised in f32, from differentiable
+/// primitives: candle-nn's fused `layer_norm` has no backward.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x32 = x.to_dtype(DType::F32)?;
+    let centred = x32.broadcast_sub(&x32.mean_keepdim(D::Minus1)?)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let y = normed
+        .broadcast_mul(&w.to_dtype(DType::F32)?)?
+        .broadcast_add(&b.to_dtype(DType::F32)?)?;
+    y.to_dtype(dtype)
+}
+
 /// Rotary embedding with transformers' `rotate_half` layout.
 /// `x`: (B, H, T, D); `cos`, `sin`: (B, 1, T, D/2).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {

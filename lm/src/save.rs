@@ -24,20 +24,29 @@ pub fn config_json(model: &CausalLm, architecture: &str) -> serde_json::Value {
     v["architectures"] = serde_json::json!([architecture]);
     v["model_type"] = c.arch.model_type().into();
     v["vocab_size"] = c.vocab_size.into();
+    v["tie_word_embeddings"] = c.tie_word_embeddings.into();
+    v["torch_dtype"] = "float32".into();
+    if c.gpt2.is_some() {
+        // GPT2Config's own names (the Llama ones would be aliases of them).
+        v["n_embd"] = c.hidden_size.into();
+        v["n_layer"] = c.num_layers.into();
+        v["n_head"] = c.num_heads.into();
+        v["n_inner"] = c.intermediate_size.into();
+        v["n_positions"] = c.max_position_embeddings.into();
+        return v;
+    }
     v["hidden_size"] = c.hidden_size.into();
     v["intermediate_size"] = c.intermediate_size.into();
     v["num_hidden_layers"] = c.num_layers.into();
     v["num_attention_heads"] = c.num_heads.into();
     v["num_key_value_heads"] = c.num_kv_heads.into();
     v["head_dim"] = c.head_dim.into();
-    v["tie_word_embeddings"] = c.tie_word_embeddings.into();
-    v["torch_dtype"] = "float32".into();
     v
 }
 
 /// Writes `model.safetensors`, `config.json`, `generation_config.json` and the tokenizer files.
 pub fn save_pretrained(model: &CausalLm, tok: &Tokenizer, dir: &Path) -> Result<()> {
-    let arch = format!("{}ForCausalLM", model.config.arch.class_prefix());
+    let arch = model.config.arch.causal_lm_class();
     save_with(model, tok, dir, &arch, &[])
 }
 

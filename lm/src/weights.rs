@@ -2,7 +2,7 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::linear::Linear;
-use crate::model::{inv_freq, Attention, CausalLm, Layer, Mlp};
+use crate::model::{inv_freq, Attention, CausalLm, Ffn, Layer, Mlp, Norm, Qkv};
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,7 +59,7 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Hands out tensors by name with shape checks, and turns them into trainable `Var`s on request.
-struct Taker<'a> {
+pub(crate) struct Taker<'a> {
     map: &'a mut HashMap<String, Tensor>,
     origin: &'a Path,
     trainable: bool,
@@ -68,7 +68,19 @@ struct Taker<'a> {
 }
 
 impl Taker<'_> {
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.checked(name, shape)?;
+        self.finish(name, t)
+    }
+
+    /// A weight stored as `(in, out)` (GPT-2's Conv1D), returned as `(out, in)`: the `Var` keeps
+    /// the transformers name and is transposed back on save.
+    pub(crate) fn take_t(&mut self, name: &str, stored: &[usize]) -> Result<Tensor> {
+        let t = self.checked(name, stored)?.t()?.contiguous()?;
+        self.finish(name, t)
+    }
+
+    fn checked(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.map.remove(name).ok_or_else(|| Error::Weight {
             path: self.origin.to_path_buf(),
             name: name.into(),
@@ -81,6 +93,10 @@ impl Taker<'_> {
                 reason: format!("shape {:?} does not match config {:?}", t.dims(), shape),
             });
         }
+        Ok(t)
+    }
+
+    fn finish(&mut self, name: &str, t: Tensor) -> Result<Tensor> {
         let t = t.to_dtype(self.dtype)?;
         if self.trainable {
             let var = Var::from_tensor(&t)?;
@@ -92,7 +108,13 @@ impl Taker<'_> {
         }
     }
 
-    fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+    pub(crate) fn linear(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+    ) -> Result<Linear> {
         let w = self.take(&format!("{name}.weight"), &[out, inp])?;
         let b = if bias {
             Some(self.take(&format!("{name}.bias"), &[out])?)
@@ -107,9 +129,11 @@ impl Taker<'_> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let (q, kv) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
         let attn = Attention {
-            q: self.linear(&format!("{p}.self_attn.q_proj"), q, h, cfg.qkv_bias)?,
-            k: self.linear(&format!("{p}.self_attn.k_proj"), kv, h, cfg.qkv_bias)?,
-            v: self.linear(&format!("{p}.self_attn.v_proj"), kv, h, cfg.qkv_bias)?,
+            qkv: Qkv::Split {
+                q: self.linear(&format!("{p}.self_attn.q_proj"), q, h, cfg.qkv_bias)?,
+                k: self.linear(&format!("{p}.self_attn.k_proj"), kv, h, cfg.qkv_bias)?,
+                v: self.linear(&format!("{p}.self_attn.v_proj"), kv, h, cfg.qkv_bias)?,
+            },
             o: self.linear(&format!("{p}.self_attn.o_proj"), h, q, cfg.o_bias)?,
             q_norm: cfg
                 .qk_norm
@@ -120,19 +144,72 @@ impl Taker<'_> {
                 .then(|| self.take(&format!("{p}.self_attn.k_norm.weight"), &[hd]))
                 .transpose()?,
         };
-        let i_sz = cfg.intermediate_size;
-        let mlp = Mlp {
-            gate: self.linear(&format!("{p}.mlp.gate_proj"), i_sz, h, false)?,
-            up: self.linear(&format!("{p}.mlp.up_proj"), i_sz, h, false)?,
-            down: self.linear(&format!("{p}.mlp.down_proj"), h, i_sz, false)?,
+        let mlp = match cfg.moe.as_ref().filter(|m| m.is_sparse(i)) {
+            Some(m) => Ffn::Moe(Box::new(crate::moe::take_block(self, m, h, i)?)),
+            None => Ffn::Dense(self.gated_mlp(&format!("{p}.mlp"), h, cfg.intermediate_size)?),
         };
         Ok(Layer {
             attn,
             mlp,
-            input_norm: self.take(&format!("{p}.input_layernorm.weight"), &[h])?,
-            post_norm: self.take(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+            input_norm: self.norm(&format!("{p}.input_layernorm"), h, false)?,
+            post_norm: self.norm(&format!("{p}.post_attention_layernorm"), h, false)?,
         })
     }
+
+    /// `{p}.gate_proj`, `{p}.up_proj`, `{p}.down_proj` (or Mixtral's `w1`, `w3`, `w2` via `names`).
+    pub(crate) fn gated_mlp_named(
+        &mut self,
+        p: &str,
+        names: [&str; 3],
+        h: usize,
+        i: usize,
+    ) -> Result<Mlp> {
+        Ok(Mlp {
+            gate: Some(self.linear(&format!("{p}.{}", names[0]), i, h, false)?),
+            up: self.linear(&format!("{p}.{}", names[1]), i, h, false)?,
+            down: self.linear(&format!("{p}.{}", names[2]), h, i, false)?,
+        })
+    }
+
+    fn gated_mlp(&mut self, p: &str, h: usize, i: usize) -> Result<Mlp> {
+        self.gated_mlp_named(p, GATED_NAMES, h, i)
+    }
+
+    /// `{p}.weight` (RMSNorm), plus `{p}.bias` for a LayerNorm.
+    pub(crate) fn norm(&mut self, p: &str, h: usize, bias: bool) -> Result<Norm> {
+        Ok(Norm {
+            weight: self.take(&format!("{p}.weight"), &[h])?,
+            bias: bias
+                .then(|| self.take(&format!("{p}.bias"), &[h]))
+                .transpose()?,
+        })
+    }
+}
+
+/// Names of a gated MLP's gate, up and down projections.
+pub(crate) const GATED_NAMES: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
+
+/// `{name}.weight` (adapter merged) and `{name}.bias`.
+pub(crate) fn push_linear(out: &mut Vec<(String, Tensor)>, name: &str, l: &Linear) -> Result<()> {
+    out.push((format!("{name}.weight"), l.merged_weight()?));
+    if let Some(b) = &l.bias {
+        out.push((format!("{name}.bias"), b.clone()));
+    }
+    Ok(())
+}
+
+/// A gated MLP under `{p}.{names[i]}`.
+pub(crate) fn push_mlp(
+    out: &mut Vec<(String, Tensor)>,
+    p: &str,
+    m: &Mlp,
+    names: [&str; 3],
+) -> Result<()> {
+    if let Some(g) = &m.gate {
+        push_linear(out, &format!("{p}.{}", names[0]), g)?;
+    }
+    push_linear(out, &format!("{p}.{}", names[1]), &m.up)?;
+    push_linear(out, &format!("{p}.{}", names[2]), &m.down)
 }
 
 /// Parameters as stored (f32 master weights) and the activation dtype of the forward pass.
@@ -161,6 +238,9 @@ impl CausalLm {
         precision: Precision,
         trainable: bool,
     ) -> Result<(Self, Vec<(String, Var)>)> {
+        if config.gpt2.is_some() {
+            tensors = crate::gpt2::normalise_names(tensors);
+        }
         let mut tk = Taker {
             map: &mut tensors,
             origin,
@@ -169,11 +249,17 @@ impl CausalLm {
             vars: vec![],
         };
         let (v, h) = (config.vocab_size, config.hidden_size);
-        let embed = tk.take("model.embed_tokens.weight", &[v, h])?;
-        let layers = (0..config.num_layers)
-            .map(|i| tk.layer(&config, i))
-            .collect::<Result<Vec<_>>>()?;
-        let norm = tk.take("model.norm.weight", &[h])?;
+        let body = if config.gpt2.is_some() {
+            crate::gpt2::take_body(&mut tk, &config)?
+        } else {
+            let embed = tk.take("model.embed_tokens.weight", &[v, h])?;
+            let layers = (0..config.num_layers)
+                .map(|i| tk.layer(&config, i))
+                .collect::<Result<Vec<_>>>()?;
+            let norm = tk.norm("model.norm", h, false)?;
+            (embed, None, layers, norm)
+        };
+        let (embed, wpe, layers, norm) = body;
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
@@ -184,58 +270,50 @@ impl CausalLm {
             inv_freq: inv_freq(&config),
             config,
             embed,
+            wpe,
             layers,
             norm,
             lm_head,
             dtype: precision.compute,
             adapters_enabled: true,
+            router_log: Default::default(),
         };
         Ok((model, vars))
     }
 
     /// Every weight under its transformers name, LoRA adapters merged in.
     pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        if self.config.gpt2.is_some() {
+            return crate::gpt2::named_tensors(self);
+        }
         let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
-        let lin = |out: &mut Vec<(String, Tensor)>, name: String, l: &Linear| -> Result<()> {
-            out.push((format!("{name}.weight"), l.merged_weight()?));
-            if let Some(b) = &l.bias {
-                out.push((format!("{name}.bias"), b.clone()));
-            }
-            Ok(())
-        };
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             let a = &layer.attn;
-            for (n, l) in [
-                ("q_proj", &a.q),
-                ("k_proj", &a.k),
-                ("v_proj", &a.v),
-                ("o_proj", &a.o),
-            ] {
-                lin(&mut out, format!("{p}.self_attn.{n}"), l)?;
+            if let Qkv::Split { q, k, v } = &a.qkv {
+                for (n, l) in [("q_proj", q), ("k_proj", k), ("v_proj", v)] {
+                    push_linear(&mut out, &format!("{p}.self_attn.{n}"), l)?;
+                }
             }
+            push_linear(&mut out, &format!("{p}.self_attn.o_proj"), &a.o)?;
             if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
                 out.push((format!("{p}.self_attn.q_norm.weight"), qn.clone()));
                 out.push((format!("{p}.self_attn.k_norm.weight"), kn.clone()));
             }
-            let m = &layer.mlp;
-            for (n, l) in [
-                ("gate_proj", &m.gate),
-                ("up_proj", &m.up),
-                ("down_proj", &m.down),
-            ] {
-                lin(&mut out, format!("{p}.mlp.{n}"), l)?;
+            match &layer.mlp {
+                Ffn::Dense(m) => push_mlp(&mut out, &format!("{p}.mlp"), m, GATED_NAMES)?,
+                Ffn::Moe(m) => crate::moe::push_block(&mut out, m, &self.config, i)?,
             }
             out.push((
                 format!("{p}.input_layernorm.weight"),
-                layer.input_norm.clone(),
+                layer.input_norm.weight.clone(),
             ));
             out.push((
                 format!("{p}.post_attention_layernorm.weight"),
-                layer.post_norm.clone(),
+                layer.post_norm.weight.clone(),
             ));
         }
-        out.push(("model.norm.weight".into(), self.norm.clone()));
+        out.push(("model.norm.weight".into(), self.norm.weight.clone()));
         if let Some(h) = &self.lm_head {
             out.push(("lm_head.weight".into(), h.clone()));
         }
@@ -254,56 +332,15 @@ impl CausalLm {
         seed: u64,
     ) -> Result<(Self, Vec<(String, Var)>)> {
         use rand::{rngs::StdRng, Rng, SeedableRng};
-        let (v, h, i) = (
-            config.vocab_size,
-            config.hidden_size,
-            config.intermediate_size,
-        );
-        let hd = config.head_dim;
-        let (q, kv) = (config.num_heads * hd, config.num_kv_heads * hd);
-        let mut shapes: Vec<(String, Vec<usize>)> =
-            vec![("model.embed_tokens.weight".into(), vec![v, h])];
-        for l in 0..config.num_layers {
-            let p = format!("model.layers.{l}");
-            for (n, s) in [
-                ("q_proj", [q, h]),
-                ("k_proj", [kv, h]),
-                ("v_proj", [kv, h]),
-                ("o_proj", [h, q]),
-            ] {
-                shapes.push((format!("{p}.self_attn.{n}.weight"), s.to_vec()));
-            }
-            if config.qkv_bias {
-                for (n, s) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-                    shapes.push((format!("{p}.self_attn.{n}.bias"), vec![s]));
-                }
-            }
-            if config.o_bias {
-                shapes.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
-            }
-            if config.qk_norm {
-                shapes.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
-                shapes.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
-            }
-            for (n, s) in [
-                ("gate_proj", [i, h]),
-                ("up_proj", [i, h]),
-                ("down_proj", [h, i]),
-            ] {
-                shapes.push((format!("{p}.mlp.{n}.weight"), s.to_vec()));
-            }
-            shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
-            shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        }
-        shapes.push(("model.norm.weight".into(), vec![h]));
-        if !config.tie_word_embeddings {
-            shapes.push(("lm_head.weight".into(), vec![v, h]));
-        }
+        let shapes = param_shapes(&config);
         let mut rng = StdRng::seed_from_u64(seed);
         let mut tensors = HashMap::new();
         for (name, shape) in shapes {
             let n: usize = shape.iter().product();
-            let data: Vec<f32> = if name.ends_with("norm.weight") {
+            let data: Vec<f32> = if name.ends_with("norm.weight")
+                || name.ends_with("ln_f.weight")
+                || (name.contains(".ln_") && name.ends_with(".weight"))
+            {
                 vec![1.0; n]
             } else if name.ends_with(".bias") {
                 vec![0.0; n]
@@ -326,4 +363,68 @@ impl CausalLm {
             trainable,
         )
     }
+}
+
+/// Every tensor a model of this config has, under its transformers name and stored shape.
+pub(crate) fn param_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    if config.gpt2.is_some() {
+        return crate::gpt2::param_shapes(config);
+    }
+    let (v, h, i) = (
+        config.vocab_size,
+        config.hidden_size,
+        config.intermediate_size,
+    );
+    let hd = config.head_dim;
+    let (q, kv) = (config.num_heads * hd, config.num_kv_heads * hd);
+    let mut shapes: Vec<(String, Vec<usize>)> =
+        vec![("model.embed_tokens.weight".into(), vec![v, h])];
+    for l in 0..config.num_layers {
+        let p = format!("model.layers.{l}");
+        for (n, s) in [
+            ("q_proj", [q, h]),
+            ("k_proj", [kv, h]),
+            ("v_proj", [kv, h]),
+            ("o_proj", [h, q]),
+        ] {
+            shapes.push((format!("{p}.self_attn.{n}.weight"), s.to_vec()));
+        }
+        if config.qkv_bias {
+            for (n, s) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+                shapes.push((format!("{p}.self_attn.{n}.bias"), vec![s]));
+            }
+        }
+        if config.o_bias {
+            shapes.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
+        }
+        if config.qk_norm {
+            shapes.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
+            shapes.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
+        }
+        match config.moe.as_ref().filter(|m| m.is_sparse(l)) {
+            Some(m) => shapes.extend(crate::moe::block_shapes(m, h, l)),
+            None => shapes.extend(mlp_shapes(&format!("{p}.mlp"), GATED_NAMES, h, i)),
+        }
+        shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+    }
+    shapes.push(("model.norm.weight".into(), vec![h]));
+    if !config.tie_word_embeddings {
+        shapes.push(("lm_head.weight".into(), vec![v, h]));
+    }
+    shapes
+}
+
+/// Shapes of a gated MLP `h -> i -> h` under `{p}.{names[i]}.weight`.
+pub(crate) fn mlp_shapes(
+    p: &str,
+    names: [&str; 3],
+    h: usize,
+    i: usize,
+) -> Vec<(String, Vec<usize>)> {
+    vec![
+        (format!("{p}.{}.weight", names[0]), vec![i, h]),
+        (format!("{p}.{}.weight", names[1]), vec![i, h]),
+        (format!("{p}.{}.weight", names[2]), vec![h, i]),
+    ]
 }

@@ -1,0 +1,223 @@
+//! GPT-2 and the Mixture-of-Experts decoders against transformers 5.24 on tiny random models
+//! (fixtures made by `scripts/make_arch_fixtures.py`: f32, eager attention; see
+//! fixtures/README.md): logits unpadded, right- and left-padded within 1e-4, greedy generation
+//! token for token, a gradient for every parameter, bit-exact save/reload, and the router
+//! load-balancing loss equal to `load_balancing_loss_func`.
+use candle_core::{Device, Tensor};
+use lm::{InputBatch, LoadOptions};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+const TOL: f32 = 1e-4;
+const ALL: [&str; 4] = [
+    "tiny-gpt2",
+    "tiny-mixtral",
+    "tiny-qwen2-moe",
+    "tiny-qwen3-moe",
+];
+const MOE: [&str; 3] = ["tiny-mixtral", "tiny-qwen2-moe", "tiny-qwen3-moe"];
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(name)
+}
+
+fn load(name: &str, trainable: bool) -> lm::Pretrained {
+    let opts = LoadOptions {
+        trainable,
+        ..Default::default()
+    };
+    lm::load(fixture(name).to_str().unwrap(), &opts).unwrap()
+}
+
+fn reference(name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu)
+        .unwrap()
+}
+
+fn rows_u32(t: &Tensor) -> Vec<Vec<u32>> {
+    let v = t.to_dtype(candle_core::DType::I64).unwrap();
+    let v = v.to_vec2::<i64>().unwrap();
+    v.into_iter()
+        .map(|r| r.into_iter().map(|x| x as u32).collect())
+        .collect()
+}
+
+/// Largest |a - b| over positions where `mask` (B, T) is 1; a, b are (B, T, V).
+fn max_diff_masked(a: &Tensor, b: &Tensor, mask: &[Vec<u32>]) -> f32 {
+    let (a, b) = (a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
+    let mut worst = 0f32;
+    for (i, row) in mask.iter().enumerate() {
+        for (j, _) in row.iter().enumerate().filter(|(_, &m)| m == 1) {
+            for (x, y) in a[i][j].iter().zip(&b[i][j]) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn logits_match_transformers_unpadded_and_padded() {
+    for name in ALL {
+        let p = load(name, false);
+        let r = reference(name);
+        for i in 0..3 {
+            let ids = rows_u32(&r[&format!("ids_single_{i}")]);
+            let logits = p
+                .model
+                .forward(&InputBatch::padded(&ids, 0, false))
+                .unwrap();
+            let ones = vec![vec![1u32; ids[0].len()]];
+            let d = max_diff_masked(&logits, &r[&format!("logits_single_{i}")], &ones);
+            assert!(d < TOL, "{name} single {i}: max diff {d}");
+        }
+        for side in ["right", "left"] {
+            let ids = rows_u32(&r[&format!("ids_{side}")]);
+            let mask = rows_u32(&r[&format!("mask_{side}")]);
+            let (b, t) = (ids.len(), ids[0].len());
+            let batch = InputBatch::from_mask(ids.concat(), &mask.concat(), b, t);
+            let logits = p.model.forward(&batch).unwrap();
+            let d = max_diff_masked(&logits, &r[&format!("logits_{side}")], &mask);
+            assert!(d < TOL, "{name} {side}-padded: max diff {d}");
+        }
+    }
+}
+
+#[test]
+fn greedy_generation_matches_transformers() {
+    for name in ALL {
+        let mut p = load(name, false);
+        let r = reference(name);
+        let prompt = rows_u32(&r["greedy_prompt"]).remove(0);
+        let want = rows_u32(&r["greedy_out"]).remove(0);
+        p.tokenizer.eos_ids.clear();
+        let cfg = lm::generate::SamplingConfig {
+            max_new_tokens: want.len() - prompt.len(),
+            ..Default::default()
+        };
+        let g = lm::generate::generate(&p.model, &p.tokenizer, std::slice::from_ref(&prompt), &cfg)
+            .unwrap();
+        assert_eq!(g[0].tokens, want[prompt.len()..], "{name}");
+    }
+}
+
+#[test]
+fn every_parameter_gets_a_gradient() {
+    for name in ALL {
+        let p = load(name, true);
+        // Enough varied tokens that every expert of every layer is routed some.
+        let long: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % 384).collect();
+        let rows = vec![long, vec![40u32, 41, 42]];
+        let batch = InputBatch::padded(&rows, p.tokenizer.pad_id, false);
+        let logits = p.model.forward(&batch).unwrap();
+        let mut loss = lm::ops::log_softmax_last(&logits)
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        loss = (loss + logits.sqr().unwrap().mean_all().unwrap()).unwrap();
+        if let Some((aux, _)) = p.model.router_aux_loss(Some(&batch.segments)).unwrap() {
+            loss = (loss + aux).unwrap();
+        }
+        let grads = loss.backward().unwrap();
+        assert!(!p.params.is_empty());
+        for (n, v) in &p.params {
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient for {n}"));
+            let s = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                s > 0.0 && s.is_finite(),
+                "{name}: zero or non-finite gradient for {n}: {s}"
+            );
+        }
+    }
+}
+
+/// Transformers' value: `model(ids_right, attention_mask=mask_right, output_router_logits=True)
+/// .aux_loss` (and unpadded for `ids_single_2`), in scripts/make_arch_fixtures.py.
+#[test]
+fn load_balancing_loss_matches_transformers() {
+    for name in MOE {
+        let p = load(name, false);
+        let r = reference(name);
+        let ids = rows_u32(&r["ids_right"]);
+        let mask = rows_u32(&r["mask_right"]);
+        let (b, t) = (ids.len(), ids[0].len());
+        let batch = InputBatch::from_mask(ids.concat(), &mask.concat(), b, t);
+        p.model.forward(&batch).unwrap();
+        let (aux, counts) = p
+            .model
+            .router_aux_loss(Some(&batch.segments))
+            .unwrap()
+            .unwrap();
+        let want = r["aux_loss_right"].to_scalar::<f32>().unwrap();
+        let got = aux.to_scalar::<f32>().unwrap();
+        assert!((got - want).abs() < 1e-5, "{name}: {got} vs {want}");
+        // Every real token makes top_k assignments in every sparse layer.
+        let moe = p.model.config.moe.clone().unwrap();
+        let sparse = (0..p.model.config.num_layers)
+            .filter(|&l| moe.is_sparse(l))
+            .count();
+        let real: u32 = mask.concat().iter().sum();
+        let total: f32 = counts.iter().sum();
+        assert_eq!(total as usize, real as usize * moe.top_k * sparse, "{name}");
+
+        let ids = rows_u32(&r["ids_single_2"]);
+        p.model
+            .forward(&InputBatch::padded(&ids, 0, false))
+            .unwrap();
+        let (aux, _) = p.model.router_aux_loss(None).unwrap().unwrap();
+        let want = r["aux_loss_single_2"].to_scalar::<f32>().unwrap();
+        let got = aux.to_scalar::<f32>().unwrap();
+        assert!(
+            (got - want).abs() < 1e-5,
+            "{name} unpadded: {got} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn save_and_reload_is_bit_exact_under_transformers_names() {
+    for name in ALL {
+        let p = load(name, false);
+        let dir = tempfile::tempdir().unwrap();
+        lm::save::save_pretrained(&p.model, &p.tokenizer, dir.path()).unwrap();
+        // The saved file holds exactly the tensors (names and shapes) of the fixture that
+        // transformers wrote.
+        let saved =
+            candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu)
+                .unwrap();
+        let orig =
+            candle_core::safetensors::load(fixture(name).join("model.safetensors"), &Device::Cpu)
+                .unwrap();
+        let mut a: Vec<_> = saved
+            .iter()
+            .map(|(n, t)| (n.clone(), t.dims().to_vec()))
+            .collect();
+        let mut b: Vec<_> = orig
+            .iter()
+            .map(|(n, t)| (n.clone(), t.dims().to_vec()))
+            .collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{name}");
+        for (n, t) in &orig {
+            let d = (t - &saved[n]).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{name}: {n}");
+        }
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        let class = p.model.config.arch.causal_lm_class();
+        assert_eq!(cfg["architectures"][0], class.as_str());
+        lm::load(dir.path().to_str().unwrap(), &LoadOptions::default()).unwrap();
+    }
+}
