@@ -9,6 +9,7 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{load_resume, save_checkpoint, CheckpointState, TrainerState};
+use crate::cost::{CostReport, Meter, Phase};
 use crate::data::DataOrder;
 use crate::metrics::{progress_bar, progress_message, LogEvent, MetricsWriter};
 use crate::{AdamW, Error, GradAccumulator, LrSchedule, Params, Result, TrainerConfig};
@@ -87,6 +88,9 @@ pub struct TrainSummary {
     pub losses: Vec<f64>,
     /// The last evaluation results.
     pub eval: BTreeMap<String, f64>,
+    /// What this call cost: FLOPs, time by phase, energy, CO2-eq, price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostReport>,
 }
 
 /// Trains `params` on `stage` as configured; see the crate docs for the layout of
@@ -125,10 +129,16 @@ struct Loop<'a> {
     elapsed_before: f64,
     interval: Interval,
     summary: TrainSummary,
+    cost: Meter,
+    /// Examples in the current micro-batches (for the FLOP count's row length).
+    batch_examples: usize,
 }
 
 #[path = "trainer_setup.rs"]
 mod setup;
+
+#[path = "trainer_cost.rs"]
+mod cost_hooks;
 
 impl Loop<'_> {
     fn train<S: Stage>(&mut self, stage: &mut S) -> Result<()> {
@@ -159,10 +169,13 @@ impl Loop<'_> {
             // 4. forward / backward over the micro-batches
             let (loss, tokens) = self.forward_backward(stage, &batches, update, step + 1)?;
             // 5. clip (norm measured before clipping, as torch returns it)
+            let t = Instant::now();
             let grad_norm = self.clip(step + 1)?;
             // 6. optimizer step
             self.opt.step(self.params, &self.grads, lr)?;
             self.grads.clear();
+            self.cost.phase(Phase::Optimizer, t);
+            self.cost.poll();
             self.advance(loss, tokens);
             stage.on_step_end(self.state.global_step)?;
             update += 1;
@@ -191,10 +204,14 @@ impl Loop<'_> {
 
     /// Up to `grad_accum` micro-batches of the next example indices.
     fn next_batches<S: Stage>(&mut self, stage: &mut S) -> Result<Vec<S::Batch>> {
+        let t = Instant::now();
         let indices: Vec<Vec<usize>> = (0..self.cfg.grad_accum)
             .map_while(|_| self.data.next_batch())
             .collect();
-        indices.iter().map(|i| stage.make_batch(i)).collect()
+        self.batch_examples = indices.iter().map(Vec::len).sum();
+        let batches = indices.iter().map(|i| stage.make_batch(i)).collect();
+        self.cost.phase(Phase::Data, t);
+        batches
     }
 
     /// Runs update `update` of the micro-batches, each loss scaled by `1/n` so the
@@ -209,8 +226,10 @@ impl Loop<'_> {
         let scale = 1.0 / batches.len() as f64;
         let (mut loss_sum, mut tokens) = (0.0, 0u64);
         for (micro_batch, batch) in batches.iter().enumerate() {
+            let t = Instant::now();
             let out = stage.update_loss(batch, update)?; // out.loss: () scalar, micro-batch mean
             let loss = out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            self.cost.phase(Phase::Forward, t);
             if !loss.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     step,
@@ -218,7 +237,9 @@ impl Loop<'_> {
                     loss,
                 });
             }
+            let t = Instant::now();
             self.grads.add(&out.loss.affine(scale, 0.0)?.backward()?)?;
+            self.cost.phase(Phase::Backward, t);
             loss_sum += loss as f64 * scale;
             tokens += out.tokens as u64;
             for (k, v) in out.metrics {
@@ -226,6 +247,7 @@ impl Loop<'_> {
                 *e = (e.0 + v, e.1 + 1);
             }
         }
+        self.count_flops(tokens, update);
         Ok((loss_sum, tokens))
     }
 
@@ -282,6 +304,7 @@ impl Loop<'_> {
                 .into_iter()
                 .map(|(k, (s, n))| (k, s / n as f64))
                 .collect(),
+            cost: Some(self.cost_block()),
         };
         self.interval.start = Some(Instant::now());
         tracing::debug!(step, loss, tokens, "train step");
@@ -290,7 +313,9 @@ impl Loop<'_> {
     }
 
     fn eval<S: Stage>(&mut self, stage: &mut S, step: usize) -> Result<()> {
+        let t = Instant::now();
         let results = stage.evaluate()?;
+        self.cost.phase(Phase::Eval, t);
         let mut record: BTreeMap<String, serde_json::Value> = results
             .iter()
             .map(|(k, v)| (format!("eval_{k}"), serde_json::json!(v)))
@@ -304,6 +329,7 @@ impl Loop<'_> {
     }
 
     fn save<S: Stage>(&mut self, stage: &S) -> Result<()> {
+        let t = Instant::now();
         self.state.extra = stage.extra_state();
         self.state.elapsed_s = self.elapsed();
         let state = CheckpointState {
@@ -313,6 +339,7 @@ impl Loop<'_> {
         };
         let path = save_checkpoint(&self.cfg.out, &state, self.cfg.save_total_limit)?;
         tracing::info!(path = %path.display(), "saved checkpoint");
+        self.cost.phase(Phase::Checkpoint, t);
         Ok(())
     }
 }

@@ -43,6 +43,8 @@ impl<'a> Loop<'a> {
             elapsed_before: 0.0,
             interval: Interval::default(),
             summary: TrainSummary::default(),
+            cost: cost_hooks::meter(params, cfg),
+            batch_examples: 0,
         };
         if let Some(ck) = ck {
             lp.restore(stage, ck)?;
@@ -97,6 +99,7 @@ impl<'a> Loop<'a> {
         } else {
             0.0
         };
+        summary.cost = Some(self.final_cost());
         write_json(&self.cfg.out.join("summary.json"), &summary)?;
         Ok(summary)
     }

@@ -129,3 +129,80 @@ fn without_counters_the_energy_is_estimated_and_says_so() {
     let block = serde_json::to_value(&r).expect("json");
     assert_eq!(block["energy"], "measured");
 }
+
+/// A stage with one 2-element weight: each example is "10 tokens", so FLOPs are known.
+struct Tiny {
+    w: candle_core::Var,
+}
+
+impl train::Stage for Tiny {
+    type Batch = usize;
+    fn num_examples(&self) -> usize {
+        4
+    }
+    fn make_batch(&mut self, indices: &[usize]) -> train::Result<usize> {
+        Ok(indices.len())
+    }
+    fn loss(&mut self, rows: &usize) -> train::Result<train::StepOutput> {
+        Ok(train::StepOutput {
+            loss: self.w.as_tensor().sqr()?.sum_all()?,
+            tokens: 10 * rows,
+            metrics: Default::default(),
+        })
+    }
+}
+
+#[test]
+fn every_run_logs_a_cost_block_and_summarises_it() -> train::Result<()> {
+    use train::cost::{FlopModel, ModelDims, StageKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = candle_core::Var::new(&[1f32, 2.0], &candle_core::Device::Cpu)?;
+    let params = train::Params::new(vec![("w".into(), w.clone())])?;
+    let cfg = train::TrainerConfig {
+        out: dir.path().to_path_buf(),
+        batch_size: 2,
+        max_steps: Some(3),
+        log_every: 1,
+        quiet: true,
+        price_per_hour: Some(2.0),
+        flops: Some(FlopModel {
+            dims: ModelDims {
+                hidden_size: 8,
+                intermediate_size: 16,
+                num_layers: 2,
+                num_heads: 2,
+                num_kv_heads: 1,
+                head_dim: 4,
+                vocab_size: 32,
+            },
+            stage: StageKind::Sft,
+        }),
+        ..Default::default()
+    };
+    let summary = train::run(&mut Tiny { w }, &params, &cfg)?;
+    // Per step 2 rows of 10 tokens, 2 trainable parameters. Per token (flops.rs's tiny
+    // model): forward 3456; backward 2·1408 + 2·2 + 2·640 = 4100. 3 steps × 20 tokens.
+    let per_step = 20.0 * (3456.0 + 4100.0);
+    let cost = summary.cost.expect("summary has a cost block");
+    assert_eq!(cost.flops, 3.0 * per_step);
+    assert_eq!(cost.tokens, 60);
+    assert!(cost.price_per_hour == Some(2.0) && cost.cost.is_some());
+    for phase in ["data", "forward", "backward", "optimizer", "checkpoint"] {
+        assert!(cost.phases_s.contains_key(phase), "{phase} missing");
+    }
+    let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).expect("metrics");
+    let flops: Vec<f64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<train::LogEvent>(l).expect("line"))
+        .map(|e| e.cost.expect("cost block").flops)
+        .collect();
+    assert_eq!(flops, [per_step, 2.0 * per_step, 3.0 * per_step]);
+    let json = std::fs::read_to_string(dir.path().join("summary.json")).expect("summary");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["cost"]["flops"], 3.0 * per_step);
+    assert!(matches!(
+        v["cost"]["energy"].as_str(),
+        Some("measured" | "estimated")
+    ));
+    Ok(())
+}

@@ -63,7 +63,7 @@ impl Phase {
 /// Where joules come from.
 pub enum EnergySource {
     Rapl(Rapl),
-    Nvml(NvmlGpu, GpuEnergy),
+    Nvml(Box<NvmlGpu>, GpuEnergy),
     /// `watts` at full use, scaled by utilisation (CPU time / wall / threads for CPUs, 1 for
     /// a GPU without NVML); `why` says why nothing was measured.
     Estimated {
@@ -324,7 +324,7 @@ fn gpu_source(index: usize, settings: &CostSettings) -> (DeviceInfo, EnergySourc
     match NvmlGpu::open(index) {
         Ok(gpu) => {
             let info = gpu_info(index, gpu.name().as_deref());
-            (info, EnergySource::Nvml(gpu, GpuEnergy::default()))
+            (info, EnergySource::Nvml(Box::new(gpu), GpuEnergy::default()))
         }
         Err(why) => {
             let info = gpu_info(index, None);

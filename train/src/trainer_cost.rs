@@ -1,0 +1,49 @@
+//! The loop's cost accounting: every stage gets FLOPs, phase times, energy, CO2 and price in
+//! `metrics.jsonl` and `summary.json` without code of its own (see [`crate::cost`]).
+
+use crate::cost::{CostReport, Meter};
+
+use super::*;
+
+/// Starts the meter on the parameters' device, with the config's FLOP model and settings.
+pub(super) fn meter(params: &Params, cfg: &TrainerConfig) -> Meter {
+    let device = match params.iter().next() {
+        Some((_, v)) => v.device().clone(),
+        None => candle_core::Device::Cpu,
+    };
+    let mut m = Meter::start(&device, cfg.cost_settings());
+    m.set_flop_rule(match &cfg.flops {
+        Some(f) => f.rule(),
+        None => "model shape not given: FLOPs not counted".into(),
+    });
+    m
+}
+
+impl Loop<'_> {
+    /// Counts one update over the current micro-batches (`tokens` in `self.batch_examples`
+    /// examples); the stage's extra forward passes count on the first update of new data.
+    pub(super) fn count_flops(&mut self, tokens: u64, update: usize) {
+        let flops = match &self.cfg.flops {
+            Some(f) => {
+                let trainable = self.params.num_elements() as u64;
+                f.step(tokens, self.batch_examples, trainable, update == 0)
+            }
+            None => Default::default(),
+        };
+        self.cost.add(flops, tokens);
+    }
+
+    /// The `cost` block for a log line or the summary.
+    pub(super) fn cost_block(&mut self) -> CostReport {
+        self.cost.report()
+    }
+
+    /// The final block, printed as the run's last lines (stderr) and returned for the summary.
+    pub(super) fn final_cost(&mut self) -> CostReport {
+        let report = self.cost.report();
+        for line in report.lines() {
+            eprintln!("{line}");
+        }
+        report
+    }
+}
