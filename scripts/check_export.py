@@ -61,7 +61,8 @@ def main():
     ok = True
     with tempfile.TemporaryDirectory() as t:
         t = Path(t)
-        for name in ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral"]:
+        for name in ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral",
+                     "tiny-gpt2", "tiny-mixtral", "tiny-qwen2-moe", "tiny-qwen3-moe"]:
             r = check_fixture(rudder, name, t)
             ok &= r["max_logit_diff"] < 1e-4 and r["tokenizer_same"] and r["chat_template_same"]
             print(json.dumps(r))

@@ -27,9 +27,10 @@ pub struct GenerateArgs {
     pub chat: bool,
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
+    /// 0 = greedy. With --show-top, give two or more (`--temperature 0.7,1.5`) to see the
+    /// next-token distribution under each side by side; the first one samples.
+    #[arg(long, default_value = "0", value_delimiter = ',')]
+    pub temperature: Vec<f32>,
     /// 0 = off.
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
@@ -45,17 +46,28 @@ pub struct GenerateArgs {
     /// Rows generated together in one batch.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Next-token view: after each generated token, print the K most likely next tokens with
+    /// their probabilities (after temperature/top-k/top-p) and mark the one sampled.
+    #[arg(long, value_name = "K")]
+    pub show_top: Option<usize>,
+    /// With --show-top: one JSON object per step on stdout instead of the table.
+    #[arg(long, requires = "show_top")]
+    pub json: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
 
 fn sampling(a: &GenerateArgs) -> Result<SamplingConfig> {
-    if a.temperature < 0.0 || !(0.0..=1.0).contains(&a.top_p) || a.repetition_penalty <= 0.0 {
+    let temps_ok = !a.temperature.is_empty() && a.temperature.iter().all(|&t| t >= 0.0);
+    if !temps_ok || !(0.0..=1.0).contains(&a.top_p) || a.repetition_penalty <= 0.0 {
         bail!("--temperature must be >= 0, --top-p in [0, 1], --repetition-penalty > 0");
+    }
+    if a.temperature.len() > 1 && a.show_top.is_none() {
+        bail!("several --temperature values are only for the side-by-side view: add --show-top K");
     }
     Ok(SamplingConfig {
         max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
+        temperature: a.temperature[0],
         top_k: a.top_k,
         top_p: a.top_p,
         repetition_penalty: a.repetition_penalty,
@@ -103,6 +115,9 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     let rows = prompt_rows(&a)?;
     let opts = a.device.load_options(false)?;
     let p = load_model(&a.model, &opts)?;
+    if let Some(k) = a.show_top {
+        return crate::topview::run(&p, &rows, &cfg, &a.temperature, k, a.json);
+    }
     let mut out_rows = vec![];
     for chunk in rows.chunks(a.batch_size.max(1)) {
         let ids = chunk

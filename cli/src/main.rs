@@ -6,6 +6,7 @@ mod infer;
 mod label;
 mod reward;
 mod sft;
+mod topview;
 mod trainer_flags;
 
 use anyhow::Result;

@@ -76,6 +76,9 @@ impl DpoStage {
     pub fn forward(&self, batch: &PairBatch) -> candle_core::Result<Forward> {
         let dev = self.model.device();
         let (policy, _) = sequence_logps(&self.model, batch)?;
+        // MoE policies: the router load-balancing loss of this forward, as transformers/TRL add it.
+        let aux = lm::moe::training_aux(&self.model, &batch.input.segments)
+            .map_err(candle_core::Error::wrap)?;
         let (pc, pr) = halves(&policy)?;
         let (rc, rr) = halves(&self.reference_logps(batch)?)?;
         let counts = Tensor::from_slice(&batch.counts, batch.counts.len(), dev)?;
@@ -97,6 +100,10 @@ impl DpoStage {
             let nll = chosen_nll(&lp)?;
             m.insert("nll".into(), f64::from(nll.to_scalar::<f32>()?));
             loss = (loss + (nll * self.cfg.rpo_alpha)?)?;
+        }
+        if let Some((aux, am)) = aux {
+            loss = (loss + aux)?;
+            m.extend(am);
         }
         Ok(Forward {
             loss,

@@ -367,3 +367,32 @@ pub(crate) fn block_shapes(m: &MoeConfig, h: usize, l: usize) -> Vec<(String, Ve
     }
     out
 }
+
+/// The scaled router loss to add, and `(name, value)` metrics to log.
+pub type TrainingAux = (Tensor, Vec<(String, f64)>);
+
+/// For trainers, after the forward pass of a training step: the router load-balancing loss
+/// scaled by `router_aux_loss_coef` (what transformers adds to the loss with
+/// `output_router_logits`), and metrics to log: `moe_aux_loss` (unscaled) and, per expert,
+/// `moe_tokens/{e}`, the tokens routed to it per sparse layer (a collapsing router shows as a
+/// few experts taking everything). `None` for dense models. `segments` `(B*T)`: 0 = padding.
+pub fn training_aux(model: &crate::CausalLm, segments: &[u32]) -> Result<Option<TrainingAux>> {
+    let Some(cfg) = &model.config.moe else {
+        return Ok(None);
+    };
+    let Some((loss, counts)) = model.router_aux_loss(Some(segments))? else {
+        return Ok(None);
+    };
+    let sparse = (0..model.config.num_layers)
+        .filter(|&l| cfg.is_sparse(l))
+        .count()
+        .max(1);
+    let mut metrics = vec![(
+        "moe_aux_loss".to_string(),
+        f64::from(loss.to_scalar::<f32>()?),
+    )];
+    for (e, c) in counts.iter().enumerate() {
+        metrics.push((format!("moe_tokens/{e}"), f64::from(*c) / sparse as f64));
+    }
+    Ok(Some(((loss * cfg.router_aux_loss_coef)?, metrics)))
+}

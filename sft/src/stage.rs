@@ -110,8 +110,16 @@ impl train::Stage for SftStage {
         let mut metrics = BTreeMap::new();
         metrics.insert("mean_token_accuracy".into(), correct / denom);
         metrics.insert("loss_tokens".into(), n as f64);
+        let mut loss = sum.affine(1.0 / denom, 0.0)?;
+        // MoE models: the router load-balancing loss, as transformers adds it.
+        if let Some((aux, m)) = lm::moe::training_aux(&self.model, &batch.input.segments)
+            .map_err(candle_core::Error::wrap)?
+        {
+            loss = (loss + aux)?;
+            metrics.extend(m);
+        }
         Ok(train::StepOutput {
-            loss: sum.affine(1.0 / denom, 0.0)?,
+            loss,
             tokens: batch.input_tokens,
             metrics,
         })
