@@ -6,6 +6,9 @@
 //!   TRL's `extract_prompt` computes it (per message for lists, per character for strings);
 //! - the labeling export: the TRL fields plus `votes` (`{"chosen": 2, "rejected": 1, "tie": 0}`),
 //!   `agreement`, optional `margin` and `"tie": true`;
+//! - ranking rows (`rudder label export --raw` of a ranking project): `{"prompt", "responses",
+//!   "tiers", "unacceptable", "ranking_id"}`, expanded into one pair per (better, worse) response,
+//!   grouped by ranking (see `prefs_ranking.rs`);
 //! - LLaMA-Factory pairwise rows: `{"conversations": [{"from", "value"}..], "chosen": {"from",
 //!   "value"}, "rejected": {..}}` with optional `"system"`; `human`/`gpt`/`system` become
 //!   `user`/`assistant`/`system`.
@@ -20,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
 
+#[path = "prefs_ranking.rs"]
+mod ranking;
 #[path = "prefs_tokens.rs"]
 mod tokens;
 pub use tokens::{tokenize_all, tokenize_pair, PrefTokens, TokenizeOptions, TokenizedPrefs};
@@ -101,6 +106,14 @@ fn bad(path: &Path, line: usize, field: &str, reason: impl std::fmt::Display) ->
 pub fn read_prefs(path: &Path, opts: &ReadOptions) -> Result<PrefData> {
     let mut out = PrefData::default();
     for row in read_rows_lenient(path, opts, &mut out.skipped)? {
+        if let Some(obj) = row.value.as_object().filter(|o| ranking::is_ranking(o)) {
+            match ranking::ranking_examples(path, row.line, obj) {
+                Ok(pairs) => out.examples.extend(pairs),
+                Err(e) if opts.skip_bad_rows => out.skipped.push((row.line, e.to_string())),
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
         match parse_pref_row(path, &row) {
             Ok(ex) => out.examples.push(ex),
             Err(e) if opts.skip_bad_rows => out.skipped.push((row.line, e.to_string())),
