@@ -31,6 +31,11 @@ pub struct RewardConfig {
     pub head_seed: u64,
     /// Pairs per forward pass during evaluation. Default 8.
     pub eval_batch_size: usize,
+    /// Keep the pairs of one `group` (e.g. all pairs of one ranking from `rudder label export`)
+    /// together: each group is one training example, so `batch_size` counts groups and a
+    /// ranking's K(K-1)/2 pairs share a batch (InstructGPT's scheme against overfitting on
+    /// correlated pairs). Pairs without a group are groups of one. Default false.
+    pub group_pairs: bool,
     /// LoRA (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`); full training when unset.
     #[serde(flatten)]
     pub lora: LoraConfig,
@@ -49,6 +54,7 @@ impl Default for RewardConfig {
             center_rewards_coefficient: None,
             head_seed: 42,
             eval_batch_size: 8,
+            group_pairs: false,
             lora: LoraConfig::default(),
         }
     }

@@ -20,6 +20,6 @@ pub use error::{Error, Result};
 pub use eval::evaluate_pairs;
 pub use loss::{batch_metrics, pairwise_loss};
 pub use model::{reward_index, HeadInit, RewardModel, SCORE_WEIGHT};
-pub use pairs::{load_pairs, Pair, PairData};
+pub use pairs::{group_indices, load_pairs, Pair, PairData};
 pub use run::{build_stage, train_reward, TrainOutcome};
 pub use stage::{PairBatch, RewardStage};

@@ -16,6 +16,28 @@ pub struct Pair {
     pub margin: Option<f32>,
     /// Share of annotators who preferred `chosen` (labeling export `agreement`, or from `votes`).
     pub agreement: Option<f64>,
+    /// The row's `group` (a ranking's pairs share one).
+    pub group: Option<String>,
+}
+
+/// Pair indices by `group`, groups in order of first appearance; a pair without a group is a
+/// group of its own.
+pub fn group_indices(pairs: &[Pair]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = vec![];
+    let mut by_name: std::collections::HashMap<&str, usize> = Default::default();
+    for (i, p) in pairs.iter().enumerate() {
+        match p.group.as_deref() {
+            Some(g) => {
+                let slot = *by_name.entry(g).or_insert_with(|| {
+                    out.push(vec![]);
+                    out.len() - 1
+                });
+                out[slot].push(i);
+            }
+            None => out.push(vec![i]),
+        }
+    }
+    out
 }
 
 /// The pairs of a file and what happened on the way.
@@ -104,6 +126,7 @@ pub fn load_pairs(path: &Path, tok: &Tokenizer, cfg: &RewardConfig) -> Result<Pa
             agreement: ex
                 .agreement
                 .or_else(|| ex.votes.and_then(|v| v.chosen_share())),
+            group: ex.group.clone(),
         });
     }
     if out.pairs.is_empty() {

@@ -61,8 +61,17 @@ pub fn build_stage(
         Some(p) => read(p, &model, cfg)?.pairs,
         None => vec![],
     };
+    let groups = cfg.group_pairs.then(|| crate::pairs::group_indices(&train));
+    if let Some(g) = &groups {
+        tracing::info!(
+            groups = g.len(),
+            pairs = train.len(),
+            "one training example per group"
+        );
+    }
     Ok(RewardStage {
         model,
+        groups,
         train,
         eval,
         use_margin: cfg.use_margin,

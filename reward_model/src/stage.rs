@@ -29,6 +29,9 @@ pub struct RewardStage {
     pub center_rewards_coefficient: Option<f64>,
     /// Extra trainable `Var`s that are not backbone weights (e.g. LoRA adapters).
     pub extra_params: Vec<(String, Var)>,
+    /// `group_pairs`: training example `i` is the pairs `groups[i]` (see `pairs::group_indices`),
+    /// so a batch holds whole groups. `None`: every pair is an example.
+    pub groups: Option<Vec<Vec<usize>>>,
 }
 
 impl RewardStage {
@@ -68,10 +71,23 @@ impl train::Stage for RewardStage {
     type Batch = PairBatch;
 
     fn num_examples(&self) -> usize {
-        self.train.len()
+        self.groups.as_ref().map_or(self.train.len(), Vec::len)
     }
 
     fn make_batch(&mut self, indices: &[usize]) -> train::Result<PairBatch> {
+        let indices: Vec<usize> = match &self.groups {
+            Some(groups) => indices
+                .iter()
+                .map(|&g| {
+                    groups
+                        .get(g)
+                        .cloned()
+                        .ok_or_else(|| Error::Invalid(format!("no training group {g}")))
+                })
+                .collect::<Result<Vec<_>>>()?
+                .concat(),
+            None => indices.to_vec(),
+        };
         let pairs: Vec<&Pair> = indices
             .iter()
             .map(|&i| {

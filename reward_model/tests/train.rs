@@ -36,6 +36,7 @@ fn synthetic(n: usize, seed: u64) -> Vec<Pair> {
                 rejected,
                 margin: None,
                 agreement: Some(if i % 2 == 0 { 1.0 } else { 2.0 / 3.0 }),
+                group: None,
             }
         })
         .collect()
@@ -61,6 +62,7 @@ fn accuracy_goes_from_chance_to_near_perfect_and_every_weight_moves() {
         use_margin: true,
         center_rewards_coefficient: Some(0.01),
         extra_params: vec![],
+        groups: None,
     };
     let params = stage.params().expect("params");
     assert_eq!(
