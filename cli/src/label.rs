@@ -36,7 +36,7 @@ pub struct GenerateArgs {
     /// JSONL rows {"prompt": str | messages}.
     #[arg(long)]
     prompts: PathBuf,
-    /// Responses per prompt (2 or more).
+    /// Responses per prompt (2 or more; a ranking project needs at least its K).
     #[arg(long, default_value_t = 2)]
     n: usize,
     #[arg(long, default_value_t = 128)]
@@ -59,14 +59,25 @@ pub fn run(cli: LabelCli) -> Result<()> {
     match cli.command {
         LabelCmd::App(command) => Ok(rt.block_on(labeling_ui::cli::run(LabelArgs { command }))?),
         LabelCmd::Generate(a) => {
+            // Fail before sampling (minutes) rather than at the import.
+            let info = rt.block_on(async {
+                let pool = labeling_ui::db::open(&a.db).await?;
+                labeling_ui::db::project_info(&pool, &a.project).await
+            })?;
+            if let Some(k) = info.k.filter(|&k| (a.n as i64) < k) {
+                bail!(
+                    "project `{}` ranks {k} responses per item: --n must be at least {k}",
+                    a.project
+                );
+            }
             let items = sample(&a)?;
             let report = rt.block_on(async {
                 let pool = labeling_ui::db::open(&a.db).await?;
                 labeling_ui::import_items(&pool, &a.project, items).await
             })?;
             eprintln!(
-                "imported {} items ({} comparisons) into `{}`",
-                report.items, report.comparisons, a.project
+                "imported {} items ({} comparisons, {} to rank) into `{}`",
+                report.items, report.comparisons, report.rankings, a.project
             );
             Ok(())
         }
