@@ -167,6 +167,7 @@ fn bench_train(b: TrainBench) -> Result<()> {
             "params": m.model.config.num_parameters(),
         })
     );
+    crate::estimate::store_bench(&m.model, &b.pick.device.device()?, b.batch, b.seq, mean);
     Ok(())
 }
 

@@ -55,6 +55,8 @@ pub struct GenerateArgs {
     pub json: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub cost: crate::trainer_flags::CostFlags,
 }
 
 fn sampling(a: &GenerateArgs) -> Result<SamplingConfig> {
@@ -115,6 +117,8 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     let rows = prompt_rows(&a)?;
     let opts = a.device.load_options(false)?;
     let p = load_model(&a.model, &opts)?;
+    let mut meter = train::cost::Meter::start(&opts.device, a.cost.settings());
+    let mut lens = vec![];
     if let Some(k) = a.show_top {
         return crate::topview::run(&p, &rows, &cfg, &a.temperature, k, a.json);
     }
@@ -124,7 +128,10 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
             .iter()
             .map(|(_, p_)| p.tokenizer.encode_prompt(p_))
             .collect::<lm::Result<Vec<_>>>()?;
+        let t = std::time::Instant::now();
         let gens = run_generate(&p.model, &p.tokenizer, &ids, &cfg)?;
+        meter.phase(train::cost::Phase::Generation, t);
+        lens.extend(ids.iter().zip(&gens).map(|(i, g)| (i.len(), g.tokens.len())));
         for ((row, _), g) in chunk.iter().zip(gens) {
             let mut row = row.clone();
             row["completion"] = g.text.into();
@@ -138,6 +145,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         }
         None => out_rows.iter().for_each(|r| println!("{r}")),
     }
+    crate::estimate::generation_cost(&mut meter, &p.model.config, &lens);
     Ok(())
 }
 

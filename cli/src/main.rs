@@ -2,6 +2,7 @@
 mod bench;
 mod common;
 mod dpo;
+mod estimate;
 mod infer;
 mod label;
 mod reward;
@@ -45,6 +46,8 @@ enum Command {
     Reward(reward::RewardCommand),
     /// Direct preference optimisation (DPO, IPO, hinge, robust, SimPO) against a frozen reference.
     Dpo(dpo::DpoArgs),
+    /// What a run will cost: FLOPs, time here (calibrated) and on GPU classes, energy, CO2, price.
+    Estimate(Box<estimate::EstimateArgs>),
 }
 
 fn main() {
@@ -67,6 +70,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Merge(a) => sft::merge(a),
         Command::Reward(c) => reward::run(c),
         Command::Dpo(a) => dpo::run(a),
+        Command::Estimate(a) => estimate::run(*a),
         Command::Label(a) => label::run(a),
     }
 }

@@ -66,6 +66,37 @@ pub struct TrainFlags {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub cost: CostFlags,
+}
+
+/// What a run costs: energy estimate, grid intensity, price (`train::cost`; every trainer,
+/// `generate` and `estimate`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct CostFlags {
+    /// Device power at full use, W, for the energy estimate when no counter (RAPL, NVML) can be
+    /// read [5 W per CPU thread, or the GPU class's TDP].
+    #[arg(long)]
+    pub device_watts: Option<f64>,
+    /// Grid carbon intensity, gCO2-eq/kWh [481: 2023 world average, Ember].
+    #[arg(long)]
+    pub grid_gco2_per_kwh: Option<f64>,
+    /// Machine price per hour (any currency), for the cost line [none].
+    #[arg(long)]
+    pub price_per_hour: Option<f64>,
+}
+
+impl CostFlags {
+    /// The settings, defaults filled in.
+    pub fn settings(&self) -> train::cost::CostSettings {
+        train::cost::CostSettings {
+            device_watts: self.device_watts,
+            grid_gco2_per_kwh: self
+                .grid_gco2_per_kwh
+                .unwrap_or(train::cost::WORLD_GCO2_PER_KWH),
+            price_per_hour: self.price_per_hour,
+        }
+    }
 }
 
 /// Resolves the trainer config and the stage config `S` from `--config` (one flat TOML table
@@ -106,9 +137,11 @@ pub fn resolve<S: DeserializeOwned + Default + serde::Serialize>(
             }
         }
     }
+    let model = s.get("model").and_then(|m| m.as_str()).map(String::from);
     let mut trainer: TrainerConfig = serde_json::from_value(t.into())
         .map_err(|e| anyhow::anyhow!("{file}: [{stage_name}] {e}"))?;
     apply(flags, &mut trainer)?;
+    trainer.flops = model.and_then(|m| crate::estimate::flop_model(&m, stage_name));
     trainer
         .validate()
         .with_context(|| format!("[{stage_name}] config"))?;
@@ -164,6 +197,10 @@ fn apply(f: &TrainFlags, c: &mut TrainerConfig) -> Result<()> {
     if f.resume.is_some() {
         c.resume = f.resume.clone();
     }
+    let cost = &f.cost;
+    c.device_watts = cost.device_watts.or(c.device_watts);
+    c.price_per_hour = cost.price_per_hour.or(c.price_per_hour);
+    c.grid_gco2_per_kwh = cost.grid_gco2_per_kwh.unwrap_or(c.grid_gco2_per_kwh);
     if let Some(s) = &f.schedule {
         c.schedule = serde_json::from_value(serde_json::Value::String(s.clone()))
             .with_context(|| format!("--schedule `{s}`: not one of constant, linear, cosine"))?;

@@ -129,15 +129,15 @@ impl CostReport {
                 self.achieved_flop_s,
             ),
             format!(
-                "cost: {:.4} kWh {} ({}; {:.0} W average), {:.1} g CO2-eq at {} g/kWh{}",
-                self.energy_kwh,
+                "cost: {} {} ({}; {:.1} W average), {} CO2-eq at {} g/kWh{}",
+                human_energy(self.energy_kwh),
                 serde_json::to_value(self.energy)
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default(),
                 self.energy_source,
                 self.avg_power_w,
-                self.co2_g,
+                human_co2(self.co2_g),
                 self.grid_gco2_per_kwh,
                 self.cost
                     .map(|c| format!(", cost {c:.4} at {}/h", self.price_per_hour.unwrap_or(0.0)))
@@ -148,6 +148,24 @@ impl CostReport {
             out[0].push_str(" (model shape unknown: FLOPs not counted)");
         }
         out
+    }
+}
+
+/// `3.2 kWh`, `41 Wh`, `0.52 mWh`.
+pub fn human_energy(kwh: f64) -> String {
+    match kwh {
+        k if k >= 1.0 => format!("{k:.2} kWh"),
+        k if k >= 1e-3 => format!("{:.1} Wh", k * 1e3),
+        k => format!("{:.2} mWh", k * 1e6),
+    }
+}
+
+/// `12 kg`, `3.4 g`, `0.012 g`.
+pub fn human_co2(g: f64) -> String {
+    match g {
+        g if g >= 1000.0 => format!("{:.1} kg", g / 1000.0),
+        g if g >= 1.0 => format!("{g:.1} g"),
+        g => format!("{g:.3} g"),
     }
 }
 
@@ -311,10 +329,10 @@ pub fn cpu_source(powercap: &Path, settings: &CostSettings) -> (DeviceInfo, Ener
     let source = match Rapl::open(powercap) {
         Ok(r) => EnergySource::Rapl(r),
         Err(why) => EnergySource::Estimated {
+            why: format!("no RAPL counters: {why}"),
             watts: settings
                 .device_watts
                 .unwrap_or(info.threads as f64 * CPU_WATTS_PER_THREAD),
-            why,
         },
     };
     (info, source)
@@ -324,7 +342,10 @@ fn gpu_source(index: usize, settings: &CostSettings) -> (DeviceInfo, EnergySourc
     match NvmlGpu::open(index) {
         Ok(gpu) => {
             let info = gpu_info(index, gpu.name().as_deref());
-            (info, EnergySource::Nvml(Box::new(gpu), GpuEnergy::default()))
+            (
+                info,
+                EnergySource::Nvml(Box::new(gpu), GpuEnergy::default()),
+            )
         }
         Err(why) => {
             let info = gpu_info(index, None);

@@ -16,7 +16,9 @@ pub use device::{
 pub use energy::{counter_delta, process_cpu_seconds, EnergyKind, GpuEnergy, GpuSample, Rapl};
 pub use estimate::{estimate, gpu_estimate, plan_flops, Calibration, Estimate, Plan};
 pub use flops::{backward_flops, forward_flops, FlopModel, Flops, ModelDims, StageKind};
-pub use meter::{cpu_source, CostReport, CostSettings, EnergySource, Meter, Phase};
+pub use meter::{
+    cpu_source, human_co2, human_energy, CostReport, CostSettings, EnergySource, Meter, Phase,
+};
 pub use nvml::NvmlGpu;
 
 /// Default grid carbon intensity, gCO2-eq/kWh: the 2023 world average of electricity

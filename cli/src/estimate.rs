@@ -1,0 +1,312 @@
+//! `rudder estimate`: what a run will cost before it starts — FLOPs from the model's shape and
+//! the token budget, time and energy on this machine from a short calibration run (or the last
+//! `rudder bench train`), and the same on named GPU classes from their datasheet figures.
+use crate::common::DeviceArgs;
+use crate::trainer_flags::CostFlags;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lm::ModelConfig;
+use std::path::{Path, PathBuf};
+use train::cost::{
+    gpu_class, gpu_estimate, plan_flops, Estimate, FlopModel, ModelDims, Plan, StageKind,
+    GPU_CLASSES, WORLD_GCO2_SOURCE,
+};
+
+#[path = "estimate_calib.rs"]
+mod calib;
+pub use calib::store_bench;
+
+/// `rudder estimate`.
+#[derive(Args, Debug)]
+pub struct EstimateArgs {
+    /// Model: HF folder, hub id, .gguf, or a config.json (then calibration uses random weights).
+    #[arg(long)]
+    pub model: String,
+    /// Stage: sft, reward, dpo or ppo.
+    #[arg(long, default_value = "sft")]
+    pub stage: String,
+    /// Training tokens per epoch (non-padding).
+    #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+    pub tokens: Option<u64>,
+    /// The training data instead of --tokens (the stage's format; tokenised with the model's
+    /// tokenizer and cut at --max-seq-len). PPO: prompt rows, each with --response-len tokens.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value_t = 1.0)]
+    pub epochs: f64,
+    /// Mean row length with --tokens (the attention term); --data measures it.
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    /// Row cut with --data.
+    #[arg(long, default_value_t = 1024)]
+    pub max_seq_len: usize,
+    /// LoRA rank (trainable = the adapters) [none: full training].
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    /// LoRA projections, or all-linear.
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
+    pub lora_targets: Vec<String>,
+    /// PPO: optimisation epochs per rollout (TRL's default).
+    #[arg(long, default_value_t = 4)]
+    pub ppo_epochs: usize,
+    /// PPO: generated tokens per prompt with --data.
+    #[arg(long, default_value_t = 64)]
+    pub response_len: usize,
+    /// GPU classes to compare (comma-separated) [all known].
+    #[arg(long, value_delimiter = ',')]
+    pub gpu: Vec<String>,
+    /// Model FLOPs utilisation assumed on the GPU classes.
+    #[arg(long, default_value_t = 0.4)]
+    pub mfu: f64,
+    /// Use the last `rudder bench train` result instead of calibrating.
+    #[arg(long)]
+    pub from_bench: bool,
+    /// Calibration: rows × tokens per step, and timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 2)]
+    pub calib_batch: usize,
+    #[arg(long, default_value_t = 128)]
+    pub calib_seq: usize,
+    #[arg(long, default_value_t = 2)]
+    pub calib_steps: usize,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub cost: CostFlags,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// The shape numbers FLOP counts need.
+pub fn dims(c: &ModelConfig) -> ModelDims {
+    let (mlp_matrices, intermediate) = match (&c.gpt2, &c.moe) {
+        (Some(_), _) => (2, c.intermediate_size),
+        (None, Some(m)) => (
+            3,
+            m.top_k * m.expert_size + m.shared_expert_size.unwrap_or(0),
+        ),
+        (None, None) => (3, c.intermediate_size),
+    };
+    ModelDims {
+        hidden_size: c.hidden_size,
+        intermediate_size: intermediate,
+        mlp_matrices,
+        num_layers: c.num_layers,
+        num_heads: c.num_heads,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        vocab_size: c.vocab_size,
+    }
+}
+
+/// A model's config: a config.json, an HF folder or hub id, or a GGUF (read in full).
+pub fn model_config(spec: &str) -> Result<ModelConfig> {
+    let path = Path::new(spec);
+    if path.is_file() && path.extension().is_some_and(|e| e == "json") {
+        return Ok(ModelConfig::from_file(path)?);
+    }
+    match lm::load::resolve(spec).with_context(|| format!("model `{spec}`"))? {
+        lm::ModelSource::Folder(dir) => Ok(ModelConfig::from_file(&lm::config::config_path(&dir))?),
+        lm::ModelSource::Gguf(p) => {
+            let raw = lm::gguf::read_gguf(&p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .config;
+            Ok(ModelConfig::from_json(raw, &p)?)
+        }
+    }
+}
+
+/// The FLOP model a trainer's loop counts with, from its `--model` and stage name. GGUF models
+/// are skipped (their config sits behind the whole tensor payload; the run reports no FLOPs).
+pub fn flop_model(spec: &str, stage: &str) -> Option<FlopModel> {
+    let gguf = Path::new(spec).extension().is_some_and(|e| e == "gguf");
+    let config = (!gguf).then(|| model_config(spec)).and_then(|c| {
+        c.map_err(|e| tracing::warn!("cost: no FLOP counts: {e:#}"))
+            .ok()
+    })?;
+    Some(FlopModel {
+        dims: dims(&config),
+        stage: StageKind::parse(stage).unwrap_or_default(),
+    })
+}
+
+/// LoRA adapter parameters: `r × (in + out)` per adapted projection per layer.
+pub fn lora_params(d: &ModelDims, r: usize, targets: &[String]) -> Result<u64> {
+    let (h, i) = (d.hidden_size, d.intermediate_size);
+    let (q, kv) = (d.num_heads * d.head_dim, d.num_kv_heads * d.head_dim);
+    let all = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
+    let names: Vec<&str> = if targets.iter().any(|t| t == "all-linear") {
+        all.to_vec()
+    } else {
+        targets.iter().map(String::as_str).collect()
+    };
+    let mut per_layer = 0;
+    for t in names {
+        per_layer += match t {
+            "q_proj" | "o_proj" => h + q,
+            "k_proj" | "v_proj" => h + kv,
+            "gate_proj" | "up_proj" | "down_proj" => h + i,
+            other => bail!("--lora-targets: `{other}` is not one of {}", all.join(", ")),
+        };
+    }
+    Ok((r * per_layer * d.num_layers) as u64)
+}
+
+pub fn run(a: EstimateArgs) -> Result<()> {
+    let Some(stage) = StageKind::parse(&a.stage) else {
+        bail!("--stage: `{}` is not one of sft, reward, dpo, ppo", a.stage);
+    };
+    anyhow::ensure!(
+        a.epochs > 0.0 && a.mfu > 0.0,
+        "--epochs and --mfu must be > 0"
+    );
+    let settings = a.cost.settings();
+    let loaded = calib::load(&a)?;
+    let model = FlopModel {
+        dims: dims(&loaded.config),
+        stage,
+    };
+    let (tokens, row_len, data_note) = match &a.data {
+        Some(path) => calib::count_tokens(&a, path, stage, &loaded)?,
+        None => (a.tokens.unwrap_or(0), a.seq_len as f64, String::new()),
+    };
+    let trainable = match a.lora_r {
+        Some(r) => lora_params(&model.dims, r, &a.lora_targets)?,
+        None => u64::MAX,
+    };
+    let plan = Plan {
+        model: model.clone(),
+        tokens,
+        epochs: a.epochs,
+        row_len,
+        trainable,
+        updates_per_batch: if stage == StageKind::Ppo {
+            a.ppo_epochs as f64
+        } else {
+            1.0
+        },
+    };
+    let flops = plan_flops(&plan);
+    let here = calib::this_machine(&a, loaded, &settings)?;
+    let mut rows = vec![train::cost::estimate(
+        "this machine",
+        flops.total(),
+        &here,
+        &settings,
+    )];
+    for g in gpu_list(&a.gpu)? {
+        rows.push(gpu_estimate(flops.total(), g, a.mfu, &settings));
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "stage": stage.name(), "tokens_per_epoch": tokens, "epochs": a.epochs,
+            "row_len": row_len, "flops": flops, "flop_rule": model.rule(),
+            "grid_gco2_per_kwh": settings.grid_gco2_per_kwh, "estimates": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "estimate: {} on {}, {tokens} tokens/epoch{data_note} × {} epochs, rows of {row_len:.0} tokens{}",
+        stage.name(),
+        a.model,
+        a.epochs,
+        a.lora_r.map(|r| format!(", LoRA r={r} ({trainable} trainable)")).unwrap_or_default()
+    );
+    println!(
+        "FLOPs: {:.3e} (forward {:.3e}, backward {:.3e}); {}",
+        flops.total(),
+        flops.forward,
+        flops.backward,
+        model.rule()
+    );
+    print_table(&rows, settings.grid_gco2_per_kwh);
+    Ok(())
+}
+
+fn gpu_list(names: &[String]) -> Result<Vec<&'static train::cost::GpuClass>> {
+    if names.is_empty() {
+        return Ok(GPU_CLASSES.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            gpu_class(n).with_context(|| {
+                let known: Vec<&str> = GPU_CLASSES.iter().map(|c| c.name).collect();
+                format!("--gpu `{n}`: unknown class (known: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// `1.2 h`, `35 s`, ...
+pub fn human_time(s: f64) -> String {
+    match s {
+        s if !s.is_finite() => "n/a".into(),
+        s if s < 1.0 => format!("{:.2} ms", s * 1e3),
+        s if s < 120.0 => format!("{s:.1} s"),
+        s if s < 7200.0 => format!("{:.1} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} days", s / 86_400.0),
+    }
+}
+
+fn print_table(rows: &[Estimate], grid: f64) {
+    println!(
+        "{:<14} {:>11} {:>11} {:>10} {:>10} {:>9}  how",
+        "machine", "time", "energy", "", "CO2-eq", "cost"
+    );
+    for e in rows {
+        let kind = serde_json::to_value(e.energy).ok();
+        println!(
+            "{:<14} {:>11} {:>11} {:>10} {:>10} {:>9}  {}",
+            e.machine,
+            human_time(e.seconds),
+            train::cost::human_energy(e.energy_kwh),
+            kind.as_ref().and_then(|k| k.as_str()).unwrap_or(""),
+            train::cost::human_co2(e.co2_g),
+            e.cost
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            e.how
+        );
+    }
+    println!("CO2-eq at {grid} g/kWh (default {WORLD_GCO2_SOURCE}; --grid-gco2-per-kwh)");
+}
+
+/// FLOPs of generating: per row, the prompt's prefill (`P` tokens at row length `P`) and `G`
+/// decode steps through the KV cache (at the mean length `P + G/2`); forward only.
+pub fn generation_flops(d: &ModelDims, lens: &[(usize, usize)]) -> f64 {
+    use train::cost::forward_flops;
+    lens.iter()
+        .map(|&(p, g)| {
+            let (p, g) = (p as f64, g as f64);
+            forward_flops(d, true, p, p) + forward_flops(d, true, g, p + g / 2.0)
+        })
+        .sum()
+}
+
+/// Prints `rudder generate`'s cost lines (stderr) for rows of `(prompt, generated)` tokens.
+pub fn generation_cost(meter: &mut train::cost::Meter, c: &ModelConfig, lens: &[(usize, usize)]) {
+    let d = dims(c);
+    let tokens: usize = lens.iter().map(|(p, g)| p + g).sum();
+    meter.set_flop_rule("forward 2N + 4·L·q·T per prompt and generated token".into());
+    let flops = train::cost::Flops {
+        forward: generation_flops(&d, lens),
+        backward: 0.0,
+    };
+    meter.add(flops, tokens as u64);
+    let generated: usize = lens.iter().map(|(_, g)| g).sum();
+    eprintln!("generated {generated} tokens for {} rows", lens.len());
+    for line in meter.report().lines() {
+        eprintln!("{line}");
+    }
+}
