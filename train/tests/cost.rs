@@ -169,6 +169,7 @@ fn every_run_logs_a_cost_block_and_summarises_it() -> train::Result<()> {
             dims: ModelDims {
                 hidden_size: 8,
                 intermediate_size: 16,
+                mlp_matrices: 3,
                 num_layers: 2,
                 num_heads: 2,
                 num_kv_heads: 1,

@@ -116,6 +116,7 @@ mod tests {
                 dims: ModelDims {
                     hidden_size: 8,
                     intermediate_size: 16,
+                    mlp_matrices: 3,
                     num_layers: 2,
                     num_heads: 2,
                     num_kv_heads: 1,

@@ -12,11 +12,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The shape numbers of a Llama-family decoder (names as in `config.json`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// The shape numbers of a decoder (names as in `config.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelDims {
     pub hidden_size: usize,
+    /// MLP width a token passes through (MoE: `top_k` experts plus any shared expert).
     pub intermediate_size: usize,
+    /// Matrices of `hidden × intermediate` in the MLP: 3 gated (Llama family), 2 (GPT-2).
+    pub mlp_matrices: usize,
     pub num_layers: usize,
     pub num_heads: usize,
     pub num_kv_heads: usize,
@@ -24,13 +27,28 @@ pub struct ModelDims {
     pub vocab_size: usize,
 }
 
+impl Default for ModelDims {
+    fn default() -> Self {
+        Self {
+            hidden_size: 0,
+            intermediate_size: 0,
+            mlp_matrices: 3,
+            num_layers: 0,
+            num_heads: 0,
+            num_kv_heads: 0,
+            head_dim: 0,
+            vocab_size: 0,
+        }
+    }
+}
+
 impl ModelDims {
-    /// Parameters inside one layer's matrix multiplies: q, k, v, o and the gated MLP.
+    /// Parameters inside one layer's matrix multiplies: q, k, v, o and the MLP.
     pub fn layer_matmul_params(&self) -> u64 {
         let (h, i) = (self.hidden_size as u64, self.intermediate_size as u64);
         let q = (self.num_heads * self.head_dim) as u64;
         let kv = (self.num_kv_heads * self.head_dim) as u64;
-        h * q + 2 * h * kv + q * h + 3 * h * i
+        h * q + 2 * h * kv + q * h + self.mlp_matrices as u64 * h * i
     }
 
     /// `N`: matrix-multiply parameters of all layers, plus the LM head (`hidden × vocab`,
@@ -189,6 +207,7 @@ mod tests {
         ModelDims {
             hidden_size: 8,
             intermediate_size: 16,
+            mlp_matrices: 3,
             num_layers: 2,
             num_heads: 2,
             num_kv_heads: 1,
