@@ -131,7 +131,11 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         let t = std::time::Instant::now();
         let gens = run_generate(&p.model, &p.tokenizer, &ids, &cfg)?;
         meter.phase(train::cost::Phase::Generation, t);
-        lens.extend(ids.iter().zip(&gens).map(|(i, g)| (i.len(), g.tokens.len())));
+        lens.extend(
+            ids.iter()
+                .zip(&gens)
+                .map(|(i, g)| (i.len(), g.tokens.len())),
+        );
         for ((row, _), g) in chunk.iter().zip(gens) {
             let mut row = row.clone();
             row["completion"] = g.text.into();
