@@ -18,8 +18,22 @@ pub struct LabelCli {
 enum LabelCmd {
     /// Sample N responses per prompt from a model and import them into a project.
     Generate(GenerateArgs),
+    /// Win, tie and loss rates (Wilson 95% intervals) of each model against the base, per
+    /// group and overall, from labels on `rudder compare --to-labeling` pairs.
+    Winrate(WinrateArgs),
     #[command(flatten)]
     App(LabelCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct WinrateArgs {
+    #[arg(long, env = "RUDDER_LABEL_DB")]
+    db: String,
+    #[arg(long)]
+    project: String,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +71,7 @@ pub struct GenerateArgs {
 pub fn run(cli: LabelCli) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
+        LabelCmd::Winrate(a) => crate::compare::winrate(&a.db, &a.project, a.json),
         LabelCmd::App(command) => Ok(rt.block_on(labeling_ui::cli::run(LabelArgs { command }))?),
         LabelCmd::Generate(a) => {
             // Fail before sampling (minutes) rather than at the import.

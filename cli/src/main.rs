@@ -1,10 +1,14 @@
 //! `rudder`: the whole alignment pipeline in one binary.
 mod bench;
 mod common;
+mod compare;
 mod dpo;
 mod estimate;
 mod infer;
 mod label;
+mod pipeline;
+mod pipeline_label;
+mod pipeline_stages;
 mod reward;
 mod sft;
 mod topview;
@@ -48,6 +52,12 @@ enum Command {
     Dpo(dpo::DpoArgs),
     /// What a run will cost: FLOPs, time here (calibrated) and on GPU classes, energy, CO2, price.
     Estimate(Box<estimate::EstimateArgs>),
+    /// Compare models on the same prompts (default: built-in edge cases): rewards, KL to the
+    /// base, lengths, behaviour across rephrasings; HTML report; optional blind labeling.
+    Compare(Box<compare::CompareArgs>),
+    /// Run SFT -> labeling candidates -> reward model -> DPO/PPO -> compare from one TOML
+    /// config, skipping finished stages.
+    Pipeline(pipeline::PipelineArgs),
 }
 
 fn main() {
@@ -72,5 +82,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dpo(a) => dpo::run(a),
         Command::Estimate(a) => estimate::run(*a),
         Command::Label(a) => label::run(a),
+        Command::Compare(a) => compare::run(*a),
+        Command::Pipeline(a) => pipeline::run(a),
     }
 }

@@ -138,16 +138,33 @@ pub fn resolve<S: DeserializeOwned + Default + serde::Serialize>(
         }
     }
     let model = s.get("model").and_then(|m| m.as_str()).map(String::from);
-    let mut trainer: TrainerConfig = serde_json::from_value(t.into())
-        .map_err(|e| anyhow::anyhow!("{file}: [{stage_name}] {e}"))?;
+    let mut trainer: TrainerConfig = from_map(t, &file, stage_name)?;
     apply(flags, &mut trainer)?;
     trainer.flops = model.and_then(|m| crate::estimate::flop_model(&m, stage_name));
     trainer
         .validate()
         .with_context(|| format!("[{stage_name}] config"))?;
-    let stage: S = serde_json::from_value(s.into())
-        .map_err(|e| anyhow::anyhow!("{file}: [{stage_name}] {e}"))?;
+    let stage: S = from_map(s, &file, stage_name)?;
     Ok((trainer, stage))
+}
+
+/// serde names no field in a type error ("invalid type: string, expected u64"), so on failure
+/// each key is tried alone (every config field has a default) to find the one to name.
+fn from_map<T: DeserializeOwned>(
+    m: serde_json::Map<String, serde_json::Value>,
+    file: &str,
+    stage: &str,
+) -> Result<T> {
+    serde_json::from_value(m.clone().into()).map_err(|e| {
+        let bad = m.iter().find(|(k, v)| {
+            let one = serde_json::Map::from_iter([((*k).clone(), (*v).clone())]);
+            serde_json::from_value::<T>(one.into()).is_err()
+        });
+        match bad {
+            Some((k, _)) => anyhow::anyhow!("{file}: [{stage}] field `{k}`: {e}"),
+            None => anyhow::anyhow!("{file}: [{stage}] {e}"),
+        }
+    })
 }
 
 fn read_table(p: &Path) -> Result<toml::Table> {

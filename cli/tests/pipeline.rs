@@ -1,0 +1,182 @@
+//! `rudder pipeline` on the tiny fixture: SFT -> reward -> DPO -> compare end to end from a
+//! preference file, a second run that skips every finished stage, broken stage configs that
+//! name the stage and the field, and the labeling route stopping with the URL to open.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rudder(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Small data: SFT rows, preference pairs, and two groups of two rephrasings to compare on.
+fn data(d: &Path) -> (String, String, String) {
+    let w = |name: &str, body: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    };
+    let sft = w(
+        "sft.jsonl",
+        &(0..4)
+            .map(|i| format!("{{\"prompt\": \"q{i}\", \"completion\": \"answer {i}\"}}\n"))
+            .collect::<String>(),
+    );
+    let prefs = w("prefs.jsonl", &(0..4).map(|i| format!("{{\"prompt\": \"q{i}\", \"chosen\": \"good {i}\", \"rejected\": \"bad bad {i}\"}}\n")).collect::<String>());
+    let prompts = w(
+        "prompts.jsonl",
+        "{\"id\": \"g1/a\", \"group\": \"g1\", \"variant\": \"original\", \"prompt\": [{\"role\": \"user\", \"content\": \"Say <b>hi</b>\"}]}\n\
+         {\"id\": \"g1/b\", \"group\": \"g1\", \"variant\": \"constrained\", \"prompt\": [{\"role\": \"user\", \"content\": \"Say hi in 2 words\"}]}\n\
+         {\"id\": \"g2/a\", \"group\": \"g2\", \"variant\": \"original\", \"prompt\": \"Fix it.\"}\n",
+    );
+    (sft, prefs, prompts)
+}
+
+fn config(d: &Path, out: &Path, extra_dpo: &str) -> PathBuf {
+    let (sft, prefs, prompts) = data(d);
+    let toml = format!(
+        "out = {out:?}\nmodel = {model:?}\npolicy = \"dpo\"\n\n\
+         [sft]\ndata = {sft:?}\nmax_steps = 2\nbatch_size = 2\nlearning_rate = 1e-3\nquiet = true\n\n\
+         [preferences]\nfile = {prefs:?}\n\n\
+         [reward]\nmax_steps = 2\nbatch_size = 2\nquiet = true\n\n\
+         [dpo]\nmax_steps = 2\nbatch_size = 2\nbeta = 0.1\nquiet = true\n{extra_dpo}\n\
+         [compare]\nprompts = {prompts:?}\nmax_new_tokens = 6\nsamples = 2\n",
+        out = out.display().to_string(),
+        model = fixture("tiny-llama"),
+    );
+    let p = d.join("pipeline.toml");
+    std::fs::write(&p, toml).unwrap();
+    p
+}
+
+#[test]
+fn pipeline_runs_end_to_end_then_skips_finished_stages() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let cfg = config(d.path(), &out, "");
+    let o = rudder(&["pipeline", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for stage in ["sft", "reward", "dpo", "compare"] {
+        assert!(
+            out.join(stage).join(".rudder-stage.json").exists(),
+            "{stage}: {}",
+            text(&o)
+        );
+    }
+    let index = std::fs::read_to_string(out.join("compare/index.html")).unwrap();
+    assert!(index.contains("Say &lt;b&gt;hi&lt;/b&gt;") && !index.contains("<b>hi</b>"));
+    let results = std::fs::read_to_string(out.join("compare/results.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = results
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // 3 prompts x 2 samples x (base, sft, aligned), all scored by the pipeline's reward model.
+    assert_eq!(rows.len(), 18);
+    assert!(rows.iter().all(|r| r["reward"].is_f64()));
+    assert!(rows
+        .iter()
+        .filter(|r| r["model"] == "base")
+        .all(|r| r["kl"] == 0.0));
+    let stamp = |p: &str| std::fs::metadata(out.join(p)).unwrap().modified().unwrap();
+    let before = (stamp("sft/model.safetensors"), stamp("compare/index.html"));
+    let o = rudder(&["pipeline", "--config", cfg.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for stage in ["sft", "reward", "dpo", "compare"] {
+        assert!(
+            t.contains(&format!("[{stage}] already complete")),
+            "{stage}: {t}"
+        );
+    }
+    assert!(!t.contains("running"), "{t}");
+    assert_eq!(
+        before,
+        (stamp("sft/model.safetensors"), stamp("compare/index.html"))
+    );
+}
+
+#[test]
+fn broken_stage_configs_name_stage_and_field() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let cases = [
+        ("lerning_rate = 0.1\n", "[dpo]", "`lerning_rate`"),
+        ("loss = 3\n", "[dpo]", "`loss`"),
+        ("warmup_steps = \"many\"\n", "[dpo]", "`warmup_steps`"),
+        ("out = \"elsewhere\"\n", "[dpo]", "`out`"),
+    ];
+    for (extra, stage, field) in cases {
+        let cfg = config(d.path(), &out, extra);
+        // Skip the costly stages: only [sft] would run before [dpo]; drop it for this check.
+        let body = std::fs::read_to_string(&cfg).unwrap();
+        let start = body.find("[sft]").unwrap();
+        let end = body.find("[preferences]").unwrap();
+        let reward_s = body.find("[reward]").unwrap();
+        let dpo_s = body.find("[dpo]").unwrap();
+        let trimmed = format!(
+            "{}{}{}",
+            &body[..start],
+            &body[end..reward_s],
+            &body[dpo_s..]
+        );
+        std::fs::write(&cfg, trimmed).unwrap();
+        let o = rudder(&["pipeline", "--config", cfg.to_str().unwrap()]);
+        let t = text(&o);
+        assert!(!o.status.success(), "{t}");
+        assert!(t.contains(stage) && t.contains(field), "{extra}: {t}");
+    }
+    let cfg = d.path().join("bad.toml");
+    std::fs::write(&cfg, format!("out = {:?}\nmodel = \"m\"\n[compare]\nsamples = 1\ntemprature = 0.5\n[preferences]\nfile = {:?}\n", out.display().to_string(), cfg.display().to_string())).unwrap();
+    let t = text(&rudder(&["pipeline", "--config", cfg.to_str().unwrap()]));
+    assert!(t.contains("[compare]") && t.contains("temprature"), "{t}");
+}
+
+#[test]
+fn labeling_route_stops_with_the_url() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let (_, _, prompts) = data(d.path());
+    let cfg = d.path().join("p.toml");
+    let body = format!(
+        "out = {:?}\nmodel = {:?}\n[candidates]\nprompts = {prompts:?}\nn = 2\nmax_new_tokens = 4\n[preferences]\nurl = \"http://127.0.0.1:8099\"\n",
+        out.display().to_string(),
+        fixture("tiny-llama")
+    );
+    std::fs::write(&cfg, body).unwrap();
+    let o = rudder(&["pipeline", "--config", cfg.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("stopped at [labels]: 0 of 3 comparisons labeled"),
+        "{t}"
+    );
+    assert!(
+        t.contains("http://127.0.0.1:8099") && t.contains("rudder label serve"),
+        "{t}"
+    );
+    assert!(out.join("candidates/.rudder-stage.json").exists());
+    // Again: candidates are not sampled twice, and it still waits for labels.
+    let t = text(&rudder(&["pipeline", "--config", cfg.to_str().unwrap()]));
+    assert!(
+        t.contains("[candidates] already complete") && t.contains("stopped at [labels]"),
+        "{t}"
+    );
+}
