@@ -1,1 +1,26 @@
-//! ppo stage.
+//! Policy optimisation against a reward (`rudder ppo`): PPO with a value head, GAE and a
+//! per-token KL penalty, or the critic-free RLOO and GRPO; rollouts sampled with the KV cache,
+//! scored by a reward model or an external command, and trained through the one `train::run`
+//! loop (one rollout per batch, `ppo_epochs × minibatches` optimizer steps from it).
+pub mod config;
+
+pub mod error;
+pub mod loss;
+pub mod math;
+
+pub use config::{Algo, KlEstimator, PpoConfig};
+pub use error::{Error, Result};
+pub mod critic;
+mod frame;
+pub mod prompts;
+pub mod reward;
+mod rollout;
+pub mod run;
+pub mod stage;
+mod update;
+
+pub use critic::Critic;
+pub use prompts::{load_prompts, Prompt};
+pub use reward::{Item, RuleFn, Scorer};
+pub use run::{build_stage, train_ppo, train_ppo_with, PpoOutcome};
+pub use stage::{PpoStage, PpoState, Rollout, Sample};

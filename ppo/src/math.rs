@@ -1,0 +1,177 @@
+//! The arithmetic of a rollout on plain numbers: KL estimators, per-token rewards, GAE,
+//! whitening, RLOO and GRPO baselines, the adaptive KL controller and running score moments.
+//! Rows are completions of different lengths (`&[Vec<f32>]`, one value per completion token);
+//! sums are taken in f64.
+use crate::config::KlEstimator;
+use serde::{Deserialize, Serialize};
+
+/// Per-token KL of the policy to the reference at the sampled tokens.
+/// k1: `log π − log π_ref`; k3: `r − 1 − log r` with `r = π_ref / π`.
+pub fn kl(est: KlEstimator, logp: &[f32], ref_logp: &[f32]) -> Vec<f32> {
+    logp.iter()
+        .zip(ref_logp)
+        .map(|(&p, &q)| {
+            let d = f64::from(p) - f64::from(q);
+            match est {
+                KlEstimator::K1 => d as f32,
+                KlEstimator::K3 => ((-d).exp() - 1.0 + d) as f32,
+            }
+        })
+        .collect()
+}
+
+/// PPO's per-token rewards: `−β · kl_t` on every token, plus the score on the last one.
+pub fn token_rewards(kl: &[f32], score: f32, kl_coef: f64) -> Vec<f32> {
+    let mut r: Vec<f32> = kl
+        .iter()
+        .map(|&k| (-kl_coef * f64::from(k)) as f32)
+        .collect();
+    if let Some(last) = r.last_mut() {
+        *last += score;
+    }
+    r
+}
+
+/// Generalised advantage estimation over one completion (the value after the last token is
+/// 0): `δ_t = r_t + γ V_{t+1} − V_t`, `A_t = δ_t + γλ A_{t+1}`; returns `(A, A + V)`.
+pub fn gae(rewards: &[f32], values: &[f32], gamma: f64, lam: f64) -> (Vec<f32>, Vec<f32>) {
+    let n = rewards.len();
+    let mut adv = vec![0f32; n];
+    let mut last = 0f64;
+    for t in (0..n).rev() {
+        let next = if t + 1 < n {
+            f64::from(values[t + 1])
+        } else {
+            0.0
+        };
+        let delta = f64::from(rewards[t]) + gamma * next - f64::from(values[t]);
+        last = delta + gamma * lam * last;
+        adv[t] = last as f32;
+    }
+    let ret = adv.iter().zip(values).map(|(a, v)| a + v).collect();
+    (adv, ret)
+}
+
+/// Mean and unbiased variance over every value of every row (TRL's `masked_mean`/`masked_var`).
+pub fn moments(rows: &[Vec<f32>]) -> (f64, f64) {
+    let n: usize = rows.iter().map(Vec::len).sum();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let mean = rows.iter().flatten().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
+    let ss: f64 = rows
+        .iter()
+        .flatten()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum();
+    let var = if n > 1 { ss / (n - 1) as f64 } else { 0.0 };
+    (mean, var)
+}
+
+/// TRL's `masked_whiten`: `(x − mean) / sqrt(var + 1e-8)`, adding the mean back when
+/// `shift_mean` is false.
+pub fn whiten(rows: &mut [Vec<f32>], shift_mean: bool) {
+    let (mean, var) = moments(rows);
+    let scale = 1.0 / (var + 1e-8).sqrt();
+    for x in rows.iter_mut().flatten() {
+        let mut w = (f64::from(*x) - mean) * scale;
+        if !shift_mean {
+            w += mean;
+        }
+        *x = w as f32;
+    }
+}
+
+/// RLOO advantages: rewards grouped by prompt (`k` consecutive samples each); each sample's
+/// baseline is the mean of the other `k − 1` samples of its prompt.
+pub fn rloo_advantages(rewards: &[f64], k: usize) -> Vec<f64> {
+    rewards
+        .chunks(k)
+        .flat_map(|g| {
+            let sum: f64 = g.iter().sum();
+            let others = (g.len() - 1).max(1) as f64;
+            g.iter().map(move |&r| r - (sum - r) / others)
+        })
+        .collect()
+}
+
+/// GRPO advantages: `(r − mean_group) / (std_group + 1e-4)`, std unbiased (torch's default).
+pub fn grpo_advantages(rewards: &[f64], k: usize) -> Vec<f64> {
+    rewards
+        .chunks(k)
+        .flat_map(|g| {
+            let n = g.len() as f64;
+            let mean = g.iter().sum::<f64>() / n;
+            let var = g.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+            let std = var.sqrt();
+            g.iter().map(move |&r| (r - mean) / (std + 1e-4))
+        })
+        .collect()
+}
+
+/// `1 − Var(returns − values) / Var(returns)` over every token: how much of the return the
+/// value function explains (1 perfect, 0 no better than a constant).
+pub fn explained_variance(values: &[Vec<f32>], returns: &[Vec<f32>]) -> f64 {
+    let diff: Vec<Vec<f32>> = values
+        .iter()
+        .zip(returns)
+        .map(|(v, r)| r.iter().zip(v).map(|(r, v)| r - v).collect())
+        .collect();
+    let (_, var_r) = moments(returns);
+    let (_, var_d) = moments(&diff);
+    if var_r > 0.0 {
+        1.0 - var_d / var_r
+    } else {
+        f64::NAN
+    }
+}
+
+/// The KL coefficient: fixed, or adaptive (Ziegler et al. 2019, as TRL's
+/// `AdaptiveKLController`): `β ← β (1 + clip(KL / target − 1, ±0.2) · n / horizon)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KlController {
+    pub value: f64,
+    pub target: Option<f64>,
+    pub horizon: f64,
+}
+
+impl KlController {
+    /// Updates with the mean per-completion KL of a rollout of `n` completions.
+    pub fn update(&mut self, kl: f64, n: usize) {
+        if let Some(target) = self.target {
+            let err = (kl / target - 1.0).clamp(-0.2, 0.2);
+            self.value *= 1.0 + err * n as f64 / self.horizon;
+        }
+    }
+}
+
+/// Running mean and variance of every score seen (Welford), for `normalize_scores`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunningMoments {
+    pub count: u64,
+    pub mean: f64,
+    pub m2: f64,
+}
+
+impl RunningMoments {
+    pub fn update(&mut self, xs: &[f64]) {
+        for &x in xs {
+            self.count += 1;
+            let d = x - self.mean;
+            self.mean += d / self.count as f64;
+            self.m2 += d * (x - self.mean);
+        }
+    }
+
+    /// Standard deviation (population); 1 until two values have been seen.
+    pub fn std(&self) -> f64 {
+        if self.count < 2 {
+            return 1.0;
+        }
+        (self.m2 / self.count as f64).sqrt().max(1e-8)
+    }
+}
+
+#[cfg(test)]
+#[path = "math_tests.rs"]
+mod tests;

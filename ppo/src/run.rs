@@ -1,0 +1,227 @@
+//! One PPO/RLOO/GRPO run end to end: prompts, trainable parameters (full or LoRA, plus the
+//! value function), the frozen reference, the scorer, `train::run`, and the outputs.
+use crate::config::{Algo, PpoConfig};
+use crate::critic::Critic;
+use crate::error::{Error, Result};
+use crate::math::{KlController, RunningMoments};
+use crate::prompts::load_prompts;
+use crate::reward::Scorer;
+use crate::stage::{PpoStage, PpoState};
+use lm::{CausalLm, LoadOptions, Pretrained};
+use reward_model::RewardModel;
+use std::path::{Path, PathBuf};
+use train::{Params, TrainSummary, TrainerConfig};
+
+/// What a run produced (also written to `ppo_run.json`).
+#[derive(Debug, serde::Serialize)]
+pub struct PpoOutcome {
+    pub summary: TrainSummary,
+    pub prompts: usize,
+    pub truncated_prompts: usize,
+    pub trainable_params: usize,
+    /// Final KL controller, score statistics and rollout count.
+    pub state: PpoState,
+    /// Scores and KL over steps.
+    pub plot: PathBuf,
+}
+
+/// Trains `pre` (loaded trainable for full training, frozen for LoRA) as `cfg` says, scoring
+/// with `cfg.reward_model` or `cfg.reward_cmd`. Writes the policy (model folder, or the PEFT
+/// adapter with LoRA), the value function, `ppo.svg`, `samples.jsonl` and `ppo_run.json`.
+pub fn train_ppo(
+    pre: Pretrained,
+    opts: &LoadOptions,
+    cfg: &PpoConfig,
+    trainer: &TrainerConfig,
+) -> Result<PpoOutcome> {
+    train_ppo_with(pre, opts, cfg, trainer, None)
+}
+
+/// As [`train_ppo`], with an optional scorer of the caller's (e.g. a rule reward).
+pub fn train_ppo_with(
+    pre: Pretrained,
+    opts: &LoadOptions,
+    cfg: &PpoConfig,
+    trainer: &TrainerConfig,
+    scorer: Option<Scorer>,
+) -> Result<PpoOutcome> {
+    cfg.validate_with(trainer, scorer.is_some())?;
+    let mut stage = build_stage(pre, opts, cfg, trainer, scorer)?;
+    let params = Params::new(stage_vars(&stage, &stage.trainable)?)?;
+    let trainable_params = params.num_elements();
+    tracing::info!(
+        prompts = stage.prompts.len(),
+        params = trainable_params,
+        updates_per_rollout = stage.updates,
+        "ppo ({:?})",
+        cfg.algo
+    );
+    let summary = train::run(&mut stage, &params, trainer)?;
+    let out = &trainer.out;
+    match cfg.lora()? {
+        Some(spec) => {
+            let base = cfg.model.clone().unwrap_or_default();
+            lm::lora::save_adapter(&stage.policy, &spec, &base, out)?;
+            lm::save::save_tokenizer(&stage.policy, &stage.tok, out)?;
+        }
+        None => lm::save::save_pretrained(&stage.policy, &stage.tok, out)?,
+    }
+    if let Some(c) = &stage.critic {
+        c.save(out)?;
+    }
+    let plot = out.join("ppo.svg");
+    let series = ["objective/scores", "objective/rlhf_reward", "objective/kl"];
+    train::write_svg_plot(&out.join("metrics.jsonl"), &plot, &series)?;
+    let outcome = PpoOutcome {
+        summary,
+        prompts: stage.prompts.len(),
+        truncated_prompts: stage.truncated,
+        trainable_params,
+        state: stage.state.clone(),
+        plot,
+    };
+    write_record(out, cfg, trainer, &outcome)?;
+    Ok(outcome)
+}
+
+/// The policy's trainable variables followed by the value function's.
+fn stage_vars(
+    stage: &PpoStage,
+    policy: &[(String, candle_core::Var)],
+) -> Result<Vec<(String, candle_core::Var)>> {
+    let mut vars = policy.to_vec();
+    if let Some(c) = &stage.critic {
+        vars.extend(c.named_vars());
+    }
+    Ok(vars)
+}
+
+/// Everything but the training: prompts, adapters, reference, critic, scorer.
+pub fn build_stage(
+    pre: Pretrained,
+    opts: &LoadOptions,
+    cfg: &PpoConfig,
+    trainer: &TrainerConfig,
+    scorer: Option<Scorer>,
+) -> Result<PpoStage> {
+    let Pretrained {
+        mut model,
+        tokenizer: tok,
+        params,
+        ..
+    } = pre;
+    let path = cfg
+        .prompts
+        .as_deref()
+        .ok_or_else(|| Error::config("prompts", "required"))?;
+    let (prompts, truncated) = load_prompts(path, &tok, cfg.max_prompt_len)?;
+    let lora = cfg.lora()?;
+    let trainable = model.trainable_vars(lora.as_ref(), params, trainer.seed)?;
+    let frozen = LoadOptions {
+        trainable: false,
+        ..opts.clone()
+    };
+    let spec = cfg.model.clone().unwrap_or_default();
+    let reference = match &lora {
+        // Shares every weight with the policy; only the adapters are switched off.
+        Some(_) => {
+            let mut base = model.clone();
+            base.set_adapters_enabled(false);
+            base
+        }
+        None => lm::load(&spec, &frozen)?.model,
+    };
+    check_vocab(&model, &reference, "model")?;
+    let critic = match cfg.algo {
+        Algo::Ppo => Some(make_critic(&model, cfg, opts, lora.as_ref(), trainer.seed)?),
+        Algo::Rloo | Algo::Grpo => None,
+    };
+    let scorer = match (scorer, &cfg.reward_model, &cfg.reward_cmd) {
+        (Some(s), _, _) => s,
+        (None, Some(rm), _) => Scorer::model(RewardModel::load(rm, &frozen)?, &tok)?,
+        (None, None, Some(cmd)) => Scorer::Command(cmd.clone()),
+        (None, None, None) => return Err(Error::config("reward_model", "required")),
+    };
+    std::fs::create_dir_all(&trainer.out).map_err(|source| Error::Io {
+        path: trainer.out.clone(),
+        source,
+    })?;
+    Ok(PpoStage {
+        policy: model,
+        reference,
+        critic,
+        scorer,
+        tok,
+        prompts,
+        truncated,
+        trainable,
+        cfg: cfg.clone(),
+        seed: trainer.seed,
+        micro_rows: cfg.micro_rows(trainer),
+        updates: cfg.updates_per_rollout(trainer),
+        state: PpoState {
+            kl: KlController {
+                value: cfg.kl_coef,
+                target: cfg.target_kl,
+                horizon: cfg.kl_horizon,
+            },
+            scores: RunningMoments::default(),
+            rollouts: 0,
+            step: 0,
+        },
+        out: trainer.out.clone(),
+        update_kl: 0.0,
+        last_update: None,
+    })
+}
+
+/// A value head on the policy, or a critic model from `cfg.critic` (adapters too with LoRA).
+fn make_critic(
+    policy: &CausalLm,
+    cfg: &PpoConfig,
+    opts: &LoadOptions,
+    lora: Option<&lm::lora::LoraSpec>,
+    seed: u64,
+) -> Result<Critic> {
+    let Some(path) = &cfg.critic else {
+        return Critic::head(policy.config.hidden_size, seed ^ 0x5EED, policy.device());
+    };
+    let mut rm = RewardModel::load(
+        path,
+        &LoadOptions {
+            trainable: lora.is_none(),
+            ..opts.clone()
+        },
+    )?;
+    check_vocab(policy, &rm.backbone, "critic")?;
+    if let Some(spec) = lora {
+        rm.backbone_params = rm
+            .backbone
+            .trainable_vars(Some(spec), vec![], seed ^ 0xC1)?;
+    }
+    Ok(Critic::Model(Box::new(rm)))
+}
+
+fn check_vocab(policy: &CausalLm, other: &CausalLm, field: &'static str) -> Result<()> {
+    let (p, o) = (policy.config.vocab_size, other.config.vocab_size);
+    if p != o {
+        return Err(Error::config(
+            field,
+            format!("vocab {o} differs from the policy's {p}: they must share a tokenizer"),
+        ));
+    }
+    Ok(())
+}
+
+/// `ppo_run.json`: the resolved configs and the outcome.
+fn write_record(
+    out: &Path,
+    cfg: &PpoConfig,
+    trainer: &TrainerConfig,
+    o: &PpoOutcome,
+) -> Result<()> {
+    let v = serde_json::json!({ "trainer": trainer, "ppo": cfg, "outcome": o });
+    let path = out.join("ppo_run.json");
+    let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+    std::fs::write(&path, text + "\n").map_err(|source| Error::Io { path, source })
+}

@@ -1,0 +1,105 @@
+//! Phase 5: one minibatch of a rollout through the current policy, and its loss: PPO's clipped
+//! surrogate plus clipped value loss, RLOO's clipped surrogate on sequence advantages, or
+//! GRPO's clipped surrogate plus β·KL to the reference.
+use crate::config::Algo;
+use crate::error::{Error, Result};
+use crate::frame::Frame;
+use crate::loss::{clipped_policy_loss, clipped_value_loss, k3, reduce, Reduce};
+use crate::stage::{PpoStage, Rollout, Sample};
+use candle_core::Tensor;
+use lm::logprobs::PromptCompletion;
+use std::time::Instant;
+use train::StepOutput;
+
+impl PpoStage {
+    /// The rollout's completions used by update `update`: epoch `update / M` shuffles them
+    /// (seeded by the rollout), minibatch `update % M` takes its slice.
+    fn minibatch<'a>(&self, r: &'a Rollout, update: usize) -> Vec<&'a Sample> {
+        let n = r.samples.len();
+        let size = self.micro_rows.clamp(1, n.max(1));
+        let per_epoch = n.div_ceil(size);
+        let (epoch, j) = (update / per_epoch, update % per_epoch);
+        let perm = train::data::epoch_permutation(n, self.derive_seed(2, r.index), epoch);
+        perm[j * size..((j + 1) * size).min(n)]
+            .iter()
+            .map(|&i| &r.samples[i])
+            .collect()
+    }
+
+    pub(crate) fn minibatch_loss(&mut self, r: &Rollout, update: usize) -> Result<StepOutput> {
+        let now = Instant::now();
+        let rows = self.minibatch(r, update);
+        let ids: Vec<PromptCompletion> = rows.iter().map(|s| s.ids.clone()).collect();
+        let frame = Frame::new(&ids, self.tok.pad_id)?;
+        let dev = self.policy.device().clone();
+        let dense = |f: fn(&Sample) -> &[f32]| -> candle_core::Result<Tensor> {
+            let v: Vec<&[f32]> = rows.iter().map(|s| f(s)).collect();
+            frame.dense(&v, &dev)
+        };
+        // (B, T, H) -> logits (B, T, V) at the sampling temperature -> log-probs (B, T-1)
+        let hidden = self.policy.hidden_states(&frame.batch.input)?;
+        let logits = (self.policy.logits(&hidden)? / self.cfg.temperature)?;
+        let (logp, mask) = frame.batch.logprobs(&logits)?;
+        let old = dense(|s| &s.old_logp)?;
+        let adv = dense(|s| &s.advantages)?;
+        let how = match self.cfg.algo {
+            Algo::Ppo => Reduce::Tokens,
+            Algo::Rloo | Algo::Grpo => Reduce::Sequences,
+        };
+        let (pg, clipfrac, approx_kl) =
+            clipped_policy_loss(&logp, &old, &adv, &mask, self.cfg.cliprange, how)?;
+        let mut metrics = r.metrics.clone();
+        let loss = match self.cfg.algo {
+            Algo::Ppo => {
+                let critic = self
+                    .critic
+                    .as_ref()
+                    .ok_or_else(|| Error::config("critic", "ppo needs a value function"))?;
+                let v = critic.values(&hidden, &frame.batch.input)?;
+                let v = v.narrow(1, 0, frame.width)?; // (B, T-1)
+                let (vf, vf_clip) = clipped_value_loss(
+                    &v,
+                    &dense(|s| &s.values)?,
+                    &dense(|s| &s.returns)?,
+                    &mask,
+                    self.cfg.cliprange_value,
+                )?;
+                metrics.insert("loss/value".into(), scalar(&vf)?);
+                metrics.insert("val/clipfrac".into(), vf_clip);
+                (&pg + (vf * self.cfg.vf_coef)?)?
+            }
+            Algo::Rloo => pg.clone(),
+            Algo::Grpo => {
+                let kl = reduce(&k3(&logp, &dense(|s| &s.ref_logp)?)?, &mask, how)?;
+                metrics.insert("loss/kl".into(), scalar(&kl)?);
+                (&pg + (kl * self.state.kl.value)?)?
+            }
+        };
+        metrics.insert("loss/policy".into(), scalar(&pg)?);
+        metrics.insert("policy/clipfrac".into(), clipfrac);
+        metrics.insert("policy/approxkl".into(), approx_kl);
+        if let Some(prev) = self.last_update.filter(|_| update > 0) {
+            metrics.insert(
+                "time/update_s".into(),
+                now.duration_since(prev).as_secs_f64(),
+            );
+        }
+        self.last_update = Some(now);
+        self.update_kl = self.update_kl.max(approx_kl);
+        let tokens = ids
+            .iter()
+            .map(|r| r.prompt.len() + r.completion.len())
+            .sum();
+        Ok(StepOutput {
+            loss,
+            tokens,
+            metrics,
+        })
+    }
+}
+
+fn scalar(x: &Tensor) -> candle_core::Result<f64> {
+    Ok(f64::from(
+        x.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?,
+    ))
+}
