@@ -9,6 +9,7 @@ mod label;
 mod pipeline;
 mod pipeline_label;
 mod pipeline_stages;
+mod ppo;
 mod reward;
 mod sft;
 mod topview;
@@ -50,6 +51,8 @@ enum Command {
     Reward(reward::RewardCommand),
     /// Direct preference optimisation (DPO, IPO, hinge, robust, SimPO) against a frozen reference.
     Dpo(dpo::DpoArgs),
+    /// Policy optimisation against a reward model or command: PPO, RLOO or GRPO.
+    Ppo(Box<ppo::PpoArgs>),
     /// What a run will cost: FLOPs, time here (calibrated) and on GPU classes, energy, CO2, price.
     Estimate(Box<estimate::EstimateArgs>),
     /// Compare models on the same prompts (default: built-in edge cases): rewards, KL to the
@@ -80,6 +83,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Merge(a) => sft::merge(a),
         Command::Reward(c) => reward::run(c),
         Command::Dpo(a) => dpo::run(a),
+        Command::Ppo(a) => ppo::run(*a),
         Command::Estimate(a) => estimate::run(*a),
         Command::Label(a) => label::run(a),
         Command::Compare(a) => compare::run(*a),
