@@ -424,5 +424,20 @@ async fn drive_ranking(c: &Client, base: &str, password: &str) -> Result<()> {
     }
     press(c, fantoccini::key::Key::Enter.into()).await?;
     assert_eq!(wait_assignment(c, &first).await?, second);
+    // Dragging (HTML5 drag and drop, dispatched from script: WebDriver cannot drag natively):
+    // the last card dropped on the first takes its place.
+    let before: Vec<String> = cards(c).await?.into_iter().map(|(_, t, _)| t).collect();
+    js(
+        c,
+        "const li = [...document.querySelectorAll('#rank-list li')];          const dt = new DataTransfer();          li[3].dispatchEvent(new DragEvent('dragstart', {dataTransfer: dt, bubbles: true}));          li[0].dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));          return true",
+    )
+    .await?;
+    let after: Vec<String> = cards(c).await?.into_iter().map(|(_, t, _)| t).collect();
+    let want = [&before[3], &before[0], &before[1], &before[2]];
+    assert_eq!(
+        after.iter().collect::<Vec<_>>(),
+        want,
+        "drag moves the card"
+    );
     Ok(())
 }

@@ -207,6 +207,15 @@ async fn rank_with_ties_and_flags_retry_undo_export(pool: SqlitePool) {
         .all(|r| r["group"] == rows[0]["group"] && r["margin"].is_null()));
     assert_ne!(rows[5]["group"], rows[0]["group"]);
     export_options(&pool).await;
+    let r = admin
+        .get("/api/projects/rk/export?ties=margin&max_pairs_per_ranking=3")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.text.lines().count(),
+        6,
+        "the HTTP export takes the cap too"
+    );
 }
 
 async fn export_options(pool: &SqlitePool) {
