@@ -5,6 +5,9 @@
 use compare::{prompts, run, CompareSettings, ModelSpec};
 use std::path::PathBuf;
 
+/// (model, prompt id, completion ids, logprob, logprob_base, kl).
+type Golden = (&'static str, &'static str, [u32; 6], f64, f64, f64);
+
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures")
@@ -39,7 +42,7 @@ fn kl_and_logprobs_match_transformers() {
     };
     let rows = run::run_models(&models, &ps, &s, &lm::LoadOptions::default()).unwrap();
     // (model, prompt id, completion ids, logprob, logprob_base, kl) from the script above.
-    let golden: [(&str, &str, [u32; 6], f64, f64, f64); 4] = [
+    let golden: [Golden; 4] = [
         (
             "base",
             "a",
