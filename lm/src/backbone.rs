@@ -50,9 +50,10 @@ pub fn load_backbone(spec: &str, opts: &LoadOptions) -> Result<Backbone> {
                 });
             }
             let (mut tensors, origin) = read_safetensors(&dir, &opts.device)?;
+            let gpt2 = config.gpt2.is_some();
             let extra_names: Vec<String> = tensors
                 .keys()
-                .filter(|n| !n.starts_with("model."))
+                .filter(|n| !is_body(n, gpt2))
                 .cloned()
                 .collect();
             let extra = extra_names
@@ -85,4 +86,15 @@ pub fn load_backbone(spec: &str, opts: &LoadOptions) -> Result<Backbone> {
             })
         }
     }
+}
+
+/// Whether a tensor belongs to the decoder body: `model.*` for the Llama family; GPT-2's
+/// `transformer.*`, or its prefix-less names in the hub's original `gpt2` files.
+fn is_body(name: &str, gpt2: bool) -> bool {
+    if !gpt2 {
+        return name.starts_with("model.");
+    }
+    ["transformer.", "wte.", "wpe.", "h.", "ln_f."]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
