@@ -55,18 +55,7 @@ pub struct Generation {
 /// as `(token, probability)` pairs, most likely first.
 pub fn distribution(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig) -> Vec<(u32, f32)> {
     if cfg.repetition_penalty != 1.0 {
-        let mut seen = seen.to_vec();
-        seen.sort_unstable();
-        seen.dedup();
-        for &t in &seen {
-            if let Some(l) = logits.get_mut(t as usize) {
-                *l = if *l < 0.0 {
-                    *l * cfg.repetition_penalty
-                } else {
-                    *l / cfg.repetition_penalty
-                };
-            }
-        }
+        apply_penalty(logits, seen, cfg.repetition_penalty);
     }
     let temp = if cfg.temperature > 0.0 {
         cfg.temperature
@@ -78,10 +67,13 @@ pub fn distribution(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig) -> V
         .enumerate()
         .map(|(i, &l)| (i as u32, l / temp))
         .collect();
-    idx.sort_by(|a, b| b.1.total_cmp(&a.1));
+    // Most likely first, ties by token id; with top-k, select the k first so only they are sorted.
+    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if cfg.top_k > 0 && cfg.top_k < idx.len() {
+        idx.select_nth_unstable_by(cfg.top_k - 1, order);
         idx.truncate(cfg.top_k);
     }
+    idx.sort_unstable_by(order);
     let max = idx.first().map(|x| x.1).unwrap_or(0.0);
     let mut total = 0f64;
     for x in idx.iter_mut() {
@@ -109,6 +101,18 @@ pub fn distribution(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig) -> V
     idx
 }
 
+/// CTRL's repetition penalty on every token already seen, once per distinct token.
+fn apply_penalty(logits: &mut [f32], seen: &[u32], penalty: f32) {
+    let mut seen = seen.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    for &t in &seen {
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l = if *l < 0.0 { *l * penalty } else { *l / penalty };
+        }
+    }
+}
+
 fn pick(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig, rng: &mut StdRng) -> u32 {
     if cfg.temperature <= 0.0 && cfg.repetition_penalty == 1.0 {
         // Greedy: first maximum, as torch.argmax.
@@ -119,6 +123,9 @@ fn pick(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig, rng: &mut StdRng
             }
         }
         return best as u32;
+    }
+    if cfg.temperature > 0.0 && cfg.top_k == 0 && cfg.top_p >= 1.0 {
+        return sample_full(logits, seen, cfg, rng);
     }
     let dist = distribution(logits, seen, cfg);
     if cfg.temperature <= 0.0 {
@@ -133,6 +140,31 @@ fn pick(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig, rng: &mut StdRng
         }
     }
     dist.last().map(|x| x.0).unwrap_or(0)
+}
+
+/// Plain temperature sampling over the whole vocabulary (no top-k/top-p): the same
+/// distribution as [`distribution`], sampled by inverse CDF in token order, which needs no sort
+/// (sorting the vocabulary for every row and step dominated decode time at small models).
+fn sample_full(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig, rng: &mut StdRng) -> u32 {
+    if cfg.repetition_penalty != 1.0 {
+        apply_penalty(logits, seen, cfg.repetition_penalty);
+    }
+    let inv_t = 1.0 / cfg.temperature;
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l)) * inv_t;
+    let mut total = 0f64;
+    for l in logits.iter_mut() {
+        *l = (*l * inv_t - max).exp();
+        total += f64::from(*l);
+    }
+    let r = f64::from(rng.random::<f32>()) * total;
+    let mut cum = 0f64;
+    for (t, &p) in logits.iter().enumerate() {
+        cum += f64::from(p);
+        if r < cum {
+            return t as u32;
+        }
+    }
+    logits.iter().rposition(|&p| p > 0.0).unwrap_or(0) as u32
 }
 
 /// Generates a completion for each prompt (token ids), all rows in one left-padded batch.
@@ -376,6 +408,25 @@ mod tests {
         assert!((top[0].1 - 0.62246).abs() < 1e-5 && (top[1].1 - 0.37754).abs() < 1e-5);
         // The raw logits are not touched (the view must not change what is sampled).
         assert_eq!(logits, [2.0, 1.0, 0.0, -1.0, 3.0]);
+    }
+
+    #[test]
+    fn unsorted_full_vocabulary_sampling_follows_the_distribution() {
+        // Temperature 0.5 squares the odds of [1, 2, 3, 4]: [1, 4, 9, 16] / 30.
+        let c = SamplingConfig {
+            temperature: 0.5,
+            ..cfg()
+        };
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut counts = [0usize; 4];
+        let n = 60_000;
+        for _ in 0..n {
+            counts[pick(&mut logits(), &[], &c, &mut rng) as usize] += 1;
+        }
+        for (k, want) in counts.iter().zip([1.0, 4.0, 9.0, 16.0]) {
+            let got = *k as f64 / n as f64;
+            assert!((got - want / 30.0).abs() < 0.01, "{counts:?}");
+        }
     }
 
     #[test]
