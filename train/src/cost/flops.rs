@@ -184,13 +184,14 @@ impl FlopModel {
     /// How the counts are made, for reports.
     pub fn rule(&self) -> String {
         let extra = match self.stage {
-            StageKind::Dpo => " + 1 reference forward",
-            StageKind::Ppo => " + generation, reference and reward forwards",
-            _ => "",
+            StageKind::Dpo => "; plus 1 reference forward per token",
+            StageKind::Ppo => "; plus generation, reference and reward forwards per new token",
+            StageKind::Reward => "; no LM head",
+            StageKind::Sft => "",
         };
         format!(
-            "per token: forward 2N + 4·L·q·T, backward 2N + 2·trainable + 8·L·q·T{extra}; \
-             N = {} matmul parameters, T = non-pad tokens per row",
+            "per token: forward 2N + 4·L·q·T, backward 2N + 2·trainable + 8·L·q·T; \
+             N = {} matmul parameters, T = non-pad tokens per row{extra}",
             self.dims.matmul_params(self.stage.lm_head())
         )
     }
