@@ -50,6 +50,15 @@ const HUB_FILES: [&str; 5] = [
     "chat_template.jinja",
 ];
 
+/// Hub ids without an organisation that tutorials use (`gpt2`), and the repos they moved to.
+const LEGACY_IDS: [(&str, &str); 5] = [
+    ("gpt2", "openai-community/gpt2"),
+    ("gpt2-medium", "openai-community/gpt2-medium"),
+    ("gpt2-large", "openai-community/gpt2-large"),
+    ("gpt2-xl", "openai-community/gpt2-xl"),
+    ("distilgpt2", "distilbert/distilgpt2"),
+];
+
 /// Turns a `--model` argument into files on disk.
 pub fn resolve(spec: &str) -> Result<ModelSource> {
     let path = Path::new(spec);
@@ -64,6 +73,9 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
     }
     if path.is_dir() {
         return Ok(ModelSource::Folder(path.to_path_buf()));
+    }
+    if let Some((_, id)) = LEGACY_IDS.iter().find(|(name, _)| *name == spec) {
+        return from_hub(id);
     }
     let looks_like_hub =
         spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/');

@@ -221,3 +221,83 @@ fn save_and_reload_is_bit_exact_under_transformers_names() {
         lm::load(dir.path().to_str().unwrap(), &LoadOptions::default()).unwrap();
     }
 }
+
+/// The hub's original `gpt2` files were saved from `GPT2Model`: no `transformer.` prefix, no
+/// `lm_head.weight`, and causal-mask buffers `h.{i}.attn.bias` / `attn.masked_bias`. Such a
+/// folder loads to the same model.
+#[test]
+fn gpt2_loads_the_hub_layout_without_prefix() {
+    let src = fixture("tiny-gpt2");
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut renamed: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(n, t)| (n.trim_start_matches("transformer.").to_string(), t))
+        .collect();
+    for l in 0..2 {
+        let mask = Tensor::ones((1, 1, 128, 128), candle_core::DType::F32, &Device::Cpu).unwrap();
+        renamed.insert(format!("h.{l}.attn.bias"), mask);
+        renamed.insert(
+            format!("h.{l}.attn.masked_bias"),
+            Tensor::new(-1e4f32, &Device::Cpu).unwrap(),
+        );
+    }
+    candle_core::safetensors::save(&renamed, dir.path().join("model.safetensors")).unwrap();
+    let p = lm::load(dir.path().to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let r = reference("tiny-gpt2");
+    let ids = rows_u32(&r["ids_single_2"]);
+    let logits = p
+        .model
+        .forward(&InputBatch::padded(&ids, 0, false))
+        .unwrap();
+    let ones = vec![vec![1u32; ids[0].len()]];
+    let d = max_diff_masked(&logits, &r["logits_single_2"], &ones);
+    assert!(d < TOL, "max diff {d}");
+}
+
+/// `--model gpt2` (the tutorials' bare id) resolves to `openai-community/gpt2` in the local
+/// hf-hub cache; the cached folder here holds the tiny GPT-2 fixture.
+#[test]
+fn bare_gpt2_id_loads_from_the_hub_cache_offline() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--openai-community--gpt2");
+    let snap = repo.join("snapshots/abc123");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+    for e in std::fs::read_dir(fixture("tiny-gpt2")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), snap.join(e.file_name())).unwrap();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "gpt2_hub_child", "--nocapture"])
+        .env("RUDDER_HUB_CHILD", "1")
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Runs in a child process (env vars are process-wide).
+#[test]
+fn gpt2_hub_child() {
+    if std::env::var("RUDDER_HUB_CHILD").is_err() {
+        return;
+    }
+    let p = lm::load("gpt2", &LoadOptions::default()).unwrap();
+    assert_eq!(p.model.config.arch, lm::Arch::Gpt2);
+}
