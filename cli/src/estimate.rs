@@ -64,8 +64,9 @@ pub struct EstimateArgs {
     /// Calibration: rows × tokens per step, and timed steps (after one warm-up step).
     #[arg(long, default_value_t = 2)]
     pub calib_batch: usize,
-    #[arg(long, default_value_t = 128)]
-    pub calib_seq: usize,
+    /// Calibration row length [the plan's mean row length, 16 to 1024].
+    #[arg(long)]
+    pub calib_seq: Option<usize>,
     #[arg(long, default_value_t = 2)]
     pub calib_steps: usize,
     /// Print JSON instead of the table.
@@ -195,7 +196,10 @@ pub fn run(a: EstimateArgs) -> Result<()> {
         },
     };
     let flops = plan_flops(&plan);
-    let here = calib::this_machine(&a, loaded, &settings)?;
+    let calib_seq = a
+        .calib_seq
+        .unwrap_or((row_len.round() as usize).clamp(16, 1024));
+    let here = calib::this_machine(&a, calib_seq, loaded, &settings)?;
     let mut rows = vec![train::cost::estimate(
         "this machine",
         flops.total(),

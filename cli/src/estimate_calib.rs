@@ -100,7 +100,12 @@ pub fn count_tokens(
 }
 
 /// This machine's speed and power: the stored bench (--from-bench) or a calibration run.
-pub fn this_machine(a: &EstimateArgs, m: Loaded, settings: &CostSettings) -> Result<Calibration> {
+pub fn this_machine(
+    a: &EstimateArgs,
+    seq: usize,
+    m: Loaded,
+    settings: &CostSettings,
+) -> Result<Calibration> {
     if a.from_bench {
         let path = bench_path()?;
         let text = std::fs::read_to_string(&path).with_context(|| {
@@ -114,20 +119,21 @@ pub fn this_machine(a: &EstimateArgs, m: Loaded, settings: &CostSettings) -> Res
     let Some((model, params)) = m.model else {
         bail!("no weights to calibrate with");
     };
-    calibrate(a, &model, params, &m.device, settings)
+    calibrate(a, seq, &model, params, &m.device, settings)
 }
 
 /// Times `calib_steps` training steps (forward, backward, AdamW) on random tokens after one
 /// warm-up step, metering energy as a run does.
 fn calibrate(
     a: &EstimateArgs,
+    seq: usize,
     model: &CausalLm,
     params: Vec<(String, Var)>,
     device: &Device,
     settings: &CostSettings,
 ) -> Result<Calibration> {
     anyhow::ensure!(
-        a.calib_batch > 0 && a.calib_seq > 1 && a.calib_steps > 0,
+        a.calib_batch > 0 && seq > 1 && a.calib_steps > 0,
         "--calib-* > 0"
     );
     let params = train::Params::new(params).context("collecting parameters")?;
@@ -137,9 +143,7 @@ fn calibrate(
     let mut rng = train::data::SplitMix64::new(7);
     let pcs: Vec<lm::logprobs::PromptCompletion> = (0..a.calib_batch)
         .map(|_| {
-            let ids: Vec<u32> = (0..a.calib_seq)
-                .map(|_| 3 + rng.below(vocab - 3) as u32)
-                .collect();
+            let ids: Vec<u32> = (0..seq).map(|_| 3 + rng.below(vocab - 3) as u32).collect();
             lm::logprobs::PromptCompletion {
                 prompt: ids[..1].to_vec(),
                 completion: ids[1..].to_vec(),
@@ -172,7 +176,7 @@ fn calibrate(
         dims: dims(&model.config),
         stage: StageKind::Sft,
     };
-    let tokens = (a.calib_batch * a.calib_seq) as u64;
+    let tokens = (a.calib_batch * seq) as u64;
     let flops = fm.step(tokens, a.calib_batch, trainable, true).total() * a.calib_steps as f64;
     let r = meter.report();
     Ok(Calibration {
@@ -183,7 +187,7 @@ fn calibrate(
             "calibration: {} steps of {}×{} tokens in {secs:.1} s, {:.3e} FLOP/s, {:.0} W ({})",
             a.calib_steps,
             a.calib_batch,
-            a.calib_seq,
+            seq,
             flops / secs,
             r.avg_power_w,
             r.energy_source
