@@ -128,6 +128,24 @@ fn without_counters_the_energy_is_estimated_and_says_so() {
     assert!((r.avg_power_w - 0.36).abs() < 1e-12);
     let block = serde_json::to_value(&r).expect("json");
     assert_eq!(block["energy"], "measured");
+
+    // A pipeline's total: sums, and `estimated` as soon as one part is.
+    let est = train::cost::CostReport {
+        energy: EnergyKind::Estimated,
+        energy_kwh: 2e-6,
+        wall_s: 10.0,
+        tokens: 5,
+        cost: Some(1.0),
+        ..r.clone()
+    };
+    let t = train::cost::CostReport::total(&[r.clone(), est]);
+    assert_eq!(
+        (t.tokens, t.wall_s, t.energy),
+        (r.tokens + 5, 20.0, EnergyKind::Estimated)
+    );
+    assert!((t.energy_kwh - 3e-6).abs() < 1e-15);
+    assert!((t.avg_power_w - 3e-6 * 3.6e6 / 20.0).abs() < 1e-9);
+    assert_eq!(t.cost, Some(1.0 + r.cost.unwrap_or(0.0)));
 }
 
 /// A stage with one 2-element weight: each example is "10 tokens", so FLOPs are known.

@@ -105,6 +105,41 @@ pub struct CostReport {
 }
 
 impl CostReport {
+    /// The sum of several runs' blocks (a pipeline's total): counts, times, energy, CO2 and
+    /// price add up; `measured` only when every part was; the device is the first one's.
+    pub fn total(parts: &[CostReport]) -> CostReport {
+        let mut t = parts.first().cloned().unwrap_or_default();
+        for p in parts.iter().skip(1) {
+            t.tokens += p.tokens;
+            t.flops += p.flops;
+            t.flops_forward += p.flops_forward;
+            t.flops_backward += p.flops_backward;
+            t.wall_s += p.wall_s;
+            for (k, v) in &p.phases_s {
+                *t.phases_s.entry(k.clone()).or_default() += v;
+            }
+            t.energy_kwh += p.energy_kwh;
+            t.co2_g += p.co2_g;
+            t.cost = match (t.cost, p.cost) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+            };
+            if p.energy == EnergyKind::Estimated {
+                t.energy = EnergyKind::Estimated;
+            }
+            if p.energy_source != t.energy_source {
+                t.energy_source = "several sources (see each part)".into();
+            }
+        }
+        if t.wall_s > 0.0 {
+            t.achieved_flop_s = t.flops / t.wall_s;
+            t.avg_power_w = t.energy_kwh * 3.6e6 / t.wall_s;
+        }
+        t.utilisation =
+            (t.device.peak_flop_s > 0.0).then(|| t.achieved_flop_s / t.device.peak_flop_s);
+        t
+    }
+
     /// The human summary printed at the end of a run.
     pub fn lines(&self) -> Vec<String> {
         let phases: Vec<String> = self
