@@ -31,6 +31,10 @@ pub struct PipelineConfig {
     /// Policy optimisation: "dpo" or "ppo".
     #[serde(default = "default_policy")]
     pub policy: String,
+    /// Keep each trainer's `checkpoint-*` folders once its stage is complete [false: removed,
+    /// they hold 3x the model each].
+    #[serde(default)]
+    pub keep_checkpoints: bool,
     pub sft: Option<toml::Table>,
     pub candidates: Option<toml::Table>,
     pub preferences: Option<Preferences>,
@@ -67,6 +71,7 @@ pub fn run(a: PipelineArgs) -> Result<()> {
         file: a.config.display().to_string(),
         out: cfg.out.clone(),
         device: a.device,
+        keep_checkpoints: cfg.keep_checkpoints,
     };
     std::fs::create_dir_all(&ctx.out).with_context(|| format!("creating {}", ctx.out.display()))?;
     st::check(&ctx, &cfg)?;

@@ -11,6 +11,8 @@ pub struct Ctx {
     pub file: String,
     pub out: PathBuf,
     pub device: DeviceArgs,
+    /// Keep the trainers' `checkpoint-*` folders after a stage completes.
+    pub keep_checkpoints: bool,
 }
 
 const MARKER: &str = ".rudder-stage.json";
@@ -103,6 +105,21 @@ fn config_file(ctx: &Ctx, stage: &str, t: &toml::Table) -> Result<TrainFlags> {
     })
 }
 
+/// A finished stage is never resumed (the marker skips it), and a checkpoint holds the weights
+/// plus two AdamW moments: 3x the model on disk per stage.
+fn drop_checkpoints(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("checkpoint-") && e.path().is_dir() {
+            std::fs::remove_dir_all(e.path())
+                .with_context(|| format!("removing {}", e.path().display()))?;
+        } else if name == "latest" {
+            std::fs::remove_file(e.path()).ok();
+        }
+    }
+    Ok(())
+}
+
 /// A LoRA run saves an adapter; later stages need a full model, so it is merged into `merged/`.
 fn full_model(ctx: &Ctx, stage: &str, base: &str) -> Result<String> {
     let dir = ctx.dir(stage);
@@ -133,6 +150,9 @@ fn trainer_stage(
     let flags = config_file(ctx, stage, &t)?;
     run(flags).with_context(|| format!("{}: stage [{stage}]", ctx.file))?;
     let out = full_model(ctx, stage, base)?;
+    if !ctx.keep_checkpoints {
+        drop_checkpoints(&ctx.dir(stage))?;
+    }
     stage_mark(ctx, stage, &t, &out)?;
     Ok(out)
 }

@@ -95,6 +95,15 @@ fn pipeline_runs_end_to_end_then_skips_finished_stages() {
         .iter()
         .filter(|r| r["model"] == "base")
         .all(|r| r["kl"] == 0.0));
+    // Finished stages are never resumed: their checkpoints are removed.
+    let names: Vec<String> = std::fs::read_dir(out.join("sft"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("checkpoint-")),
+        "{names:?}"
+    );
     let stamp = |p: &str| std::fs::metadata(out.join(p)).unwrap().modified().unwrap();
     let before = (stamp("sft/model.safetensors"), stamp("compare/index.html"));
     let o = rudder(&["pipeline", "--config", cfg.to_str().unwrap()]);
@@ -156,7 +165,9 @@ fn labeling_route_stops_with_the_url() {
     let (_, _, prompts) = data(d.path());
     let cfg = d.path().join("p.toml");
     let body = format!(
-        "out = {:?}\nmodel = {:?}\n[candidates]\nprompts = {prompts:?}\nn = 2\nmax_new_tokens = 4\n[preferences]\nurl = \"http://127.0.0.1:8099\"\n",
+        "out = {:?}\nmodel = {:?}\n[candidates]\nprompts = {prompts:?}\nn = 2\nmax_new_tokens = 4\n\
+         [preferences]\nurl = \"http://127.0.0.1:8099\"\n[dpo]\nmax_steps = 1\nbatch_size = 2\nquiet = true\n\
+         [compare]\nprompts = {prompts:?}\nmax_new_tokens = 4\n",
         out.display().to_string(),
         fixture("tiny-llama")
     );
@@ -179,4 +190,53 @@ fn labeling_route_stops_with_the_url() {
         t.contains("[candidates] already complete") && t.contains("stopped at [labels]"),
         "{t}"
     );
+    // Label every comparison as the app stores labels, then the pipeline goes on to the end.
+    let db = out.join("labels.sqlite");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(label_all(&db));
+    let o = rudder(&["pipeline", "--config", cfg.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("[labels] exported 3 preference pairs"), "{t}");
+    assert!(
+        out.join("compare/index.html").exists() && out.join("dpo/.rudder-stage.json").exists(),
+        "{t}"
+    );
+}
+
+async fn label_all(db: &Path) {
+    use sqlx::Row;
+    let pool = labeling_ui::db::open(&db.display().to_string())
+        .await
+        .unwrap();
+    labeling_ui::auth::add_user(&pool, "ann", labeling_ui::auth::Role::Labeler)
+        .await
+        .unwrap();
+    let cs = sqlx::query("SELECT id, project_id, item_id FROM comparisons")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for (i, c) in cs.iter().enumerate() {
+        let a: i64 = sqlx::query(
+            "INSERT INTO assignments (project_id, item_id, comparison_id, user_id, swapped, created_at)
+             VALUES (?, ?, ?, 1, 0, 0) RETURNING id",
+        )
+        .bind(c.get::<i64, _>(1))
+        .bind(c.get::<i64, _>(2))
+        .bind(c.get::<i64, _>(0))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+        sqlx::query(
+            "INSERT INTO labels (assignment_id, client_id, choice, created_at) VALUES (?, ?, ?, 0)",
+        )
+        .bind(a)
+        .bind(format!("c{i}"))
+        .bind(if i % 2 == 0 { "first" } else { "second" })
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
 }
