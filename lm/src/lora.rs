@@ -27,6 +27,10 @@ pub const TARGETS: [&str; 7] = [
     "down_proj",
 ];
 
+/// GPT-2's projections (Conv1D modules): `c_attn` (fused q/k/v), `c_proj` (attention output
+/// and MLP down), `c_fc` (MLP up). PEFT adapts them with `fan_in_fan_out = true`.
+pub const GPT2_TARGETS: [&str; 3] = ["c_attn", "c_proj", "c_fc"];
+
 /// PEFT's prefix in front of the transformers parameter names.
 const PEFT_PREFIX: &str = "base_model.model.";
 
@@ -66,20 +70,20 @@ impl LoraSpec {
                 self.dropout
             )));
         }
+        let all = TARGETS.iter().chain(GPT2_TARGETS.iter()).copied();
         if self.targets.iter().any(|t| t == "all-linear") {
-            return Ok(TARGETS.to_vec());
+            return Ok(all.collect());
         }
-        if let Some(bad) = self.targets.iter().find(|t| !TARGETS.contains(&t.as_str())) {
+        let known = |t: &str| TARGETS.contains(&t) || GPT2_TARGETS.contains(&t);
+        if let Some(bad) = self.targets.iter().find(|t| !known(t)) {
             return Err(Error::Invalid(format!(
-                "lora target `{bad}` is not one of {TARGETS:?} or all-linear"
+                "lora target `{bad}` is not one of {TARGETS:?}, GPT-2's {GPT2_TARGETS:?} or all-linear"
             )));
         }
         if self.targets.is_empty() {
             return Err(Error::Invalid("lora_targets is empty".into()));
         }
-        Ok(TARGETS
-            .iter()
-            .copied()
+        Ok(all
             .filter(|t| self.targets.iter().any(|x| x == t))
             .collect())
     }
@@ -170,6 +174,17 @@ impl CausalLm {
             vars.push((format!("{PEFT_PREFIX}{name}.lora_A.weight"), a.clone()));
             vars.push((format!("{PEFT_PREFIX}{name}.lora_B.weight"), b.clone()));
             lin.lora = Some(Lora { a, b, scale });
+        }
+        if vars.is_empty() {
+            let mut names: Vec<&str> = self.projections().iter().map(|p| p.1).collect();
+            names.sort_unstable();
+            names.dedup();
+            return Err(Error::Invalid(format!(
+                "no projection of this {} model matches lora targets {:?} (it has {names:?}, \
+                 or use all-linear)",
+                self.config.arch.model_type(),
+                spec.targets
+            )));
         }
         self.adapters_enabled = true;
         Ok(vars)
@@ -279,7 +294,17 @@ pub fn save_adapter(model: &CausalLm, spec: &LoraSpec, base_model: &str, dir: &P
     }
     let path = dir.join("adapter_model.safetensors");
     candle_core::safetensors::save(&tensors, &path).map_err(|e| weight_err(&path, "*", e))?;
-    let cfg = adapter_config_json(spec, base_model)?;
+    let mut cfg = adapter_config_json(spec, base_model)?;
+    // List only the module names this model has (all-linear expands over every family), and
+    // mark GPT-2's Conv1D weights as stored (in, out), as PEFT does.
+    let mut present: Vec<&str> = vec![];
+    for (_, short, lin) in model.projections() {
+        if lin.lora.is_some() && !present.contains(&short) {
+            present.push(short);
+        }
+    }
+    cfg["target_modules"] = serde_json::json!(present);
+    cfg["fan_in_fan_out"] = model.config.gpt2.is_some().into();
     let path = dir.join("adapter_config.json");
     let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Json {
         path: path.clone(),

@@ -301,3 +301,66 @@ fn gpt2_hub_child() {
     let p = lm::load("gpt2", &LoadOptions::default()).unwrap();
     assert_eq!(p.model.config.arch, lm::Arch::Gpt2);
 }
+
+/// LoRA on GPT-2's Conv1D projections: every adapter gets a gradient, the default Llama
+/// targets give a clear error, and the PEFT config says `fan_in_fan_out` with GPT-2's names
+/// (checked against PEFT 0.21 with scripts/make_lora_golden.py --check, see README).
+#[test]
+fn gpt2_lora_adapts_c_attn_c_proj_c_fc() {
+    let mut p = load("tiny-gpt2", false);
+    let spec = |t: &str| lm::lora::LoraSpec {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec![t.to_string()],
+        rslora: false,
+    };
+    let e = p
+        .model
+        .attach_lora(&spec("q_proj"), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("c_attn") && e.contains("q_proj"), "{e}");
+    let vars = p.model.attach_lora(&spec("all-linear"), 1).unwrap();
+    assert_eq!(
+        vars.len(),
+        2 * 4 * 2,
+        "A and B on 4 projections in each of 2 layers"
+    );
+    let batch = InputBatch::padded(&[vec![5u32, 9, 17, 33, 2]], 0, false);
+    let loss = p
+        .model
+        .forward(&batch)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    for (n, v) in vars.iter().filter(|(n, _)| n.contains("lora_B")) {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {n}"));
+        assert!(
+            g.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0,
+            "{n}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    lm::lora::save_adapter(&p.model, &spec("all-linear"), "tiny-gpt2", dir.path()).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["fan_in_fan_out"], true);
+    assert_eq!(
+        cfg["target_modules"],
+        serde_json::json!(["c_attn", "c_proj", "c_fc"])
+    );
+}
