@@ -1,5 +1,7 @@
-//! The Llama-family decoder written for training: full-sequence logits `(B, T, V)`, padding and
-//! packing masks, per-row position ids, and a KV cache used only by generation.
+//! The decoder written for training: full-sequence logits `(B, T, V)`, padding and packing
+//! masks, per-row position ids, and a KV cache used only by generation. One implementation for
+//! the Llama family, GPT-2 (`gpt2.rs`: learned positions, LayerNorm, fused `c_attn`) and sparse
+//! Mixture-of-Experts blocks (`moe.rs`).
 use crate::config::{ModelConfig, RopeScaling};
 use crate::linear::Linear;
 use crate::ops;
@@ -235,7 +237,9 @@ impl Attention {
                 k = Tensor::cat(&[pk, &k.contiguous()?], 2)?;
                 v = Tensor::cat(&[pv, &v], 2)?;
             }
-            *slot = Some((k.clone(), v.clone()));
+            // Detached: the cache only serves generation, and a tracked cache would chain
+            // every step's autograd graph (with trainable weights) into the next.
+            *slot = Some((k.detach(), v.detach()));
         }
         let k = ops::repeat_kv(&k, h / kvh)?;
         let v = ops::repeat_kv(&v, h / kvh)?;
