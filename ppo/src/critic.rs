@@ -2,8 +2,8 @@
 //! as TRL's `AutoModelForCausalLMWithValueHead`), or a separate critic model initialised from
 //! a reward model (TRL's PPOv2 layout: body plus `score` head, both trained).
 use crate::error::Result;
+use crate::frame::Frame;
 use candle_core::{DType, Device, Tensor, Var};
-use lm::InputBatch;
 use reward_model::RewardModel;
 use std::path::Path;
 
@@ -47,20 +47,18 @@ impl Critic {
         }
     }
 
-    /// Values `(B, T)` f32 at every position: from the policy's hidden states `(B, T, H)`
-    /// (head), or from the critic's own forward over `input` (separate model).
-    pub fn values(&self, policy_hidden: &Tensor, input: &InputBatch) -> Result<Tensor> {
-        let (hidden, w) = match self {
-            Critic::Head { weight, .. } => (policy_hidden.clone(), weight.as_tensor()),
-            Critic::Model(rm) => (rm.backbone.hidden_states(input)?, rm.score.as_tensor()),
+    /// Values `(N,)` f32 at the frame's completion positions: the head on the policy's
+    /// gathered hidden states `picked` `(N, H)`, or the critic's own forward over the batch.
+    pub fn values(&self, picked: &Tensor, frame: &Frame) -> Result<Tensor> {
+        let (h, w) = match self {
+            Critic::Head { weight, .. } => (picked.clone(), weight.as_tensor()),
+            Critic::Model(rm) => {
+                let hidden = rm.backbone.hidden_states(&frame.input)?; // (B, T, H)
+                (frame.gather(&hidden)?, rm.score.as_tensor())
+            }
         };
-        let (b, t, h) = hidden.dims3()?;
-        // (B*T, H) x (H, 1) -> (B, T)
-        let v = hidden
-            .to_dtype(DType::F32)?
-            .reshape((b * t, h))?
-            .matmul(&w.t()?)?
-            .reshape((b, t))?;
+        // (N, H) x (H, 1) -> (N,)
+        let v = h.to_dtype(DType::F32)?.matmul(&w.t()?)?.squeeze(1)?;
         match self {
             Critic::Head { bias, .. } => Ok(v.broadcast_add(bias.as_tensor())?),
             Critic::Model(_) => Ok(v),

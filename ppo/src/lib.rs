@@ -11,7 +11,7 @@ pub mod math;
 pub use config::{Algo, KlEstimator, PpoConfig};
 pub use error::{Error, Result};
 pub mod critic;
-mod frame;
+pub mod frame;
 pub mod prompts;
 pub mod reward;
 mod rollout;

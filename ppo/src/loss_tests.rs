@@ -25,12 +25,14 @@
 use super::*;
 use candle_core::Device;
 
+/// The golden rows (lengths 3 and 2) flattened: the masked-out last entry of row 2 dropped.
 fn t(rows: [[f32; 3]; 2]) -> Tensor {
-    Tensor::new(&rows, &Device::Cpu).unwrap()
+    let flat = [&rows[0][..], &rows[1][..2]].concat();
+    Tensor::new(flat.as_slice(), &Device::Cpu).unwrap()
 }
 
-fn mask() -> Tensor {
-    t([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+fn w(how: Reduce) -> Tensor {
+    Tensor::new(weights(&[3, 2], how).as_slice(), &Device::Cpu).unwrap()
 }
 
 fn scalar(x: &Tensor) -> f64 {
@@ -43,14 +45,14 @@ fn clipped_policy_loss_matches_trl() -> Result<()> {
     let old = t([[-1.3, -0.5, -1.5], [-0.2, -2.5, 0.0]]);
     let adv = t([[1.0, -0.5, 2.0], [-1.0, 0.7, 0.0]]);
     let (loss, clipfrac, approx_kl) =
-        clipped_policy_loss(&logp, &old, &adv, &mask(), 0.2, Reduce::Tokens)?;
+        clipped_policy_loss(&logp, &old, &adv, &w(Reduce::Tokens), 0.2)?;
     assert!(
         (scalar(&loss) + 0.2675266).abs() < 1e-6,
         "{}",
         scalar(&loss)
     );
     assert!((clipfrac - 0.2).abs() < 1e-6 && (approx_kl - 0.059).abs() < 1e-6);
-    let (seq, _, _) = clipped_policy_loss(&logp, &old, &adv, &mask(), 0.2, Reduce::Sequences)?;
+    let (seq, _, _) = clipped_policy_loss(&logp, &old, &adv, &w(Reduce::Sequences), 0.2)?;
     assert!((scalar(&seq) + 0.1749864).abs() < 1e-6, "{}", scalar(&seq));
     Ok(())
 }
@@ -60,7 +62,7 @@ fn clipped_value_loss_matches_trl() -> Result<()> {
     let v = t([[0.5, 1.0, -0.3], [0.0, 2.0, 0.0]]);
     let old = t([[0.2, 1.1, 0.0], [0.1, 1.5, 0.0]]);
     let ret = t([[1.0, 0.0, 0.5], [-1.0, 1.0, 0.0]]);
-    let (loss, clipfrac) = clipped_value_loss(&v, &old, &ret, &mask(), 0.2)?;
+    let (loss, clipfrac) = clipped_value_loss(&v, &old, &ret, 0.2)?;
     assert!((scalar(&loss) - 0.4).abs() < 1e-6 && (clipfrac - 0.2).abs() < 1e-6);
     Ok(())
 }
@@ -69,8 +71,8 @@ fn clipped_value_loss_matches_trl() -> Result<()> {
 fn k3_matches_trl_grpo() -> Result<()> {
     let logp = t([[-1.0, -0.5, -2.0], [-0.2, -3.0, 0.0]]);
     let refp = t([[-1.1, -0.4, -2.5], [-0.2, -2.0, 0.0]]);
-    let got: Vec<f32> = k3(&logp, &refp)?.flatten_all()?.to_vec1()?;
-    let want = [0.0048374, 0.0051709, 0.1065307, 0.0, 0.7182817, 0.0];
+    let got: Vec<f32> = k3(&logp, &refp)?.to_vec1()?;
+    let want = [0.0048374, 0.0051709, 0.1065307, 0.0, 0.7182817];
     for (g, w) in got.iter().zip(want) {
         assert!((g - w).abs() < 1e-6, "{got:?}");
     }

@@ -158,35 +158,35 @@ impl PpoStage {
     }
 
     /// No-grad pass of `model` over completions at the sampling temperature; with `policy`,
-    /// also values (PPO) and entropies.
+    /// also values (PPO) and entropies. Only completion positions reach the LM head.
     fn forward(
         &self,
         model: &lm::CausalLm,
         rows: &[PromptCompletion],
         policy: bool,
     ) -> Result<Pass> {
-        let frame = Frame::new(rows, self.tok.pad_id)?;
-        let hidden = model.hidden_states(&frame.batch.input)?.detach(); // (B, T, H)
-        let logits = (model.logits(&hidden)?.to_dtype(DType::F32)? / self.cfg.temperature)?; // (B, T, V)
-        let (lp, _) = frame.batch.logprobs(&logits)?; // (B, T-1)
+        let frame = Frame::new(rows, self.tok.pad_id);
+        let hidden = model.hidden_states(&frame.input)?.detach(); // (B, T, H)
+        let picked = frame.gather(&hidden)?; // (N, H)
+        let logits = (model.logits(&picked)?.to_dtype(DType::F32)? / self.cfg.temperature)?; // (N, V)
+        let lp = lm::logprobs::token_logprobs(&logits, &frame.targets(hidden.device())?)?; // (N,)
         let mut pass = Pass {
-            logp: frame.rows(&lp)?,
+            logp: frame.split(&lp)?,
             values: vec![],
             entropy: vec![],
         };
         if policy {
-            let t1 = frame.width;
             if let Some(critic) = &self.critic {
-                let v = critic.values(&hidden, &frame.batch.input)?.detach();
-                pass.values = frame.rows(&v.narrow(1, 0, t1)?)?;
+                let v = critic.values(&picked, &frame)?.detach(); // (N,)
+                pass.values = frame.split(&v)?;
             }
-            pass.entropy = frame.rows(&entropy(&logits)?.narrow(1, 0, t1)?)?;
+            pass.entropy = frame.split(&entropy(&logits)?)?;
         }
         Ok(pass)
     }
 }
 
-/// Entropy of the softmax of `logits` `(B, T, V)` at every position, `(B, T)`:
+/// Entropy of the softmax of `logits` `(N, V)` at every position, `(N,)`:
 /// `logsumexp(l) − Σ p l`.
 fn entropy(logits: &Tensor) -> candle_core::Result<Tensor> {
     let max = logits.max_keepdim(D::Minus1)?;

@@ -4,7 +4,7 @@
 use crate::config::Algo;
 use crate::error::{Error, Result};
 use crate::frame::Frame;
-use crate::loss::{clipped_policy_loss, clipped_value_loss, k3, reduce, Reduce};
+use crate::loss::{clipped_policy_loss, clipped_value_loss, k3, weighted, weights, Reduce};
 use crate::stage::{PpoStage, Rollout, Sample};
 use candle_core::Tensor;
 use lm::logprobs::PromptCompletion;
@@ -30,24 +30,31 @@ impl PpoStage {
         let now = Instant::now();
         let rows = self.minibatch(r, update);
         let ids: Vec<PromptCompletion> = rows.iter().map(|s| s.ids.clone()).collect();
-        let frame = Frame::new(&ids, self.tok.pad_id)?;
+        let frame = Frame::new(&ids, self.tok.pad_id);
         let dev = self.policy.device().clone();
-        let dense = |f: fn(&Sample) -> &[f32]| -> candle_core::Result<Tensor> {
+        let flat = |f: fn(&Sample) -> &[f32]| -> candle_core::Result<Tensor> {
             let v: Vec<&[f32]> = rows.iter().map(|s| f(s)).collect();
-            frame.dense(&v, &dev)
+            frame.flat(&v, &dev)
         };
-        // (B, T, H) -> logits (B, T, V) at the sampling temperature -> log-probs (B, T-1)
-        let hidden = self.policy.hidden_states(&frame.batch.input)?;
-        let logits = (self.policy.logits(&hidden)? / self.cfg.temperature)?;
-        let (logp, mask) = frame.batch.logprobs(&logits)?;
-        let old = dense(|s| &s.old_logp)?;
-        let adv = dense(|s| &s.advantages)?;
+        // (B, T, H) -> completion positions (N, H) -> logits (N, V) at the sampling
+        // temperature -> log-probs of the sampled tokens (N,)
+        let hidden = self.policy.hidden_states(&frame.input)?;
+        let picked = frame.gather(&hidden)?;
+        let logits = (self.policy.logits(&picked)? / self.cfg.temperature)?;
+        let logp = lm::logprobs::token_logprobs(&logits, &frame.targets(&dev)?)?;
         let how = match self.cfg.algo {
             Algo::Ppo => Reduce::Tokens,
             Algo::Rloo | Algo::Grpo => Reduce::Sequences,
         };
-        let (pg, clipfrac, approx_kl) =
-            clipped_policy_loss(&logp, &old, &adv, &mask, self.cfg.cliprange, how)?;
+        let w = weights(&frame.lens, how);
+        let w = Tensor::from_vec(w, frame.index.len(), &dev)?;
+        let (pg, clipfrac, approx_kl) = clipped_policy_loss(
+            &logp,
+            &flat(|s| &s.old_logp)?,
+            &flat(|s| &s.advantages)?,
+            &w,
+            self.cfg.cliprange,
+        )?;
         let mut metrics = r.metrics.clone();
         let loss = match self.cfg.algo {
             Algo::Ppo => {
@@ -55,13 +62,10 @@ impl PpoStage {
                     .critic
                     .as_ref()
                     .ok_or_else(|| Error::config("critic", "ppo needs a value function"))?;
-                let v = critic.values(&hidden, &frame.batch.input)?;
-                let v = v.narrow(1, 0, frame.width)?; // (B, T-1)
                 let (vf, vf_clip) = clipped_value_loss(
-                    &v,
-                    &dense(|s| &s.values)?,
-                    &dense(|s| &s.returns)?,
-                    &mask,
+                    &critic.values(&picked, &frame)?,
+                    &flat(|s| &s.values)?,
+                    &flat(|s| &s.returns)?,
                     self.cfg.cliprange_value,
                 )?;
                 metrics.insert("loss/value".into(), scalar(&vf)?);
@@ -70,7 +74,7 @@ impl PpoStage {
             }
             Algo::Rloo => pg.clone(),
             Algo::Grpo => {
-                let kl = reduce(&k3(&logp, &dense(|s| &s.ref_logp)?)?, &mask, how)?;
+                let kl = weighted(&k3(&logp, &flat(|s| &s.ref_logp)?)?, &w)?;
                 metrics.insert("loss/kl".into(), scalar(&kl)?);
                 (&pg + (kl * self.state.kl.value)?)?
             }
