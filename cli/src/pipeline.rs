@@ -1,6 +1,6 @@
 //! `rudder pipeline --config pipeline.toml`: SFT → candidates for labeling → labels (or a
 //! preference file) → reward model → policy (DPO, or PPO) → compare. Each stage writes into
-//! `<out>/<stage>/`, and its marker file (`.rudder-stage.json`, written last) makes a later run
+//! `<out>/<stage>/` (`policy = "dpo" | "ppo"` picks the policy stage), and its marker file (`.rudder-stage.json`, written last) makes a later run
 //! skip it. Each stage's section uses the field names of its subcommand's `--config` / flags;
 //! the pipeline fills in `model`, `data` and `out` from the earlier stages.
 use crate::common::DeviceArgs;
@@ -81,14 +81,20 @@ pub fn run(a: PipelineArgs) -> Result<()> {
         None => None,
     };
     let policy_in = sft_model.clone().unwrap_or_else(|| start.clone());
-    let Some(prefs) = st::preferences(&ctx, &cfg, &policy_in)? else {
-        return Ok(()); // stopped for labels; the message is printed
+    // PPO scored by a command needs no preference pairs; everything else does.
+    let prefs = if cfg.reward.is_some() || cfg.policy == "dpo" {
+        match st::preferences(&ctx, &cfg, &policy_in)? {
+            Some(p) => Some(p),
+            None => return Ok(()), // stopped for labels; the message is printed
+        }
+    } else {
+        None
     };
-    let reward = match &cfg.reward {
-        Some(t) => Some(st::reward(&ctx, t, &policy_in, &prefs)?),
-        None => None,
+    let reward = match (&cfg.reward, &prefs) {
+        (Some(t), Some(p)) => Some(st::reward(&ctx, t, &policy_in, p)?),
+        _ => None,
     };
-    let aligned = policy(&ctx, &cfg, &policy_in, &prefs, reward.as_deref())?;
+    let aligned = policy(&ctx, &cfg, &policy_in, prefs.as_deref(), reward.as_deref())?;
     let mut models = vec![format!("base={start}")];
     if let Some(m) = &sft_model {
         models.push(format!("sft={m}"));
@@ -104,20 +110,17 @@ fn policy(
     ctx: &Ctx,
     cfg: &PipelineConfig,
     model: &str,
-    prefs: &std::path::Path,
+    prefs: Option<&std::path::Path>,
     reward: Option<&str>,
 ) -> Result<String> {
     match cfg.policy.as_str() {
-        "dpo" => st::dpo(ctx, cfg.dpo.as_ref(), model, prefs),
-        // PPO: `st::ppo(ctx, cfg.ppo.as_ref(), model, reward)` once `rudder ppo` lands — the
-        // same shape as `st::dpo` (section + defaults -> TOML -> the subcommand's `run`).
-        "ppo" => {
-            let _ = (reward, &cfg.ppo);
-            bail!(
-                "{}: policy = \"ppo\": the PPO stage is not available in this build yet; use policy = \"dpo\"",
-                ctx.file
-            )
-        }
+        "dpo" => st::dpo(
+            ctx,
+            cfg.dpo.as_ref(),
+            model,
+            prefs.context("dpo needs preferences")?,
+        ),
+        "ppo" => st::ppo(ctx, cfg.ppo.as_ref(), model, reward),
         other => bail!(
             "{}: field `policy`: `{other}` is not one of dpo, ppo",
             ctx.file

@@ -211,6 +211,20 @@ pub fn check(ctx: &Ctx, cfg: &PipelineConfig) -> Result<()> {
         c.validate()
             .map_err(|e| anyhow::anyhow!("{}: [dpo] {e}", ctx.file))?;
     }
+    if cfg.policy == "ppo" {
+        let reward = cfg.reward.as_ref().map(|_| "reward");
+        let t = section(
+            ctx,
+            "ppo",
+            cfg.ppo.as_ref(),
+            &ppo_defaults(cfg.ppo.as_ref(), &cfg.model, reward),
+        )?;
+        let f = write("ppo", &t)?;
+        let (tr, c): (_, ::ppo::PpoConfig) =
+            resolve(&f, &crate::ppo::PpoFlags::default(), "ppo").map_err(|e| scrub(e, "ppo"))?;
+        c.validate(&tr)
+            .map_err(|e| anyhow::anyhow!("{}: [ppo] {e}", ctx.file))?;
+    }
     compare_settings(ctx, &section(ctx, "compare", cfg.compare.as_ref(), &[])?)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -270,6 +284,38 @@ pub fn dpo(ctx: &Ctx, t: Option<&toml::Table>, model: &str, prefs: &Path) -> Res
             device,
         })
     })
+}
+
+/// `[ppo]`: `rudder ppo` fields; the policy starts from the SFT output and is scored by the
+/// reward stage's model unless the section names its own `reward_model` or `reward_cmd`.
+pub fn ppo(
+    ctx: &Ctx,
+    t: Option<&toml::Table>,
+    model: &str,
+    reward: Option<&str>,
+) -> Result<String> {
+    let t = section(ctx, "ppo", t, &ppo_defaults(t, model, reward))?;
+    let device = ctx.device.clone();
+    trainer_stage(ctx, "ppo", t, model, |train| {
+        crate::ppo::run(crate::ppo::PpoArgs {
+            stage: Default::default(),
+            train,
+            device,
+        })
+    })
+}
+
+fn ppo_defaults(
+    t: Option<&toml::Table>,
+    model: &str,
+    reward: Option<&str>,
+) -> Vec<(&'static str, toml::Value)> {
+    let mut d = vec![("model", s(model))];
+    let own = t.is_some_and(|t| t.contains_key("reward_cmd"));
+    if let (Some(r), false) = (reward, own) {
+        d.push(("reward_model", s(r)));
+    }
+    d
 }
 
 /// `[compare]`: `rudder compare`'s settings; the models are the pipeline's.

@@ -240,3 +240,33 @@ async fn label_all(db: &Path) {
         .unwrap();
     }
 }
+
+#[test]
+fn ppo_policy_runs_from_the_reward_stage() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let cfg = config(d.path(), &out, "");
+    let body = std::fs::read_to_string(&cfg).unwrap();
+    let (_, _, prompts) = data(d.path());
+    let body = body.replace("policy = \"dpo\"", "policy = \"ppo\"")
+        + &format!("\n[ppo]\nprompts = {prompts:?}\nmax_steps = 1\nbatch_size = 2\nmax_new_tokens = 4\nquiet = true\n");
+    std::fs::write(&cfg, body).unwrap();
+    let o = rudder(&["pipeline", "--config", cfg.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        out.join("ppo/.rudder-stage.json").exists() && !out.join("dpo").exists(),
+        "{t}"
+    );
+    let marker: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ppo/.rudder-stage.json")).unwrap())
+            .unwrap();
+    assert!(
+        marker["config"]["reward_model"]
+            .as_str()
+            .unwrap()
+            .ends_with("reward"),
+        "{marker}"
+    );
+    assert!(out.join("compare/index.html").exists(), "{t}");
+}
