@@ -1,7 +1,7 @@
 //! `rudder pipeline --config pipeline.toml`: SFT → candidates for labeling → labels (or a
 //! preference file) → reward model → policy (DPO, or PPO) → compare. Each stage writes into
-//! `<out>/<stage>/` (`policy = "dpo" | "ppo"` picks the policy stage), and its marker file (`.rudder-stage.json`, written last) makes a later run
-//! skip it. Each stage's section uses the field names of its subcommand's `--config` / flags;
+//! `<out>/<stage>/` (`policy = "dpo" | "ppo"` picks the policy stage), and its marker file
+//! (`.rudder-stage.json`, written last) makes a later run skip it. Each stage's section uses the field names of its subcommand's `--config` / flags;
 //! the pipeline fills in `model`, `data` and `out` from the earlier stages.
 use crate::common::DeviceArgs;
 use crate::pipeline_stages::{self as st, Ctx};
