@@ -9,6 +9,7 @@ ROWS=${1:-40}; BATCH=${2:-4}; LEN=${3:-256}
 R=${RUDDER:-target/release/rudder}
 M=${MODEL:-.cache/models/smollm2-135m-instruct}
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT   # the run's checkpoint is ~1.6 GB
 python3 - "$ROWS" "$WORK/sft.jsonl" <<'PY'
 import json, sys
 rows = json.load(open(".cache/data/alpaca_en_demo.json"))[: int(sys.argv[1])]
@@ -19,7 +20,7 @@ uptime
     --epochs 1 --gpu H100 --json > "$WORK/estimate.json"
 uptime
 "$R" sft --model "$M" --data "$WORK/sft.jsonl" --out "$WORK/run" --batch-size "$BATCH" \
-    --epochs 1 --max-seq-len "$LEN" --log-every 5 --quiet
+    --epochs 1 --max-seq-len "$LEN" --log-every 5 --save-total-limit 1 --quiet
 uptime
 python3 - "$WORK" <<'PY'
 import json, sys
