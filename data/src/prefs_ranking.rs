@@ -39,19 +39,7 @@ pub fn ranking_examples(path: &Path, line: usize, obj: &Object) -> Result<Vec<Pr
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .ok_or_else(|| bad(path, line, "tiers", "expected a list of lists of positions"))?;
     check_tiers(&tiers, responses.len()).map_err(|e| bad(path, line, "tiers", e))?;
-    let group = match obj.get("ranking_id") {
-        None | Some(Value::Null) => format!("line {line}"),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(v) => {
-            return Err(bad(
-                path,
-                line,
-                "ranking_id",
-                format!("expected a string or number, got {v}"),
-            ))
-        }
-    };
+    let group = group_of(path, line, obj)?;
     let side = |i: usize| match &prompt {
         // As the expanded export writes them: TRL's conversational format.
         TextOrMessages::Messages(_) => TextOrMessages::Messages(vec![Message {
@@ -81,6 +69,21 @@ pub fn ranking_examples(path: &Path, line: usize, obj: &Object) -> Result<Vec<Pr
         }
     }
     Ok(out)
+}
+
+/// The ranking id as the pairs' group; `line N` when the row has none.
+fn group_of(path: &Path, line: usize, obj: &Object) -> Result<String> {
+    match obj.get("ranking_id") {
+        None | Some(Value::Null) => Ok(format!("line {line}")),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(v) => Err(bad(
+            path,
+            line,
+            "ranking_id",
+            format!("expected a string or number, got {v}"),
+        )),
+    }
 }
 
 /// Every position of `0..n` exactly once, no empty tier.

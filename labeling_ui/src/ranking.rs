@@ -30,7 +30,12 @@ pub fn validate(tiers: &[Vec<usize>], unacceptable: &[usize], n: usize) -> Resul
     let mut seen = vec![false; n];
     for &p in tiers.iter().flatten() {
         match seen.get_mut(p) {
-            None => return Err(format!("position {p} out of range (0-{})", n - 1)),
+            None => {
+                return Err(format!(
+                    "position {p} out of range (0-{})",
+                    n.saturating_sub(1)
+                ))
+            }
             Some(true) => return Err(format!("position {p} ranked twice")),
             Some(s) => *s = true,
         }
@@ -122,23 +127,8 @@ pub async fn next(
 /// Stores a ranking in canonical terms (`responses.idx`). A retry with a stored client id is
 /// answered from the stored row and counts nothing.
 pub async fn submit(conn: &mut SqliteConnection, s: &RankingSubmission) -> Result<Outcome> {
-    let seen = sqlx::query!(
-        r#"SELECT r.id AS "id!", r.assignment_id, a.user_id FROM rankings r
-           JOIN assignments a ON a.id = r.assignment_id WHERE r.client_id = ?"#,
-        s.client_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(seen) = seen {
-        if seen.assignment_id == s.assignment_id && seen.user_id == s.user_id {
-            return Ok(Outcome::Submitted {
-                label_id: seen.id,
-                duplicate: true,
-            });
-        }
-        return Err(AppError::Conflict(
-            "client_id already used for another ranking".into(),
-        ));
+    if let Some(retry) = stored_retry(conn, s).await? {
+        return Ok(retry);
     }
     let a = sqlx::query!(
         "SELECT shown_json, done FROM assignments WHERE id = ? AND user_id = ?",
@@ -160,16 +150,7 @@ pub async fn submit(conn: &mut SqliteConnection, s: &RankingSubmission) -> Resul
     }
     let shown: Vec<i64> = serde_json::from_str(&shown_json)?;
     validate(&s.tiers, &s.unacceptable, shown.len()).map_err(AppError::BadRequest)?;
-    let canon = |ps: &[usize]| -> Vec<i64> {
-        let mut v: Vec<i64> = ps.iter().map(|&p| shown[p]).collect();
-        v.sort_unstable();
-        v
-    };
-    let tiers: Vec<Vec<i64>> = s.tiers.iter().map(|t| canon(t)).collect();
-    let (tiers, bad) = (
-        serde_json::to_string(&tiers)?,
-        serde_json::to_string(&canon(&s.unacceptable))?,
-    );
+    let (tiers, bad) = canonical(&shown, s)?;
     let now = now_ms();
     // The `rankings_done` trigger marks the assignment done and counts progress.
     let id = sqlx::query_scalar!(
@@ -187,6 +168,47 @@ pub async fn submit(conn: &mut SqliteConnection, s: &RankingSubmission) -> Resul
         label_id: id,
         duplicate: false,
     })
+}
+
+/// Tiers and flags as JSON in `responses.idx` terms (sorted within a tier), from shown positions.
+fn canonical(shown: &[i64], s: &RankingSubmission) -> Result<(String, String)> {
+    let canon = |ps: &[usize]| -> Vec<i64> {
+        let mut v: Vec<i64> = ps.iter().map(|&p| shown[p]).collect();
+        v.sort_unstable();
+        v
+    };
+    let tiers: Vec<Vec<i64>> = s.tiers.iter().map(|t| canon(t)).collect();
+    Ok((
+        serde_json::to_string(&tiers)?,
+        serde_json::to_string(&canon(&s.unacceptable))?,
+    ))
+}
+
+/// The answer to a retry of a stored submission (same client id, assignment and labeler);
+/// a client id reused for anything else is a conflict.
+async fn stored_retry(
+    conn: &mut SqliteConnection,
+    s: &RankingSubmission,
+) -> Result<Option<Outcome>> {
+    let seen = sqlx::query!(
+        r#"SELECT r.id AS "id!", r.assignment_id, a.user_id FROM rankings r
+           JOIN assignments a ON a.id = r.assignment_id WHERE r.client_id = ?"#,
+        s.client_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match seen {
+        Some(seen) if seen.assignment_id == s.assignment_id && seen.user_id == s.user_id => {
+            Ok(Some(Outcome::Submitted {
+                label_id: seen.id,
+                duplicate: true,
+            }))
+        }
+        Some(_) => Err(AppError::Conflict(
+            "client_id already used for another ranking".into(),
+        )),
+        None => Ok(None),
+    }
 }
 
 /// Marks the labeler's latest live ranking in the project undone; returns its assignment.
