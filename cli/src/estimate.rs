@@ -341,3 +341,44 @@ mod tests {
         Ok(())
     }
 }
+
+/// `rudder pipeline`'s cost lines: each trainer stage's `summary.json` cost block and their
+/// total (stages that did not run are left out).
+pub fn pipeline_cost(stages: &[(&str, PathBuf)]) {
+    let mut parts = vec![];
+    for (stage, dir) in stages {
+        let path = dir.join("summary.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let cost = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| {
+                serde_json::from_value::<train::cost::CostReport>(v["cost"].clone()).ok()
+            });
+        if let Some(c) = cost {
+            println!("pipeline: [{stage}] {}", cost_line(&c));
+            parts.push(c);
+        }
+    }
+    if parts.len() > 1 {
+        let total = train::cost::CostReport::total(&parts);
+        println!("pipeline: [total] {}", cost_line(&total));
+    }
+}
+
+/// One line: FLOPs, time, energy (label), CO2-eq, price.
+pub fn cost_line(c: &train::cost::CostReport) -> String {
+    let kind = serde_json::to_value(c.energy).ok();
+    format!(
+        "cost: {:.3e} FLOPs, {}, {} {}, {} CO2-eq{}",
+        c.flops,
+        human_time(c.wall_s),
+        train::cost::human_energy(c.energy_kwh),
+        kind.as_ref().and_then(|k| k.as_str()).unwrap_or(""),
+        train::cost::human_co2(c.co2_g),
+        c.cost
+            .map(|p| format!(", price {p:.2}"))
+            .unwrap_or_default()
+    )
+}
