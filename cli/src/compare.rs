@@ -150,8 +150,18 @@ pub fn winrate(db: &str, project: &str, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    let label = |r: &compare::blind::WinRate| {
+        let g = r.group.as_deref().unwrap_or("all groups");
+        format!("{} vs {} / {g}", r.model, r.base)
+    };
+    let w = rows
+        .iter()
+        .map(|r| label(r).len())
+        .max()
+        .unwrap_or(0)
+        .max(20);
     println!(
-        "{:<28} {:>5} {:>5} {:>5} {:>5}  {:<24} {:<24}",
+        "{:<w$} {:>5} {:>5} {:>5} {:>5}  {:<24} {:<24}",
         "model vs base / group",
         "n",
         "win",
@@ -165,18 +175,14 @@ pub fn winrate(db: &str, project: &str, json: bool) -> Result<()> {
             e.map(|e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi))
                 .unwrap_or("-".into())
         };
-        let label = format!(
-            "{} vs {} / {}",
-            r.model,
-            r.base,
-            r.group.as_deref().unwrap_or("OVERALL")
-        );
+        let t = &r.tally;
         println!(
-            "{label:<28} {:>5} {:>5} {:>5} {:>5}  {:<24} {:<24}",
-            r.tally.n(),
-            r.tally.wins,
-            r.tally.ties,
-            r.tally.losses,
+            "{:<w$} {:>5} {:>5} {:>5} {:>5}  {:<24} {:<24}",
+            label(r),
+            t.n(),
+            t.wins,
+            t.ties,
+            t.losses,
             e(&r.win_rate),
             e(&r.tie_rate)
         );
