@@ -39,6 +39,10 @@ pub struct RewardFlags {
     /// Count and skip bad rows (identical chosen/rejected, missing fields) [off: stop at the first].
     #[arg(long)]
     pub skip_bad_rows: bool,
+    /// Keep each ranking's pairs (rows sharing a "group", as `rudder label export` writes them)
+    /// in one batch element; --batch-size then counts rankings [off].
+    #[arg(long)]
+    pub group_pairs: bool,
     /// TRL's center_rewards_coefficient: adds coef * mean((r_c + r_r)^2) [none].
     #[arg(long)]
     pub center_rewards_coefficient: Option<f64>,
