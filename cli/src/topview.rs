@@ -7,12 +7,20 @@ use lm::generate::{generate_observed, top_tokens, SamplingConfig, Step};
 use lm::{Pretrained, TextOrMessages};
 use serde_json::{json, Value};
 
+/// One temperature's view of a step.
+struct Column {
+    temperature: f32,
+    /// `(token, probability)`, most likely first.
+    top: Vec<(u32, f32)>,
+    /// Probability of the sampled token under this temperature (0 when filtered out).
+    sampled: f32,
+}
+
 /// One step of one row: the chosen token and, per temperature, the top-K list.
 struct View {
     step: usize,
     token: u32,
-    /// `(temperature, [(token, probability)], probability of the sampled token)`.
-    columns: Vec<(f32, Vec<(u32, f32)>, f32)>,
+    columns: Vec<Column>,
 }
 
 /// A token as text; a token that is only part of a UTF-8 character (it decodes to U+FFFD) is
@@ -39,7 +47,11 @@ fn views_for(step: &Step<'_>, cfg: &SamplingConfig, temps: &[f32], k: usize) -> 
             // when it is not among the top K.
             let all = top_tokens(step.logits, step.seen, &c, usize::MAX);
             let p_tok = all.iter().find(|x| x.0 == step.token).map_or(0.0, |x| x.1);
-            (t, all.into_iter().take(k).collect(), p_tok)
+            Column {
+                temperature: t,
+                top: all.into_iter().take(k).collect(),
+                sampled: p_tok,
+            }
         })
         .collect();
     View {
@@ -87,12 +99,13 @@ fn step_json(p: &Pretrained, row: usize, v: &View) -> Value {
     let cols: Vec<Value> = v
         .columns
         .iter()
-        .map(|(t, top, p_tok)| {
-            let top: Vec<Value> = top
+        .map(|c| {
+            let top: Vec<Value> = c
+                .top
                 .iter()
                 .map(|&(id, prob)| json!({ "id": id, "text": piece(p, id), "prob": prob }))
                 .collect();
-            json!({ "temperature": t, "top": top, "sampled_prob": p_tok })
+            json!({ "temperature": c.temperature, "top": top, "sampled_prob": c.sampled })
         })
         .collect();
     json!({
@@ -116,14 +129,17 @@ fn print_table(p: &Pretrained, row: usize, views: &[View], k: usize) {
         let head: Vec<String> = v
             .columns
             .iter()
-            .map(|(t, _, pt)| format!("{:<W$}", format!("T={t} (sampled p={pt:.4})")))
+            .map(|c| {
+                let head = format!("T={} (sampled p={:.4})", c.temperature, c.sampled);
+                format!("{head:<W$}")
+            })
             .collect();
         println!("    {}", head.join(" | "));
         for r in 0..k {
             let cells: Vec<String> = v
                 .columns
                 .iter()
-                .map(|(_, top, _)| match top.get(r) {
+                .map(|c| match c.top.get(r) {
                     Some(&(id, prob)) => {
                         let mark = if id == v.token { '*' } else { ' ' };
                         let text = format!("{mark} {prob:.4} {:?}", piece(p, id));
