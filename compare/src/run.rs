@@ -145,6 +145,14 @@ pub fn run_models(
     if models.is_empty() {
         return Err(Error::Invalid("give at least one model".into()));
     }
+    for (i, m) in models.iter().enumerate() {
+        if models[..i].iter().any(|o| o.name == m.name) {
+            return Err(Error::Invalid(format!(
+                "--model: the name `{}` is used twice",
+                m.name
+            )));
+        }
+    }
     let mut all = vec![];
     for (i, m) in models.iter().enumerate() {
         tracing::info!("compare: sampling {} ({})", m.name, m.spec);
