@@ -364,3 +364,26 @@ fn gpt2_lora_adapts_c_attn_c_proj_c_fc() {
         serde_json::json!(["c_attn", "c_proj", "c_fc"])
     );
 }
+
+/// `ModelConfig::num_parameters` equals `sum(p.numel() for p in model.parameters())` in
+/// transformers (printed by scripts/make_arch_fixtures.py; tied embeddings counted once).
+#[test]
+fn parameter_counts_match_transformers() {
+    for (name, want) in [
+        ("tiny-gpt2", 132_864),
+        ("tiny-mixtral", 222_016),
+        ("tiny-qwen2-moe", 160_640),
+        ("tiny-qwen3-moe", 172_992),
+    ] {
+        let p = load(name, false);
+        assert_eq!(p.model.config.num_parameters(), want, "{name}");
+        let stored: usize = p
+            .model
+            .named_tensors()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| t.elem_count())
+            .sum();
+        assert_eq!(stored, want, "{name}");
+    }
+}
