@@ -315,33 +315,6 @@ pub fn generation_cost(meter: &mut train::cost::Meter, c: &ModelConfig, lens: &[
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// fixtures/tiny-llama: hidden 64, MLP 160, 2 layers, 4 heads and 2 kv heads of 16, vocab
-    /// 384. By hand: layer = 64·64 + 2·64·32 + 64·64 + 3·64·160 = 43,008; 2 layers + head
-    /// 64·384 = 110,592. LoRA r=8 on q (64+64) and v (64+32): 8·224·2 layers = 3,584; all-linear:
-    /// 8·(128+96+96+128+3·224)·2 = 17,920.
-    #[test]
-    fn tiny_llama_flop_model_and_lora_size() -> Result<()> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-llama");
-        let m = flop_model(dir, "dpo").context("flop model")?;
-        assert_eq!(m.stage, StageKind::Dpo);
-        assert_eq!(m.dims.matmul_params(true), 110_592);
-        let qv = ["q_proj".to_string(), "v_proj".to_string()];
-        assert_eq!(lora_params(&m.dims, 8, &qv)?, 3_584);
-        assert_eq!(
-            lora_params(&m.dims, 8, &["all-linear".to_string()])?,
-            17_920
-        );
-        assert!(lora_params(&m.dims, 8, &["qproj".to_string()]).is_err());
-        assert!(flop_model("no/such/model", "sft").is_none());
-        assert_eq!(human_time(5400.0), "90.0 min");
-        Ok(())
-    }
-}
-
 /// `rudder pipeline`'s cost lines: each trainer stage's `summary.json` cost block and their
 /// total (stages that did not run are left out).
 pub fn pipeline_cost(stages: &[(&str, PathBuf)]) {
@@ -381,4 +354,31 @@ pub fn cost_line(c: &train::cost::CostReport) -> String {
             .map(|p| format!(", price {p:.2}"))
             .unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// fixtures/tiny-llama: hidden 64, MLP 160, 2 layers, 4 heads and 2 kv heads of 16, vocab
+    /// 384. By hand: layer = 64·64 + 2·64·32 + 64·64 + 3·64·160 = 43,008; 2 layers + head
+    /// 64·384 = 110,592. LoRA r=8 on q (64+64) and v (64+32): 8·224·2 layers = 3,584; all-linear:
+    /// 8·(128+96+96+128+3·224)·2 = 17,920.
+    #[test]
+    fn tiny_llama_flop_model_and_lora_size() -> Result<()> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-llama");
+        let m = flop_model(dir, "dpo").context("flop model")?;
+        assert_eq!(m.stage, StageKind::Dpo);
+        assert_eq!(m.dims.matmul_params(true), 110_592);
+        let qv = ["q_proj".to_string(), "v_proj".to_string()];
+        assert_eq!(lora_params(&m.dims, 8, &qv)?, 3_584);
+        assert_eq!(
+            lora_params(&m.dims, 8, &["all-linear".to_string()])?,
+            17_920
+        );
+        assert!(lora_params(&m.dims, 8, &["qproj".to_string()]).is_err());
+        assert!(flop_model("no/such/model", "sft").is_none());
+        assert_eq!(human_time(5400.0), "90.0 min");
+        Ok(())
+    }
 }
