@@ -387,3 +387,39 @@ fn parameter_counts_match_transformers() {
         assert_eq!(stored, want, "{name}");
     }
 }
+
+/// Configs Rudder cannot run give one error naming the file and the field.
+#[test]
+fn unsupported_gpt2_and_moe_configs_name_the_field() {
+    let cases = [
+        ("tiny-mixtral", "num_experts_per_tok", serde_json::json!(5)),
+        (
+            "tiny-qwen2-moe",
+            "mlp_only_layers",
+            serde_json::json!("all"),
+        ),
+        (
+            "tiny-gpt2",
+            "activation_function",
+            serde_json::json!("relu"),
+        ),
+        (
+            "tiny-gpt2",
+            "scale_attn_by_inverse_layer_idx",
+            serde_json::json!(true),
+        ),
+    ];
+    for (name, field, value) in cases {
+        let path = fixture(name).join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v[field] = value;
+        let e = lm::ModelConfig::from_json(v, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(field) && e.contains("config.json"),
+            "{name}: {e}"
+        );
+    }
+}
