@@ -69,7 +69,7 @@ readelf -d "$CARGO_TARGET_DIR/release/rudder" | grep NEEDED
 
 # .device/: what the GPU machine needs (the `run` tool's carry, or scp).
 pack() {
-BIN=$ROOT/target-cuda/release/rudder
+BIN=${RUDDER_BIN:-$ROOT/target-cuda/release/rudder}
 rm -rf .device && mkdir -p .device/fixtures .device/bench
 cp "$BIN" .device/rudder
 strip .device/rudder
@@ -78,6 +78,9 @@ cp examples/bench/*.json .device/bench/
 cp -r fixtures/tiny-llama fixtures/tiny-qwen2 .device/fixtures/
 mkdir -p .device/data
 cp examples/pipeline/sft.jsonl examples/pipeline/prefs.jsonl examples/prompts.jsonl .device/data/
+# The carry to a GPU machine is limited to 64 MiB: compress a large binary (gpu-check.sh
+# unpacks it).
+if [ "$(stat -c %s .device/rudder)" -gt $((48 << 20)) ]; then gzip -9 .device/rudder; fi
 du -sh .device
 }
 

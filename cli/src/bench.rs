@@ -1,11 +1,15 @@
-//! `rudder bench train|generate`: throughput measurements (tokens/s, peak memory).
+//! `rudder bench train|generate`: throughput measurements (tokens/s, peak memory, MFU).
 use crate::common::{load_model, DeviceArgs};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use candle_core::{Device, DeviceLocation};
 use clap::{Args, Subcommand};
 use lm::generate::{generate, SamplingConfig};
 use lm::{CausalLm, ModelConfig, Tokenizer};
+use serde_json::json;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -56,6 +60,10 @@ pub struct GenBench {
     /// 0 = greedy.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f32,
+    /// Nucleus sampling with temperature > 0; 1 samples the full vocabulary without sorting it,
+    /// as PPO rollouts do.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
 }
@@ -85,7 +93,7 @@ fn build(pick: &ModelPick, trainable: bool) -> Result<Built> {
         });
     }
     let Some(spec) = &pick.model else {
-        bail!("give --model, or --config with --random-init")
+        anyhow::bail!("give --model, or --config with --random-init")
     };
     let p = load_model(spec, &opts)?;
     Ok(Built {
@@ -137,6 +145,8 @@ fn bench_train(b: TrainBench) -> Result<()> {
         })
         .collect();
     let batch = lm::logprobs::CompletionBatch::new(&pcs, 0)?;
+    let device = b.pick.device.device()?;
+    let memory = PeakDeviceMemory::start(&device);
     let mut times = vec![];
     for step in 0..=b.steps {
         let t0 = Instant::now();
@@ -159,15 +169,24 @@ fn bench_train(b: TrainBench) -> Result<()> {
     }
     let tokens = (b.batch * b.seq) as f64;
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    // Model FLOPs of a full-training step (train::cost's 2N/4N + attention rule).
+    let dims = crate::estimate::dims(&m.model.config);
+    let flops = train::cost::forward_flops(&dims, true, tokens, b.seq as f64)
+        + train::cost::backward_flops(&dims, true, u64::MAX, tokens, b.seq as f64);
+    let peak = peak_flops(&device);
     println!(
         "{}",
-        serde_json::json!({
-            "bench": "train", "batch": b.batch, "seq": b.seq, "steps": b.steps,
+        json!({
+            "bench": "train", "device": b.pick.device.device.as_deref().unwrap_or("default"),
+            "dtype": b.pick.device.dtype, "batch": b.batch, "seq": b.seq, "steps": b.steps,
             "tokens_per_s": tokens / mean, "step_s": mean, "peak_rss_mib": peak_rss_mib(),
-            "params": m.model.config.num_parameters(),
+            "peak_device_mib": memory.finish(), "params": m.model.config.num_parameters(),
+            "model_tflop_per_s": flops / mean / 1e12,
+            "mfu": (peak.peak_flop_s > 0.0).then(|| flops / mean / peak.peak_flop_s),
+            "peak": peak.peak_source,
         })
     );
-    crate::estimate::store_bench(&m.model, &b.pick.device.device()?, b.batch, b.seq, mean);
+    crate::estimate::store_bench(&m.model, &device, b.batch, b.seq, mean);
     Ok(())
 }
 
@@ -175,9 +194,7 @@ fn bench_generate(b: GenBench) -> Result<()> {
     let m = build(&b.pick, false)?;
     let mut tok = match m.tokenizer {
         Some(t) => t,
-        None => bail!(
-            "bench generate with --random-init needs a tokenizer: not supported yet, give --model"
-        ),
+        None => placeholder_tokenizer(m.model.config.vocab_size)?,
     };
     // Fixed length runs: no EOS stopping.
     tok.eos_ids.clear();
@@ -190,10 +207,11 @@ fn bench_generate(b: GenBench) -> Result<()> {
     let cfg = SamplingConfig {
         max_new_tokens: b.new_tokens,
         temperature: b.temperature,
-        top_p: if b.temperature > 0.0 { 0.95 } else { 1.0 },
+        top_p: if b.temperature > 0.0 { b.top_p } else { 1.0 },
         seed: 0,
         ..Default::default()
     };
+    let memory = PeakDeviceMemory::start(&b.pick.device.device()?);
     let mut times = vec![];
     for r in 0..=b.repeats {
         let t0 = Instant::now();
@@ -208,10 +226,75 @@ fn bench_generate(b: GenBench) -> Result<()> {
     let (n, t): (usize, f64) = times.iter().fold((0, 0.0), |a, x| (a.0 + x.0, a.1 + x.1));
     println!(
         "{}",
-        serde_json::json!({
-            "bench": "generate", "batch": b.batch, "new_tokens": b.new_tokens,
+        json!({
+            "bench": "generate", "device": b.pick.device.device.as_deref().unwrap_or("default"),
+            "dtype": b.pick.device.dtype, "batch": b.batch, "new_tokens": b.new_tokens,
             "new_tokens_per_s": n as f64 / t, "peak_rss_mib": peak_rss_mib(),
+            "peak_device_mib": memory.finish(),
         })
     );
     Ok(())
+}
+
+/// A word-level tokenizer `t0 .. t{vocab-1}` for random-init models, which ship no tokenizer:
+/// generation only needs ids (and a decode for the returned text).
+fn placeholder_tokenizer(vocab: usize) -> Result<Tokenizer> {
+    let words: serde_json::Map<String, serde_json::Value> =
+        (0..vocab).map(|i| (format!("t{i}"), json!(i))).collect();
+    let spec = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": words, "unk_token": "t0"},
+    });
+    Tokenizer::from_parts(&spec, json!({}), &json!({}), &[]).context("placeholder tokenizer")
+}
+
+/// The device's peak FLOP/s that MFU is measured against: the GPU class's dense bf16 peak
+/// (NVML name), or the CPU's nominal f32 peak.
+fn peak_flops(device: &Device) -> train::cost::DeviceInfo {
+    match device.location() {
+        DeviceLocation::Cuda { gpu_id } => {
+            let name = train::cost::NvmlGpu::open(gpu_id)
+                .ok()
+                .and_then(|g| g.name());
+            train::cost::gpu_info(gpu_id, name.as_deref())
+        }
+        _ => train::cost::this_cpu(),
+    }
+}
+
+/// Peak device memory: candle keeps no high-water mark, so a thread polls NVML's used memory
+/// (the whole GPU, CUDA context included) every 10 ms and keeps the maximum. None on the CPU.
+struct PeakDeviceMemory {
+    stop: Arc<AtomicBool>,
+    poller: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl PeakDeviceMemory {
+    fn start(device: &Device) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let gpu = match device.location() {
+            DeviceLocation::Cuda { gpu_id } => train::cost::NvmlGpu::open(gpu_id).ok(),
+            _ => None,
+        };
+        let poller = gpu.map(|gpu| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    peak = peak.max(gpu.memory_used().unwrap_or(0));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                peak
+            })
+        });
+        Self { stop, poller }
+    }
+
+    /// MiB, or None without a GPU (or NVML).
+    fn finish(self) -> Option<f64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let peak = self.poller?.join().ok()?;
+        Some(peak as f64 / (1024.0 * 1024.0))
+    }
 }

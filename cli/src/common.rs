@@ -3,6 +3,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
 use lm::{LoadOptions, Precision};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUDDER_LOG")
@@ -53,7 +55,7 @@ impl DeviceArgs {
 
 pub fn parse_device(spec: Option<&str>) -> Result<Device> {
     match spec {
-        None => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        None => Ok(cuda_device(0).unwrap_or(Device::Cpu)),
         Some("cpu") => Ok(Device::Cpu),
         Some(s) if s == "cuda" || s.starts_with("cuda:") => {
             let n: usize = s
@@ -62,12 +64,29 @@ pub fn parse_device(spec: Option<&str>) -> Result<Device> {
                 .transpose()
                 .with_context(|| format!("--device: bad GPU index in `{s}`"))?
                 .unwrap_or(0);
-            Device::new_cuda(n).with_context(|| {
+            cuda_device(n).with_context(|| {
                 format!("--device {s}: CUDA is unavailable (build with `--features cuda` and run on a GPU machine)")
             })
         }
         Some(other) => bail!("--device: `{other}` is not one of cpu, cuda, cuda:N"),
     }
+}
+
+/// One `Device` per GPU for the whole process. candle gives every `Device::new_cuda` its own
+/// id and refuses ops between tensors of two ids, so models loaded one after the other (a
+/// policy, its reference, a reward model) must share this one. Errs in CPU builds.
+fn cuda_device(n: usize) -> candle_core::Result<Device> {
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Device>>> = OnceLock::new();
+    let mut made = DEVICES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = made.get(&n) {
+        return Ok(d.clone());
+    }
+    let d = Device::new_cuda(n)?;
+    made.insert(n, d.clone());
+    Ok(d)
 }
 
 /// Loads `--model`, naming it in the error.
@@ -85,5 +104,33 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_specs() {
+        assert!(matches!(parse_device(Some("cpu")), Ok(Device::Cpu)));
+        let err = |s| format!("{:#}", parse_device(Some(s)).unwrap_err());
+        assert!(err("gpu").contains("not one of cpu, cuda, cuda:N"));
+        assert!(err("cuda:x").contains("bad GPU index"));
+        #[cfg(not(feature = "cuda"))]
+        {
+            assert!(err("cuda:1").contains("--features cuda"));
+            assert!(matches!(parse_device(None), Ok(Device::Cpu)));
+        }
+        let d = DeviceArgs {
+            device: None,
+            dtype: "bf16".into(),
+        };
+        assert_eq!(d.dtype().unwrap(), DType::BF16);
+        let d = DeviceArgs {
+            dtype: "fp8".into(),
+            ..d
+        };
+        assert!(format!("{:#}", d.dtype().unwrap_err()).contains("f32, bf16, f16"));
     }
 }

@@ -2,6 +2,27 @@
 //! tensors kept for the backward pass than the same op composed from primitives.
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
+use std::cell::Cell;
+
+thread_local! {
+    static PLAIN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every CPU-only kernel (this module's fused ops and the decoding GEMV of
+/// [`crate::gemv`]) turned off on this thread, so the CPU takes the path of plain candle ops
+/// that a GPU takes. Tests use it to check that both paths give the same numbers.
+pub fn plain_ops<T>(f: impl FnOnce() -> T) -> T {
+    let was = PLAIN.with(|p| p.replace(true));
+    let out = f();
+    PLAIN.with(|p| p.set(was));
+    out
+}
+
+/// Whether a CPU-only kernel may run on `x`: it lives on the CPU and [`plain_ops`] is not on.
+/// Every custom op checks this, so GPU tensors always take plain candle ops.
+pub(crate) fn cpu_kernels(x: &Tensor) -> bool {
+    matches!(x.device(), Device::Cpu) && !PLAIN.with(|p| p.get())
+}
 
 /// Softmax over the last dimension (f32, CPU). Backward: `dx = y ⊙ (dy − Σ dy ⊙ y)`, which
 /// needs only the output, so the shifted input and its exponentials are not kept.
@@ -43,7 +64,7 @@ impl CustomOp1 for SoftmaxLast {
 /// Softmax over the last dimension: the fused kernel for contiguous f32 CPU tensors, `None`
 /// elsewhere (the caller composes it from primitives).
 pub fn softmax_last(x: &Tensor) -> Result<Option<Tensor>> {
-    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 {
+    if !cpu_kernels(x) || x.dtype() != DType::F32 {
         return Ok(None);
     }
     x.contiguous()?.apply_op1(SoftmaxLast).map(Some)
@@ -68,6 +89,8 @@ mod tests {
         let (a, b) = (g1.get(&x).expect("grad"), g2.get(&x).expect("grad"));
         let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-6, "backward {d}");
+        // plain_ops: the GPU's path (composed ops) on the CPU.
+        assert!(plain_ops(|| softmax_last(x.as_tensor()))?.is_none());
         Ok(())
     }
 }
@@ -114,10 +137,14 @@ impl CustomOp1 for FrozenMatmulT {
 }
 
 /// `x Wᵀ` through [`FrozenMatmulT`] when `x` needs a gradient and `w` does not (f32, CPU);
-/// `None` elsewhere.
+/// `None` elsewhere (GPU: candle's matmul, whose backward also forms the unused `dW`).
 pub fn frozen_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    let cpu = matches!(x.device(), Device::Cpu);
-    if !cpu || x.dtype() != DType::F32 || w.dtype() != DType::F32 || !x.track_op() || w.track_op() {
+    if !cpu_kernels(x)
+        || x.dtype() != DType::F32
+        || w.dtype() != DType::F32
+        || !x.track_op()
+        || w.track_op()
+    {
         return Ok(None);
     }
     let op = FrozenMatmulT { w: w.contiguous()? };
@@ -146,6 +173,7 @@ mod frozen_tests {
         // A trainable weight keeps candle's own matmul (it needs its gradient).
         let wv = candle_core::Var::from_tensor(&w)?;
         assert!(frozen_matmul_t(x.as_tensor(), wv.as_tensor())?.is_none());
+        assert!(plain_ops(|| frozen_matmul_t(x.as_tensor(), &w))?.is_none());
         Ok(())
     }
 }

@@ -28,11 +28,11 @@ pub const MAX_ROWS: usize = 16;
 const BLOCK: usize = 256;
 
 /// `x (rows, in) · w (out, in)ᵀ -> (rows, out)`, or `None` when this path does not apply
-/// (GPU, not f32, gradients needed, too many rows, non-contiguous weight).
+/// (GPU or [`crate::fused::plain_ops`], not f32, gradients needed, too many rows, non-contiguous weight).
 pub fn try_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let (rows, inner) = x.dims2()?;
     let applies = DECODING.with(|d| d.get())
-        && matches!(x.device(), Device::Cpu)
+        && crate::fused::cpu_kernels(x)
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
         && rows <= MAX_ROWS
@@ -123,6 +123,8 @@ mod tests {
         assert!(d < 1e-4, "{d}");
         let v = candle_core::Var::from_tensor(&w)?;
         assert!(decoding(|| try_matmul_t(&x, v.as_tensor()))?.is_none());
+        let plain = crate::fused::plain_ops(|| decoding(|| try_matmul_t(&x, &w)))?;
+        assert!(plain.is_none(), "plain_ops: the GPU's path");
         Ok(())
     }
 }

@@ -34,6 +34,12 @@ impl NvmlGpu {
         self.nvml.device_by_index(self.index).ok()?.name().ok()
     }
 
+    /// Device memory in use now (all processes), bytes; `None` when NVML cannot say.
+    pub fn memory_used(&self) -> Option<u64> {
+        let d = self.nvml.device_by_index(self.index).ok()?;
+        d.memory_info().ok().map(|m| m.used)
+    }
+
     /// The counters now; a field NVML cannot give stays `None`.
     pub fn sample(&self, t_s: f64) -> GpuSample {
         let Ok(d) = self.nvml.device_by_index(self.index) else {

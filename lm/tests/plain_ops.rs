@@ -1,0 +1,105 @@
+//! The path a GPU takes (plain candle ops: no fused softmax, no frozen-weight matmul, no decoding
+//! GEMV) gives the CPU kernels' numbers: logits, gradients (full and LoRA) and greedy tokens.
+//! `lm::fused::plain_ops` switches the CPU-only kernels off so this runs on the CPU.
+use candle_core::{Result, Tensor, Var};
+use lm::fused::plain_ops;
+use lm::generate::{generate, SamplingConfig};
+use lm::lora::LoraSpec;
+use lm::{InputBatch, LoadOptions, Pretrained};
+use std::path::PathBuf;
+
+const TOL: f32 = 1e-5;
+
+type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn tiny(trainable: bool) -> Pretrained {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tiny-llama");
+    let opts = LoadOptions {
+        trainable,
+        ..Default::default()
+    };
+    lm::load(dir.to_str().unwrap(), &opts).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Logits (B, T, V) and the gradient of a log-softmax loss for every var.
+fn forward_backward(p: &Pretrained, vars: &[(String, Var)]) -> Result<(Tensor, Vec<Tensor>)> {
+    let rows = vec![vec![5u32, 9, 17, 33, 2, 8], vec![40u32, 41, 42]];
+    let logits = p.model.forward(&InputBatch::padded(&rows, 0, false))?;
+    let loss = lm::ops::log_softmax_last(&logits)?.mean_all()?;
+    let grads = loss.backward()?;
+    let g = vars
+        .iter()
+        .map(|(n, v)| grads.get(v.as_tensor()).cloned().expect(n))
+        .collect();
+    Ok((logits, g))
+}
+
+fn assert_same(a: &(Tensor, Vec<Tensor>), b: &(Tensor, Vec<Tensor>), what: &str) {
+    let d = max_diff(&a.0, &b.0);
+    assert!(d < TOL, "{what}: logits differ by {d}");
+    assert_eq!(a.1.len(), b.1.len());
+    for (x, y) in a.1.iter().zip(&b.1) {
+        let d = max_diff(x, y);
+        assert!(d < TOL, "{what}: gradients differ by {d}");
+    }
+}
+
+#[test]
+fn full_training_path_matches_plain_ops() -> TestResult {
+    let p = tiny(true);
+    let fused = forward_backward(&p, &p.params)?;
+    let plain = plain_ops(|| forward_backward(&p, &p.params))?;
+    assert_same(&fused, &plain, "full");
+    Ok(())
+}
+
+#[test]
+fn lora_training_path_matches_plain_ops() -> TestResult {
+    // Frozen base weights under tracked inputs: the CPU uses the frozen-weight matmul there.
+    let mut p = tiny(false);
+    let spec = LoraSpec {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+        rslora: false,
+    };
+    let vars = p.model.attach_lora(&spec, 3)?;
+    for (_, v) in &vars {
+        // Non-zero B, so the adapters change the logits and feed gradients everywhere.
+        v.set(&(v.as_tensor().ones_like()? * 0.05)?)?;
+    }
+    let fused = forward_backward(&p, &vars)?;
+    let plain = plain_ops(|| forward_backward(&p, &vars))?;
+    assert_same(&fused, &plain, "lora");
+    Ok(())
+}
+
+#[test]
+fn greedy_decoding_matches_plain_ops() -> TestResult {
+    let p = tiny(false);
+    let mut tok = p.tokenizer.clone();
+    tok.eos_ids.clear();
+    let prompts = vec![vec![5u32, 9, 17], vec![40u32, 41, 42, 43, 44]];
+    let cfg = SamplingConfig {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let fast = generate(&p.model, &tok, &prompts, &cfg)?;
+    let plain = plain_ops(|| generate(&p.model, &tok, &prompts, &cfg))?;
+    for (a, b) in fast.iter().zip(&plain) {
+        assert_eq!(a.tokens, b.tokens);
+    }
+    Ok(())
+}
