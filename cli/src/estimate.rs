@@ -315,10 +315,17 @@ pub fn generation_cost(meter: &mut train::cost::Meter, c: &ModelConfig, lens: &[
     }
 }
 
-/// `rudder pipeline`'s cost lines: each trainer stage's `summary.json` cost block and their
-/// total (stages that did not run are left out).
+/// `rudder pipeline`'s cost lines, printed.
 pub fn pipeline_cost(stages: &[(&str, PathBuf)]) {
-    let mut parts = vec![];
+    pipeline_cost_lines(stages)
+        .iter()
+        .for_each(|l| println!("{l}"));
+}
+
+/// One line per trainer stage from its `summary.json` cost block, and their total (stages that
+/// did not run are left out).
+pub fn pipeline_cost_lines(stages: &[(&str, PathBuf)]) -> Vec<String> {
+    let (mut parts, mut lines) = (vec![], vec![]);
     for (stage, dir) in stages {
         let path = dir.join("summary.json");
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -330,14 +337,15 @@ pub fn pipeline_cost(stages: &[(&str, PathBuf)]) {
                 serde_json::from_value::<train::cost::CostReport>(v["cost"].clone()).ok()
             });
         if let Some(c) = cost {
-            println!("pipeline: [{stage}] {}", cost_line(&c));
+            lines.push(format!("pipeline: [{stage}] {}", cost_line(&c)));
             parts.push(c);
         }
     }
     if parts.len() > 1 {
         let total = train::cost::CostReport::total(&parts);
-        println!("pipeline: [total] {}", cost_line(&total));
+        lines.push(format!("pipeline: [total] {}", cost_line(&total)));
     }
+    lines
 }
 
 /// One line: FLOPs, time, energy (label), CO2-eq, price.
@@ -379,6 +387,38 @@ mod tests {
         assert!(lora_params(&m.dims, 8, &["qproj".to_string()]).is_err());
         assert!(flop_model("no/such/model", "sft").is_none());
         assert_eq!(human_time(5400.0), "90.0 min");
+        Ok(())
+    }
+
+    #[test]
+    fn pipeline_lines_per_stage_and_total() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let block = |kwh: f64, kind: &str| {
+            serde_json::json!({"steps": 1, "cost": {
+                "tokens": 10, "flops": 1e9, "flops_forward": 0.0, "flops_backward": 0.0,
+                "flop_rule": "", "wall_s": 30.0, "phases_s": {}, "device": {"device": "cpu",
+                "name": "x", "threads": 1, "peak_flop_s": 0.0, "peak_source": ""},
+                "achieved_flop_s": 0.0, "utilisation": null, "energy_kwh": kwh,
+                "energy": kind, "energy_source": "s", "avg_power_w": 0.0,
+                "grid_gco2_per_kwh": 500.0, "co2_g": kwh * 500.0, "price_per_hour": null,
+                "cost": null}})
+        };
+        for (stage, kwh, kind) in [("sft", 0.002, "measured"), ("dpo", 0.001, "estimated")] {
+            std::fs::create_dir(dir.path().join(stage))?;
+            let text = serde_json::to_string(&block(kwh, kind))?;
+            std::fs::write(dir.path().join(stage).join("summary.json"), text)?;
+        }
+        let stages = ["sft", "reward", "dpo"].map(|s| (s, dir.path().join(s)));
+        let lines = pipeline_cost_lines(&stages);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(
+            lines[0],
+            "pipeline: [sft] cost: 1.000e9 FLOPs, 30.0 s, 2.0 Wh measured, 1.0 g CO2-eq"
+        );
+        assert_eq!(
+            lines[2],
+            "pipeline: [total] cost: 2.000e9 FLOPs, 60.0 s, 3.0 Wh estimated, 1.5 g CO2-eq"
+        );
         Ok(())
     }
 }
