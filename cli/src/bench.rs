@@ -157,6 +157,8 @@ fn bench_train(b: TrainBench) -> Result<()> {
         let grads = loss.backward()?;
         let acc = train::GradAccumulator::from_store(&params, &grads)?;
         opt.step(&params, &acc, 1e-5)?;
+        // GPU kernels run asynchronously: wait for the step's work before timing it.
+        device.synchronize()?;
         let dt = t0.elapsed().as_secs_f64();
         eprintln!(
             "step {step}: loss {:.4} {:.2}s",
