@@ -79,6 +79,14 @@ impl PpoStage {
                 (&pg + (kl * self.state.kl.value)?)?
             }
         };
+        // MoE policies: the router load-balancing loss of this forward, as transformers adds it.
+        let loss = match lm::moe::training_aux(&self.policy, &frame.input.segments)? {
+            Some((aux, m)) => {
+                metrics.extend(m);
+                (loss + aux)?
+            }
+            None => loss,
+        };
         metrics.insert("loss/policy".into(), scalar(&pg)?);
         metrics.insert("policy/clipfrac".into(), clipfrac);
         metrics.insert("policy/approxkl".into(), approx_kl);

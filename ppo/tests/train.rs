@@ -93,7 +93,13 @@ fn mean(xs: &[f64]) -> f64 {
 fn reward_rises(cfg: PpoConfig, steps: usize, min_gain: f64) -> R {
     let dir = tempfile::tempdir()?;
     let t = trainer(dir.path(), steps);
-    let pre = load(cfg.lora.lora_r.is_none())?;
+    let pre = lm::load(
+        cfg.model.as_deref().unwrap_or_default(),
+        &LoadOptions {
+            trainable: cfg.lora.lora_r.is_none(),
+            ..Default::default()
+        },
+    )?;
     let mut stage = ppo::build_stage(pre, &LoadOptions::default(), &cfg, &t, Some(rule()))?;
     let mut vars = stage.trainable.clone();
     vars.extend(stage.critic.iter().flat_map(|c| c.named_vars()));
@@ -117,6 +123,10 @@ fn reward_rises(cfg: PpoConfig, steps: usize, min_gain: f64) -> R {
     );
     let kl = metric_series(dir.path(), "objective/kl")?;
     assert!(kl.iter().all(|k| k.is_finite()), "{kl:?}");
+    if cfg.model.as_deref().is_some_and(|m| m.contains("mixtral")) {
+        let aux = metric_series(dir.path(), "moe_aux_loss")?;
+        assert!(!aux.is_empty() && aux.iter().all(|a| a.is_finite() && *a > 0.0));
+    }
     if cfg.lora.lora_r.is_some() {
         assert_eq!(
             kl[0], 0.0,
@@ -161,6 +171,21 @@ fn ppo_with_lora_trains_adapters_against_its_own_base() -> R {
     let mut cfg = config(write_prompts(dir.path())?, Algo::Ppo);
     cfg.lora.lora_r = Some(4);
     reward_rises(cfg, 4, f64::NEG_INFINITY)?;
+    Ok(())
+}
+
+/// GPT-2 and a Mixture-of-Experts policy: every weight (experts and routers included) trains;
+/// the MoE load-balancing loss is added and logged.
+#[test]
+fn ppo_trains_gpt2_and_mixture_of_experts_policies() -> R {
+    let dir = tempfile::tempdir()?;
+    for name in ["tiny-gpt2", "tiny-mixtral"] {
+        let cfg = PpoConfig {
+            model: Some(fixture(name)),
+            ..config(write_prompts(dir.path())?, Algo::Ppo)
+        };
+        reward_rises(cfg, 4, f64::NEG_INFINITY)?;
+    }
     Ok(())
 }
 
