@@ -68,6 +68,7 @@ run() { # name, command...: logs to $WORK/name.log, returns its status
     "$@" >"$WORK/$name.out" 2>"$WORK/$name.log"
     local rc=$?
     echo "  $name: exit $rc, $((SECONDS - t0)) s" >&2
+    [ $rc = 0 ] || tail -3 "$WORK/$name.log" | sed 's/^/    | /' >&2
     return $rc
 }
 # Largest |a - b| of a JSON field over two JSONL files, row by row.
