@@ -3,7 +3,9 @@
 //! With 8 rows a step, decoding is bound by reading the weights. A general GEMM packs the weight
 //! into panels first (a second full read and a write), which made generation 1.3x slower than
 //! PyTorch's. Here every weight row is read once and dotted with all input rows while it is in
-//! L1. Only for inputs that need no gradient: the result is not part of the autograd graph.
+//! L1. Only inside [`decoding`] (generation), which never differentiates: the result is not part
+//! of the autograd graph even when the weight is a trainable `Var` (a PPO policy sampling its
+//! rollouts), so trainable and frozen models decode equally fast.
 use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -28,7 +30,8 @@ pub const MAX_ROWS: usize = 16;
 const BLOCK: usize = 256;
 
 /// `x (rows, in) · w (out, in)ᵀ -> (rows, out)`, or `None` when this path does not apply
-/// (GPU or [`crate::fused::plain_ops`], not f32, gradients needed, too many rows, non-contiguous weight).
+/// (outside [`decoding`], GPU or [`crate::fused::plain_ops`], not f32, too many rows,
+/// non-contiguous weight).
 pub fn try_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let (rows, inner) = x.dims2()?;
     let applies = DECODING.with(|d| d.get())
@@ -36,8 +39,6 @@ pub fn try_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
         && rows <= MAX_ROWS
-        && !x.track_op()
-        && !w.track_op()
         && w.is_contiguous();
     if !applies {
         return Ok(None);
