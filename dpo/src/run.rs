@@ -189,14 +189,10 @@ fn setup_reference(
 }
 
 fn check_vocab(policy: &CausalLm, reference: &CausalLm, spec: &str) -> Result<()> {
-    let (p, r) = (policy.config.vocab_size, reference.config.vocab_size);
-    if p != r {
-        return Err(Error::config(
-            "ref",
-            format!("`{spec}` has vocab {r}, the policy {p}: they must share a tokenizer"),
-        ));
+    match policy.vocab_mismatch(reference) {
+        Some(why) => Err(Error::config("ref", format!("`{spec}`: {why}"))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `dpo_run.json`: the resolved configs, data statistics and before/after eval.

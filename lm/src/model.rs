@@ -334,6 +334,15 @@ pub(crate) fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
 }
 
 impl CausalLm {
+    /// Why `other` cannot read this model's token ids (the vocabulary sizes differ), if so:
+    /// a reference, critic or reward model must share the policy's tokenizer.
+    pub fn vocab_mismatch(&self, other: &CausalLm) -> Option<String> {
+        let (mine, theirs) = (self.config.vocab_size, other.config.vocab_size);
+        (mine != theirs).then(|| {
+            format!("vocab {theirs} differs from the policy's {mine}: they must share a tokenizer")
+        })
+    }
+
     pub fn device(&self) -> &Device {
         self.embed.device()
     }

@@ -47,7 +47,9 @@ pub fn train_ppo_with(
 ) -> Result<PpoOutcome> {
     cfg.validate_with(trainer, scorer.is_some())?;
     let mut stage = build_stage(pre, opts, cfg, trainer, scorer)?;
-    let params = Params::new(stage_vars(&stage, &stage.trainable)?)?;
+    let mut vars = stage.trainable.clone();
+    vars.extend(stage.critic.iter().flat_map(Critic::named_vars));
+    let params = Params::new(vars)?;
     let trainable_params = params.num_elements();
     tracing::info!(
         prompts = stage.prompts.len(),
@@ -82,18 +84,6 @@ pub fn train_ppo_with(
     };
     write_record(out, cfg, trainer, &outcome)?;
     Ok(outcome)
-}
-
-/// The policy's trainable variables followed by the value function's.
-fn stage_vars(
-    stage: &PpoStage,
-    policy: &[(String, candle_core::Var)],
-) -> Result<Vec<(String, candle_core::Var)>> {
-    let mut vars = policy.to_vec();
-    if let Some(c) = &stage.critic {
-        vars.extend(c.named_vars());
-    }
-    Ok(vars)
 }
 
 /// Everything but the training: prompts, adapters, reference, critic, scorer.
@@ -131,7 +121,6 @@ pub fn build_stage(
         }
         None => lm::load(&spec, &frozen)?.model,
     };
-    check_vocab(&model, &reference, "model")?;
     let critic = match cfg.algo {
         Algo::Ppo => Some(make_critic(&model, cfg, opts, lora.as_ref(), trainer.seed)?),
         Algo::Rloo | Algo::Grpo => None,
@@ -193,24 +182,15 @@ fn make_critic(
             ..opts.clone()
         },
     )?;
-    check_vocab(policy, &rm.backbone, "critic")?;
+    if let Some(why) = policy.vocab_mismatch(&rm.backbone) {
+        return Err(Error::config("critic", why));
+    }
     if let Some(spec) = lora {
         rm.backbone_params = rm
             .backbone
             .trainable_vars(Some(spec), vec![], seed ^ 0xC1)?;
     }
     Ok(Critic::Model(Box::new(rm)))
-}
-
-fn check_vocab(policy: &CausalLm, other: &CausalLm, field: &'static str) -> Result<()> {
-    let (p, o) = (policy.config.vocab_size, other.config.vocab_size);
-    if p != o {
-        return Err(Error::config(
-            field,
-            format!("vocab {o} differs from the policy's {p}: they must share a tokenizer"),
-        ));
-    }
-    Ok(())
 }
 
 /// `ppo_run.json`: the resolved configs and the outcome.

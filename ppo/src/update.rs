@@ -13,14 +13,18 @@ use train::StepOutput;
 
 impl PpoStage {
     /// The rollout's completions used by update `update`: epoch `update / M` shuffles them
-    /// (seeded by the rollout), minibatch `update % M` takes its slice.
+    /// (seeded by the rollout), minibatch `update % M` takes its slice. `M` is fixed by the
+    /// config, so a short rollout (an epoch's last, smaller batch) gets smaller minibatches, not
+    /// extra epochs.
     fn minibatch<'a>(&self, r: &'a Rollout, update: usize) -> Vec<&'a Sample> {
         let n = r.samples.len();
-        let size = self.micro_rows.clamp(1, n.max(1));
-        let per_epoch = n.div_ceil(size);
+        let per_epoch = (self.updates / self.cfg.ppo_epochs.max(1)).max(1);
+        let size = n.div_ceil(per_epoch).max(1);
         let (epoch, j) = (update / per_epoch, update % per_epoch);
+        // Fewer completions than minibatches (a tiny last rollout): slices repeat, never run dry.
+        let j = j % n.div_ceil(size).max(1);
         let perm = train::data::epoch_permutation(n, self.derive_seed(2, r.index), epoch);
-        perm[j * size..((j + 1) * size).min(n)]
+        perm[(j * size).min(n)..((j + 1) * size).min(n)]
             .iter()
             .map(|&i| &r.samples[i])
             .collect()

@@ -77,8 +77,7 @@ fn critic_from_a_reward_model_trains_with_the_policy() -> R {
                 != Some(b)
         })
         .count();
-    // Norm weights of the last layer get no gradient through the value at the final norm only
-    // when unused; every critic tensor here takes part in the value.
+    // Every critic tensor (body and score head) takes part in the value, so all must move.
     assert_eq!(changed, critic.len());
     Ok(())
 }
@@ -161,5 +160,27 @@ fn bad_prompts_name_file_line_and_field() -> R {
         err.contains("bad.jsonl:3: field `prompt`: missing"),
         "{err}"
     );
+    Ok(())
+}
+
+/// An epoch's last rollout can be smaller than the rest (4 prompts in batches of 3): it still
+/// gets `ppo_epochs × minibatches` updates, with smaller minibatches.
+#[test]
+fn a_short_last_rollout_keeps_the_update_count() -> R {
+    let dir = tempfile::tempdir()?;
+    let cfg = PpoConfig {
+        mini_batch_size: Some(1),
+        ..config(write_prompts(dir.path())?, Algo::Ppo)
+    };
+    let t = TrainerConfig {
+        batch_size: 3,
+        max_steps: None,
+        epochs: 1,
+        ..trainer(dir.path(), 0)
+    };
+    let o = train_ppo_with(load(true)?, &Default::default(), &cfg, &t, Some(rule()))?;
+    // 2 rollouts × (2 epochs × 3 minibatches)
+    assert_eq!((o.summary.steps, o.state.rollouts), (12, 2));
+    assert!(o.summary.losses.iter().all(|l| l.is_finite()));
     Ok(())
 }
