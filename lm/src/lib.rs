@@ -2,6 +2,7 @@
 //! Mixture-of-Experts Mixtral, Qwen2-MoE, Qwen3-MoE) that
 //! matches transformers, its tokenizer and chat template, loading from HF folders, the hub cache
 //! or GGUF, generation with a KV cache, log-probs, and saving.
+pub mod attn_decode;
 pub mod backbone;
 pub mod chat;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod generate;
 pub mod gguf;
 pub mod gpt2;
 pub mod jsonl;
+pub mod kv_cache;
 pub mod linear;
 pub mod load;
 pub mod logprobs;
@@ -19,6 +21,7 @@ pub mod lora;
 pub mod model;
 pub mod moe;
 pub mod ops;
+pub mod sample;
 pub mod save;
 pub mod tokenizer;
 pub mod weights;

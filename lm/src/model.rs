@@ -3,6 +3,8 @@
 //! the Llama family, GPT-2 (`gpt2.rs`: learned positions, LayerNorm, fused `c_attn`) and sparse
 //! Mixture-of-Experts blocks (`moe.rs`).
 use crate::config::{ModelConfig, RopeScaling};
+pub use crate::kv_cache::KvCache;
+use crate::kv_cache::{CacheShape, LayerCache};
 use crate::linear::Linear;
 use crate::ops;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
@@ -85,24 +87,6 @@ impl InputBatch {
 
     pub fn ids_tensor(&self, device: &Device) -> Result<Tensor> {
         Tensor::from_slice(&self.ids, (self.b, self.t), device)
-    }
-}
-
-/// Per-layer keys and values `(B, KV, S, D)` kept between generation steps.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
-    /// Segment of every cached key, `(B, S)` row-major (0 = padding).
-    pub(crate) key_segments: Vec<u32>,
-    pub(crate) len: usize,
-}
-
-impl KvCache {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -217,13 +201,13 @@ impl Attention {
         &self,
         x: &Tensor,
         ctx: &Ctx,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<(&LayerCache, usize)>,
     ) -> Result<Tensor> {
         let cfg = ctx.cfg;
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (mut q, mut k, v) = self.project(x, ctx)?;
-        let mut v = v.contiguous()?;
+        let v = v.contiguous()?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = ops::rms_norm(&q, qn, cfg.rms_norm_eps)?;
             k = ops::rms_norm(&k, kn, cfg.rms_norm_eps)?;
@@ -232,19 +216,17 @@ impl Attention {
             q = ops::rope(&q, cos, sin)?;
             k = ops::rope(&k, cos, sin)?;
         }
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.as_ref() {
-                k = Tensor::cat(&[pk, &k.contiguous()?], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
-            }
-            // Detached: the cache only serves generation, and a tracked cache would chain
-            // every step's autograd graph (with trainable weights) into the next.
-            *slot = Some((k.detach(), v.detach()));
+        let (k, v) = match cache {
+            Some((layer, past)) => layer.append(&k, &v, past)?,
+            None => (k, v),
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        if let Some(y) = crate::attn_decode::try_attend(&q, &k, &v, &ctx.mask, scale)? {
+            return self.o.forward(&y, ctx.adapters);
         }
         let k = ops::repeat_kv(&k, h / kvh)?;
         let v = ops::repeat_kv(&v, h / kvh)?;
         // (B, H, T, D) x (B, H, D, S) -> (B, H, T, S)
-        let scale = 1.0 / (hd as f64).sqrt();
         let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
         let probs = ops::softmax_last(&scores.broadcast_add(&ctx.mask)?)?;
         // (B, H, T, S) x (B, H, S, D) -> (B, T, H*D)
@@ -278,7 +260,7 @@ impl Layer {
         &self,
         x: &Tensor,
         ctx: &Ctx,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<(&LayerCache, usize)>,
     ) -> Result<Tensor> {
         let eps = ctx.cfg.rms_norm_eps;
         let h = self.input_norm.forward(x, eps)?;
@@ -377,10 +359,15 @@ impl CausalLm {
     /// One generation step over new tokens `(B, T_new)` given a cache; returns hidden states of
     /// the new tokens `(B, T_new, H)` and extends the cache.
     pub fn forward_cached(&self, batch: &InputBatch, cache: &mut KvCache) -> Result<Tensor> {
-        if cache.layers.is_empty() {
-            cache.layers = vec![None; self.layers.len()];
-        }
         let (b, t) = (batch.b, batch.t);
+        let shape = CacheShape {
+            b,
+            kv_heads: self.config.num_kv_heads,
+            head_dim: self.config.head_dim,
+            dtype: self.dtype,
+            device: self.device(),
+        };
+        cache.reserve(self.layers.len(), t, &shape)?;
         let s = cache.len;
         // Append the new keys' segments row by row: (B, S) -> (B, S + T).
         let mut keys = Vec::with_capacity(b * (s + t));
@@ -394,7 +381,7 @@ impl CausalLm {
             &batch.segments,
             &keys,
             &batch.positions,
-            Some(&mut cache.layers),
+            Some((&cache.layers, s)),
         )?;
         cache.key_segments = keys;
         cache.len = s + t;
@@ -407,7 +394,7 @@ impl CausalLm {
         query_seg: &[u32],
         key_seg: &[u32],
         positions: &[u32],
-        mut cache: Option<&mut Vec<Option<(Tensor, Tensor)>>>,
+        cache: Option<(&[LayerCache], usize)>,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let tk = key_seg.len() / b.max(1);
@@ -433,7 +420,7 @@ impl CausalLm {
         }
         let mut x = x.to_dtype(self.dtype)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_mut().map(|c| &mut c[i]);
+            let slot = cache.map(|(c, past)| (&c[i], past));
             x = layer.forward(&x, &ctx, slot)?;
         }
         let routers = ctx.router.into_inner();
