@@ -66,6 +66,10 @@ pub struct TrainFlags {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Recompute layer activations in the backward pass instead of keeping them: less
+    /// memory for about one more forward pass, as TRL's default [true].
+    #[arg(long, value_name = "BOOL")]
+    pub gradient_checkpointing: Option<bool>,
     #[command(flatten)]
     pub cost: CostFlags,
 }
@@ -194,7 +198,8 @@ fn apply(f: &TrainFlags, c: &mut TrainerConfig) -> Result<()> {
         min_lr_ratio,
         weight_decay,
         seed,
-        log_every
+        log_every,
+        gradient_checkpointing
     );
     if f.max_steps.is_some() {
         c.max_steps = f.max_steps;

@@ -71,6 +71,9 @@ pub fn train_dpo(
         eval_batch_size: trainer.batch_size,
     };
     setup_reference(&mut stage, opts, cfg, &trainer.out)?;
+    // After the reference is set up: a LoRA reference is a clone of the policy and must not
+    // checkpoint (it has nothing to differentiate).
+    stage.model.checkpointing = trainer.gradient_checkpointing;
     let eval_before = stage.evaluate_set(&stage.eval)?;
     log_eval("before training", &eval_before);
     tracing::info!(

@@ -161,6 +161,14 @@ impl DpoStage {
 impl Stage for DpoStage {
     type Batch = PairBatch;
 
+    /// The model may checkpoint its layers: their gradients come from recomputation.
+    fn backward(
+        &mut self,
+        loss: &candle_core::Tensor,
+    ) -> train::Result<candle_core::backprop::GradStore> {
+        Ok(lm::checkpoint::backward(loss)?)
+    }
+
     fn num_examples(&self) -> usize {
         self.train.len()
     }

@@ -5,6 +5,7 @@
 pub mod attn_decode;
 pub mod backbone;
 pub mod chat;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fused;

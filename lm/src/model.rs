@@ -137,14 +137,14 @@ pub(crate) struct Layer {
 }
 
 /// What a forward pass shares across layers.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// cos/sin tables; `None` for learned absolute positions (GPT-2).
-    rope: Option<(Tensor, Tensor)>,
-    mask: Tensor,
-    adapters: bool,
-    cfg: &'a ModelConfig,
+    pub rope: Option<(Tensor, Tensor)>,
+    pub mask: Tensor,
+    pub adapters: bool,
+    pub cfg: &'a ModelConfig,
     /// Router logits of the sparse layers, in layer order.
-    router: std::cell::RefCell<Vec<Tensor>>,
+    pub router: std::cell::RefCell<Vec<Tensor>>,
 }
 
 /// A causal language model: Llama/Mistral/Qwen2/Qwen3, GPT-2, Mixtral/Qwen2-MoE/Qwen3-MoE.
@@ -163,6 +163,9 @@ pub struct CausalLm {
     pub dtype: DType,
     /// Whether LoRA adapters (if any) take part in the forward pass.
     pub adapters_enabled: bool,
+    /// Activation checkpointing in training forwards (transformers' `gradient_checkpointing`):
+    /// see [`crate::checkpoint`]. Set only on the model being trained.
+    pub checkpointing: bool,
     pub(crate) router_log: crate::moe::RouterLog,
 }
 
@@ -256,7 +259,7 @@ impl Mlp {
 }
 
 impl Layer {
-    fn forward(
+    pub(crate) fn forward(
         &self,
         x: &Tensor,
         ctx: &Ctx,
@@ -411,18 +414,19 @@ impl CausalLm {
             cfg: &self.config,
             router: Default::default(),
         };
-        // (B, T) -> (B, T, H)
-        let mut x = self.embed.embedding_lookup(ids)?;
-        if let Some(wpe) = &self.wpe {
-            // Learned positions (B, T) -> (B, T, H), added to the token embeddings.
-            let pos = Tensor::from_slice(positions, (b, t), dev)?;
-            x = (x + wpe.embedding_lookup(&pos)?)?;
-        }
-        let mut x = x.to_dtype(self.dtype)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.map(|(c, past)| (&c[i], past));
-            x = layer.forward(&x, &ctx, slot)?;
-        }
+        let x = self.embed_tokens(ids, positions)?;
+        let sparse = self.layers.iter().any(|l| matches!(l.mlp, Ffn::Moe(_)));
+        // Sparse layers are not checkpointed: the router loss needs their tracked logits.
+        let x = if cache.is_none() && self.checkpointing && !sparse {
+            crate::checkpoint::layers(&self.layers, x, &ctx)?
+        } else {
+            let mut x = x;
+            for (i, layer) in self.layers.iter().enumerate() {
+                let slot = cache.map(|(c, past)| (&c[i], past));
+                x = layer.forward(&x, &ctx, slot)?;
+            }
+            x
+        };
         let routers = ctx.router.into_inner();
         if !routers.is_empty() {
             if let Ok(mut log) = self.router_log.0.lock() {
@@ -430,6 +434,17 @@ impl CausalLm {
             }
         }
         self.norm.forward(&x, self.config.rms_norm_eps)
+    }
+
+    /// Token (and learned position) embeddings of `ids` `(B, T)` -> `(B, T, H)`.
+    fn embed_tokens(&self, ids: &Tensor, positions: &[u32]) -> Result<Tensor> {
+        let mut x = self.embed.embedding_lookup(ids)?;
+        if let Some(wpe) = &self.wpe {
+            // Learned positions (B, T) -> (B, T, H), added to the token embeddings.
+            let pos = Tensor::from_slice(positions, ids.dims2()?, self.device())?;
+            x = (x + wpe.embedding_lookup(&pos)?)?;
+        }
+        x.to_dtype(self.dtype)
     }
 
     /// Router logits of the latest forward pass (one `(B*T, E)` tensor per sparse layer, rows

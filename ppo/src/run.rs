@@ -121,10 +121,15 @@ pub fn build_stage(
         }
         None => lm::load(&spec, &frozen)?.model,
     };
-    let critic = match cfg.algo {
+    let mut critic = match cfg.algo {
         Algo::Ppo => Some(make_critic(&model, cfg, opts, lora.as_ref(), trainer.seed)?),
         Algo::Rloo | Algo::Grpo => None,
     };
+    // Only the trained models checkpoint (the reference has nothing to differentiate).
+    model.checkpointing = trainer.gradient_checkpointing;
+    if let Some(Critic::Model(rm)) = critic.as_mut() {
+        rm.backbone.checkpointing = trainer.gradient_checkpointing;
+    }
     let scorer = match (scorer, &cfg.reward_model, &cfg.reward_cmd) {
         (Some(s), _, _) => s,
         (None, Some(rm), _) => Scorer::model(RewardModel::load(rm, &frozen)?, &tok)?,

@@ -102,6 +102,14 @@ impl PpoStage {
 impl Stage for PpoStage {
     type Batch = Rollout;
 
+    /// The model may checkpoint its layers: their gradients come from recomputation.
+    fn backward(
+        &mut self,
+        loss: &candle_core::Tensor,
+    ) -> train::Result<candle_core::backprop::GradStore> {
+        Ok(lm::checkpoint::backward(loss)?)
+    }
+
     fn num_examples(&self) -> usize {
         self.prompts.len()
     }

@@ -48,6 +48,7 @@ pub fn build_stage(
     };
     let mut model = RewardModel::load_with(spec, &opts, Some(init))?;
     model.score_batch_size = cfg.eval_batch_size;
+    model.backbone.checkpointing = trainer.gradient_checkpointing;
     let extra_params = match &lora {
         Some(s) => model.backbone.attach_lora(s, trainer.seed)?,
         None => vec![],

@@ -70,6 +70,14 @@ impl RewardStage {
 impl train::Stage for RewardStage {
     type Batch = PairBatch;
 
+    /// The model may checkpoint its layers: their gradients come from recomputation.
+    fn backward(
+        &mut self,
+        loss: &candle_core::Tensor,
+    ) -> train::Result<candle_core::backprop::GradStore> {
+        Ok(lm::checkpoint::backward(loss)?)
+    }
+
     fn num_examples(&self) -> usize {
         self.groups.as_ref().map_or(self.train.len(), Vec::len)
     }

@@ -88,6 +88,7 @@ pub fn train_sft(pre: Pretrained, cfg: &SftConfig, trainer: &TrainerConfig) -> R
         "sft"
     );
     let train_rows = rows.len();
+    model.checkpointing = trainer.gradient_checkpointing;
     let mut stage = SftStage::new(model, rows, eval_rows, tok.pad_id, trainer.batch_size);
     let summary = train::run(&mut stage, &params, trainer)?;
     let out = &trainer.out;

@@ -95,6 +95,14 @@ impl SftStage {
 impl train::Stage for SftStage {
     type Batch = SftBatch;
 
+    /// The model may checkpoint its layers: their gradients come from recomputation.
+    fn backward(
+        &mut self,
+        loss: &candle_core::Tensor,
+    ) -> train::Result<candle_core::backprop::GradStore> {
+        Ok(lm::checkpoint::backward(loss)?)
+    }
+
     fn num_examples(&self) -> usize {
         self.rows.len()
     }

@@ -56,6 +56,10 @@ pub struct TrainerConfig {
     pub resume: Option<PathBuf>,
     /// Hide the progress bar. Default false.
     pub quiet: bool,
+    /// Activation checkpointing of the trained model (transformers' `gradient_checkpointing`,
+    /// on by default in TRL's trainers): layer activations are recomputed in the backward
+    /// pass instead of kept, for about one more forward pass of compute. Default true.
+    pub gradient_checkpointing: bool,
     /// Device power at full use, W, for the energy estimate when no counter (RAPL, NVML) can
     /// be read. Default: 5 W per CPU thread, or the GPU class's TDP.
     pub device_watts: Option<f64>,
@@ -94,6 +98,7 @@ impl Default for TrainerConfig {
             out: PathBuf::from("out"),
             resume: None,
             quiet: false,
+            gradient_checkpointing: true,
             device_watts: None,
             grid_gco2_per_kwh: crate::cost::WORLD_GCO2_PER_KWH,
             price_per_hour: None,

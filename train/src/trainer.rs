@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::{backprop::GradStore, DType, Tensor};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,12 @@ pub trait Stage {
     /// [`Stage::loss`].
     fn update_loss(&mut self, batch: &Self::Batch, _update: usize) -> Result<StepOutput> {
         self.loss(batch)
+    }
+    /// Back-propagates a micro-batch's (scaled) loss. Default `loss.backward()`; a stage whose
+    /// model checkpoints its activations returns `lm::checkpoint::backward(loss)`, which adds
+    /// the gradients of the recomputed layers.
+    fn backward(&mut self, loss: &Tensor) -> Result<GradStore> {
+        Ok(loss.backward()?)
     }
     /// Asked after each update: skip the rest of this batch's updates (PPO's early stop when
     /// the approximate KL to the rollout policy is too large). Default false.
@@ -238,7 +244,8 @@ impl Loop<'_> {
                 });
             }
             let t = Instant::now();
-            self.grads.add(&out.loss.affine(scale, 0.0)?.backward()?)?;
+            self.grads
+                .add(&stage.backward(&out.loss.affine(scale, 0.0)?)?)?;
             self.cost.phase(Phase::Backward, t);
             loss_sum += loss as f64 * scale;
             tokens += out.tokens as u64;
