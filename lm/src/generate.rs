@@ -109,20 +109,21 @@ fn generate_inner(
     let batch = InputBatch::padded(prompts, tok.pad_id, true);
     let mut hidden = model.forward_cached(&batch, &mut cache)?;
     let mut pos: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
+    // Rows still generating, by index into `prompts`: the batch (and cache) holds only them,
+    // so a finished row costs nothing. Every kernel computes a row the same way whatever the
+    // batch, so dropping rows does not change the others' tokens.
+    let mut active: Vec<usize> = (0..b).collect();
     for _ in 0..cfg.max_new_tokens {
         let t = hidden.dim(1)?;
-        // (B, 1, H) -> (B, V)
+        // (B_active, 1, H) -> (B_active, V)
         let logits = model.logits(&hidden.narrow(1, t - 1, 1)?)?.squeeze(1)?;
         let mut rows: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2()?;
         let mut next = vec![tok.pad_id; b];
-        for i in 0..b {
-            if done[i] {
-                continue;
-            }
+        for (j, &i) in active.iter().enumerate() {
             let seen = [prompts[i].as_slice(), out[i].as_slice()].concat();
             // `pick` edits the logits in place (repetition penalty): the observer gets a copy.
-            let raw = observer.as_ref().map(|_| rows[i].clone());
-            next[i] = pick(&mut rows[i], &seen, cfg, &mut rng);
+            let raw = observer.as_ref().map(|_| rows[j].clone());
+            next[i] = pick(&mut rows[j], &seen, cfg, &mut rng);
             if let (Some(obs), Some(raw)) = (observer.as_mut(), raw) {
                 obs(Step {
                     row: i,
@@ -135,14 +136,20 @@ fn generate_inner(
             out[i].push(next[i]);
             done[i] = finish_row(tok, cfg, &out[i], &mut texts[i])?;
         }
-        if done.iter().all(|&d| d) {
+        let keep: Vec<usize> = (0..active.len()).filter(|&j| !done[active[j]]).collect();
+        if keep.is_empty() {
             break;
         }
+        if keep.len() < active.len() {
+            cache.keep_rows(&keep)?;
+            active = keep.iter().map(|&j| active[j]).collect();
+        }
+        let n = active.len();
         let step = InputBatch {
-            ids: next,
-            segments: vec![1; b],
-            positions: pos.clone(),
-            b,
+            ids: active.iter().map(|&i| next[i]).collect(),
+            segments: vec![1; n],
+            positions: active.iter().map(|&i| pos[i]).collect(),
+            b: n,
             t: 1,
         };
         hidden = model.forward_cached(&step, &mut cache)?;

@@ -68,6 +68,32 @@ impl KvCache {
     }
 }
 
+impl KvCache {
+    /// Keeps only the batch rows `keep` (indices into the current batch, in order).
+    pub(crate) fn keep_rows(&mut self, keep: &[usize]) -> Result<()> {
+        let Some(first) = self.layers.first() else {
+            return Ok(());
+        };
+        let rows = first.k.dim(0)?;
+        let idx = Tensor::from_vec(
+            keep.iter().map(|&j| j as u32).collect::<Vec<_>>(),
+            keep.len(),
+            first.k.device(),
+        )?;
+        for l in &mut self.layers {
+            l.k = l.k.index_select(&idx, 0)?;
+            l.v = l.v.index_select(&idx, 0)?;
+        }
+        let s = self.key_segments.len() / rows.max(1);
+        let segs = &self.key_segments;
+        self.key_segments = keep
+            .iter()
+            .flat_map(|&j| segs[j * s..(j + 1) * s].to_vec())
+            .collect();
+        Ok(())
+    }
+}
+
 impl LayerCache {
     /// Writes this step's `k`, `v` `(B, KV, T, D)` at position `past` and returns views of all
     /// `past + T` cached positions. Detached: the cache only serves generation, and a tracked

@@ -103,3 +103,42 @@ fn greedy_decoding_matches_plain_ops() -> TestResult {
     }
     Ok(())
 }
+
+/// Rows that stop early leave the batch (and the KV cache); the others' tokens are those each
+/// row gets alone (greedy) and that they got before the EOS id was set.
+#[test]
+fn finished_rows_leave_the_batch_without_changing_the_others() -> TestResult {
+    let p = tiny(false);
+    let mut tok = p.tokenizer.clone();
+    tok.eos_ids.clear();
+    let prompts = vec![
+        vec![5u32, 9, 17],
+        vec![40u32, 41, 42, 43, 44],
+        vec![7u32, 3],
+    ];
+    let cfg = SamplingConfig {
+        max_new_tokens: 10,
+        ..Default::default()
+    };
+    let free = generate(&p.model, &tok, &prompts, &cfg)?;
+    // Row 0's third token becomes an EOS: row 0 ends at step 3, the others run on.
+    let eos = free[0].tokens[2];
+    tok.eos_ids = vec![eos];
+    let stopped = generate(&p.model, &tok, &prompts, &cfg)?;
+    assert!(stopped[0].finished && stopped[0].tokens.len() <= 3);
+    for (i, prompt) in prompts.iter().enumerate() {
+        let alone = generate(&p.model, &tok, std::slice::from_ref(prompt), &cfg)?;
+        assert_eq!(stopped[i].tokens, alone[0].tokens, "row {i}");
+        let cut = free[i]
+            .tokens
+            .iter()
+            .position(|&t| t == eos)
+            .map_or(10, |k| k + 1);
+        assert_eq!(stopped[i].tokens, free[i].tokens[..cut], "row {i}");
+    }
+    assert!(
+        stopped.iter().any(|g| g.tokens.len() > 3),
+        "some row outlives row 0"
+    );
+    Ok(())
+}
