@@ -248,8 +248,8 @@ impl Attention {
         let v = ops::repeat_kv(&v, h / kvh)?;
         // (B, H, T, D) x (B, H, D, S) -> (B, H, T, S)
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
-        let probs = ops::softmax_last(&scores.broadcast_add(&ctx.mask)?)?;
+        let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+        let probs = ops::masked_softmax(&scores, &ctx.mask, scale)?;
         // (B, H, T, S) x (B, H, S, D) -> (B, T, H*D)
         let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * hd))?;
         self.o.forward(&y, ctx.adapters)

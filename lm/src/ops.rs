@@ -20,6 +20,15 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&s)?.to_dtype(dtype)
 }
 
+/// Attention probabilities `softmax(scores · scale + mask)` over the last dimension; `scores`
+/// `(B, H, Tq, Tk)`, `mask` `(B, 1, Tq, Tk)` additive.
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    if let Some(p) = crate::fused::masked_softmax(scores, mask, scale)? {
+        return Ok(p);
+    }
+    softmax_last(&(scores * scale)?.broadcast_add(mask)?)
+}
+
 /// Log-softmax over the last dimension in f32, whatever the input dtype.
 pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
     let x = x.to_dtype(DType::F32)?;

@@ -12,7 +12,7 @@ mod swiglu;
 pub use frozen::frozen_matmul_t;
 pub use norm::rms_norm;
 pub use rope::rope;
-pub use softmax::softmax_last;
+pub use softmax::{logsumexp_last, masked_softmax, softmax_last};
 pub use swiglu::swiglu;
 
 thread_local! {
