@@ -8,6 +8,8 @@ mod norm;
 mod rope;
 mod softmax;
 mod swiglu;
+#[cfg(test)]
+mod timing;
 
 pub use frozen::frozen_matmul_t;
 pub use norm::rms_norm;
