@@ -8,13 +8,18 @@ use candle_core::{DType, Tensor, D};
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     // gather needs a contiguous input; f32 logits from the model already are (no copy then).
     let logits = logits.to_dtype(DType::F32)?.contiguous()?;
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let lse = logits
-        .broadcast_sub(&max)?
-        .exp()?
-        .sum_keepdim(D::Minus1)?
-        .log()?
-        .broadcast_add(&max)?;
+    let lse = match crate::fused::logsumexp_last(&logits)? {
+        Some(lse) => lse,
+        None => {
+            let max = logits.max_keepdim(D::Minus1)?.detach();
+            logits
+                .broadcast_sub(&max)?
+                .exp()?
+                .sum_keepdim(D::Minus1)?
+                .log()?
+                .broadcast_add(&max)?
+        }
+    };
     let picked = logits.gather(&targets.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?;
     Ok((picked - lse)?.squeeze(D::Minus1)?)
 }

@@ -179,13 +179,14 @@ impl Norm {
 }
 
 impl Attention {
-    /// q `(B, H, T, D)`, k and v `(B, KV, T, D)`.
+    /// q `(B, T, H, D)`, k and v `(B, T, KV, D)`: heads split but not yet moved before time, so
+    /// Qwen3's q/k norm reads contiguous rows.
     fn project(&self, x: &Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor, Tensor)> {
         let cfg = ctx.cfg;
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        // (B, T, H*D) -> (B, H, T, D)
-        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2);
+        // (B, T, H*D) -> (B, T, H, D)
+        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd));
         match &self.qkv {
             Qkv::Split { q, k, v } => Ok((
                 heads(q.forward(x, ctx.adapters)?, h)?,
@@ -210,11 +211,13 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (mut q, mut k, v) = self.project(x, ctx)?;
-        let v = v.contiguous()?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = ops::rms_norm(&q, qn, cfg.rms_norm_eps)?;
             k = ops::rms_norm(&k, kn, cfg.rms_norm_eps)?;
         }
+        // (B, T, n, D) -> (B, n, T, D); RoPE reads the transposed heads through their strides.
+        let (mut q, mut k) = (q.transpose(1, 2)?, k.transpose(1, 2)?);
+        let v = v.transpose(1, 2)?.contiguous()?;
         if let Some((cos, sin)) = &ctx.rope {
             q = ops::rope(&q, cos, sin)?;
             k = ops::rope(&k, cos, sin)?;
@@ -230,8 +233,8 @@ impl Attention {
         let k = ops::repeat_kv(&k, h / kvh)?;
         let v = ops::repeat_kv(&v, h / kvh)?;
         // (B, H, T, D) x (B, H, D, S) -> (B, H, T, S)
-        let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
-        let probs = ops::softmax_last(&scores.broadcast_add(&ctx.mask)?)?;
+        let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+        let probs = ops::masked_softmax(&scores, &ctx.mask, scale)?;
         // (B, H, T, S) x (B, H, S, D) -> (B, T, H*D)
         let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * hd))?;
         self.o.forward(&y, ctx.adapters)
@@ -247,9 +250,9 @@ impl Mlp {
             let a = if gelu_exact { u.gelu_erf()? } else { u.gelu()? };
             return self.down.forward(&a, adapters);
         };
-        let g = gate.forward(x, adapters)?.silu()?;
+        let g = gate.forward(x, adapters)?;
         let u = self.up.forward(x, adapters)?;
-        self.down.forward(&(g * u)?, adapters)
+        self.down.forward(&ops::swiglu(&g, &u)?, adapters)
     }
 
     /// The gated SiLU MLP of an expert.

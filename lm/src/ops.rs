@@ -1,7 +1,9 @@
 //! Differentiable building blocks of the decoder.
 //!
-//! candle-nn's fused `softmax_last_dim`, `rms_norm` and `rope` have no backward pass, so the
-//! training path composes them from primitive ops (whose gradients candle knows) here.
+//! candle-nn's fused `softmax_last_dim`, `rms_norm` and `rope` have no backward pass. On the CPU
+//! (f32) these run [`crate::fused`]'s kernels, which have analytic backwards; elsewhere (GPU,
+//! other dtypes, [`crate::fused::plain_ops`]) they are composed from primitive ops whose
+//! gradients candle knows.
 use candle_core::{DType, Device, Result, Tensor, D};
 
 /// Softmax over the last dimension, computed in f32 (as transformers' eager attention does).
@@ -18,6 +20,15 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&s)?.to_dtype(dtype)
 }
 
+/// Attention probabilities `softmax(scores · scale + mask)` over the last dimension; `scores`
+/// `(B, H, Tq, Tk)`, `mask` `(B, 1, Tq, Tk)` additive.
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    if let Some(p) = crate::fused::masked_softmax(scores, mask, scale)? {
+        return Ok(p);
+    }
+    softmax_last(&(scores * scale)?.broadcast_add(mask)?)
+}
+
 /// Log-softmax over the last dimension in f32, whatever the input dtype.
 pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
     let x = x.to_dtype(DType::F32)?;
@@ -29,6 +40,9 @@ pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
 
 /// RMSNorm as in transformers' `LlamaRMSNorm`: normalise in f32, cast back, scale by `w`.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if let Some(y) = crate::fused::rms_norm(x, w, eps)? {
+        return Ok(y);
+    }
     let dtype = x.dtype();
     let x32 = x.to_dtype(DType::F32)?;
     let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
@@ -54,6 +68,9 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 /// Rotary embedding with transformers' `rotate_half` layout.
 /// `x`: (B, H, T, D); `cos`, `sin`: (B, 1, T, D/2).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if let Some(y) = crate::fused::rope(x, cos, sin)? {
+        return Ok(y);
+    }
     let d = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
@@ -61,6 +78,14 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let o1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
     let o2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
     Tensor::cat(&[&o1, &o2], D::Minus1)
+}
+
+/// The gated MLP's activation `silu(g) · u`.
+pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    if let Some(y) = crate::fused::swiglu(g, u)? {
+        return Ok(y);
+    }
+    g.silu()? * u
 }
 
 /// cos/sin tables `(B, 1, T, D/2)` for the given positions `(B*T)`.
