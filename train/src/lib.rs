@@ -14,6 +14,7 @@ mod error;
 mod grads;
 pub mod metrics;
 mod optim;
+mod optim_fused;
 mod params;
 pub mod plot;
 mod schedule;

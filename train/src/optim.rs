@@ -168,6 +168,13 @@ impl AdamW {
             };
             let p = var.as_tensor().to_dtype(DType::F32)?;
             let moments = moments_for(&mut self.state.moments, name, &p)?;
+            // An f32 parameter on the CPU is updated in place, in three passes.
+            let g = grad.to_dtype(DType::F32)?;
+            if var.dtype() == DType::F32
+                && crate::optim_fused::try_update(&self.config, moments, &p, &g, lr, decay)?
+            {
+                continue;
+            }
             let new_p = update(&self.config, moments, &p, grad, lr, decay)?;
             var.set(&new_p.to_dtype(var.dtype())?)?;
         }
@@ -183,11 +190,11 @@ fn moments_for<'m>(
     p: &Tensor,
 ) -> Result<&'m mut Moments> {
     if !all.contains_key(name) {
-        let zeros = p.zeros_like()?;
+        // Two buffers: the fused update writes each moment in place.
         let m = Moments {
             step: 0,
-            exp_avg: zeros.clone(),
-            exp_avg_sq: zeros,
+            exp_avg: p.zeros_like()?,
+            exp_avg_sq: p.zeros_like()?,
         };
         all.insert(name.to_string(), m);
     }
