@@ -132,10 +132,19 @@ fn cost_row(s: &mut String, name: &str, rows: usize, new: u64, c: &CostReport) {
     let price = c.cost.map_or("–".into(), |p| format!("{p:.4}"));
     let _ = write!(
         s,
-        "<tr><td>{}</td><td class=\"num\">{rows}</td><td class=\"num\">{}</td><td class=\"num\">{new}</td><td class=\"num\">{}</td><td class=\"num\">{:.3e}</td><td class=\"num\">{:.1} s</td><td class=\"num\">{} <span class=\"meta\">{}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-        esc(name), c.tokens, c.padded_tokens, c.flops, c.wall_s,
+        "<tr><td>{}</td><td class=\"num\">{rows}</td><td class=\"num\">{}</td><td class=\"num\">{new}</td><td class=\"num\">{}</td><td class=\"num\">{:.3e}</td><td class=\"num\">{}</td><td class=\"num\">{} <span class=\"meta\">{}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+        esc(name), c.tokens, c.padded_tokens, c.flops, secs(c.wall_s),
         esc(&human_energy(c.energy_kwh)), esc(&kind), esc(&human_co2(c.co2_g)), esc(&price)
     );
+}
+
+/// `4.6 ms`, `12.3 s` (sampling a few prompts takes milliseconds on the test fixtures).
+fn secs(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{s:.1} s")
+    }
 }
 
 fn series<'a>(r: &'a Report, f: impl Fn(&crate::run::Sample) -> Option<f64>) -> Vec<Series<'a>> {
