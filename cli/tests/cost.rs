@@ -123,3 +123,59 @@ fn generate_cost_out_matches_the_generated_tokens() {
     ));
     assert!(c["cost"]["phases_s"]["generation"].as_f64().is_some());
 }
+
+/// Every trainer on rows of different lengths in one batch of 2: the summary's cost block
+/// counts more computed (padded) positions than non-pad tokens.
+#[test]
+fn every_trainer_reports_padded_and_non_pad_tokens() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let p = d.path().join(name);
+        std::fs::write(&p, text).expect("write data");
+        p.to_str().expect("utf-8").to_string()
+    };
+    let sft = write(
+        "sft.jsonl",
+        "{\"prompt\":\"a\",\"completion\":\" b\"}\n{\"prompt\":\"a much longer prompt\",\"completion\":\" and answer\"}\n",
+    );
+    let prefs = write(
+        "prefs.jsonl",
+        "{\"prompt\":\"a\",\"chosen\":\" a good long answer\",\"rejected\":\" bad\"}\n{\"prompt\":\"b c\",\"chosen\":\" ok\",\"rejected\":\" no\"}\n",
+    );
+    let prompts = write(
+        "prompts.jsonl",
+        "{\"prompt\":\"hi\"}\n{\"prompt\":\"a longer prompt here\"}\n",
+    );
+    let (model, rm) = (fixture("tiny-llama"), fixture("tiny-llama-rm"));
+    let stages: [(&[&str], Vec<&str>); 4] = [
+        (&["sft"], vec!["--data", &sft]),
+        (&["dpo"], vec!["--data", &prefs]),
+        (&["reward", "train"], vec!["--data", &prefs]),
+        (
+            &["ppo"],
+            vec![
+                "--prompts",
+                &prompts,
+                "--reward-model",
+                &rm,
+                "--max-new-tokens",
+                "4",
+            ],
+        ),
+    ];
+    for (cmd, data) in stages {
+        let out = d.path().join(cmd[0]);
+        let common = ["--model", &model, "--out", out.to_str().expect("utf-8")];
+        let flags = ["--max-steps", "1", "--batch-size", "2", "--quiet"];
+        let (_, stderr) = ok(&rudder(&[cmd, &common[..], &data, &flags[..]].concat()));
+        let c = &json(&out.join("summary.json"))["cost"];
+        let (tokens, padded) = (c["tokens"].as_u64(), c["padded_tokens"].as_u64());
+        assert!(tokens > Some(0) && padded > tokens, "{cmd:?}: {c}");
+        let line = format!(
+            "{} tokens ({} padded)",
+            tokens.unwrap_or(0),
+            padded.unwrap_or(0)
+        );
+        assert!(stderr.contains(&line), "{cmd:?}: {stderr}");
+    }
+}
