@@ -53,6 +53,8 @@ pub struct CompareArgs {
     pub project: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub cost: crate::trainer_flags::CostFlags,
 }
 
 impl CompareArgs {
@@ -73,7 +75,8 @@ impl CompareArgs {
 }
 
 pub fn run(a: CompareArgs) -> Result<()> {
-    let report = compare_models(&a.models, &a.settings(), &a.out, &a.device)?;
+    let cost = a.cost.settings();
+    let report = compare_models(&a.models, &a.settings(), &a.out, &a.device, &cost)?;
     if a.to_labeling {
         let (db, project) = (
             a.db.as_deref().unwrap_or_default(),
@@ -85,12 +88,14 @@ pub fn run(a: CompareArgs) -> Result<()> {
     Ok(())
 }
 
-/// Samples, scores and writes the report; shared with `rudder pipeline`.
+/// Samples, scores and writes the report (with each model's sampling cost under `cost`);
+/// shared with `rudder pipeline`.
 pub fn compare_models(
     models: &[ModelSpec],
     settings: &CompareSettings,
     out: &Path,
     device: &DeviceArgs,
+    cost: &train::cost::CostSettings,
 ) -> Result<Report> {
     settings.validate().context("compare")?;
     let prompts = compare::prompts::load(settings.prompts.as_deref())?;
@@ -100,9 +105,12 @@ pub fn compare_models(
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| compare::prompts::DEFAULT_SOURCE.into());
     let opts = device.load_options(false)?;
-    let samples = compare::run::run_models(models, &prompts, settings, &opts).context("compare")?;
-    let report = Report::build(models, samples, settings, &source);
-    compare::write_report(out, &report)?;
+    let sampled =
+        compare::run::run_models(models, &prompts, settings, &opts, cost).context("compare")?;
+    let report =
+        Report::build(models, sampled.samples, settings, &source).with_costs(sampled.costs);
+    compare::write_report(out, &report)
+        .with_context(|| format!("writing the report in {}", out.display()))?;
     for m in &report.models {
         let f = |e: &Option<compare::stats::Estimate>| {
             e.map(|e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi))
@@ -115,6 +123,13 @@ pub fn compare_models(
             f(&m.kl),
             f(&m.completion_tokens)
         );
+        if let Some(c) = &m.cost {
+            let line = crate::estimate::cost_line(&c.cost);
+            println!(
+                "{:>12}  sampling {} new tokens: {line}",
+                "", c.generated_tokens
+            );
+        }
     }
     println!(
         "compare: {} prompts x {} models; wrote {}",

@@ -80,24 +80,7 @@ pub struct EstimateArgs {
 
 /// The shape numbers FLOP counts need.
 pub fn dims(c: &ModelConfig) -> ModelDims {
-    let (mlp_matrices, intermediate) = match (&c.gpt2, &c.moe) {
-        (Some(_), _) => (2, c.intermediate_size),
-        (None, Some(m)) => (
-            3,
-            m.top_k * m.expert_size + m.shared_expert_size.unwrap_or(0),
-        ),
-        (None, None) => (3, c.intermediate_size),
-    };
-    ModelDims {
-        hidden_size: c.hidden_size,
-        intermediate_size: intermediate,
-        mlp_matrices,
-        num_layers: c.num_layers,
-        num_heads: c.num_heads,
-        num_kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        vocab_size: c.vocab_size,
-    }
+    compare::cost::model_dims(c)
 }
 
 /// A model's config: a config.json, an HF folder or hub id, or a GGUF (read in full).
@@ -286,35 +269,6 @@ fn print_table(rows: &[Estimate], grid: f64) {
     println!("CO2-eq at {grid} g/kWh (default {WORLD_GCO2_SOURCE}; --grid-gco2-per-kwh)");
 }
 
-/// FLOPs of generating: per row, the prompt's prefill (`P` tokens at row length `P`) and `G`
-/// decode steps through the KV cache (at the mean length `P + G/2`); forward only.
-pub fn generation_flops(d: &ModelDims, lens: &[(usize, usize)]) -> f64 {
-    use train::cost::forward_flops;
-    lens.iter()
-        .map(|&(p, g)| {
-            let (p, g) = (p as f64, g as f64);
-            forward_flops(d, true, p, p) + forward_flops(d, true, g, p + g / 2.0)
-        })
-        .sum()
-}
-
-/// Prints `rudder generate`'s cost lines (stderr) for rows of `(prompt, generated)` tokens.
-pub fn generation_cost(meter: &mut train::cost::Meter, c: &ModelConfig, lens: &[(usize, usize)]) {
-    let d = dims(c);
-    let tokens: usize = lens.iter().map(|(p, g)| p + g).sum();
-    meter.set_flop_rule("forward 2N + 4·L·q·T per prompt and generated token".into());
-    let flops = train::cost::Flops {
-        forward: generation_flops(&d, lens),
-        backward: 0.0,
-    };
-    meter.add(flops, tokens as u64);
-    let generated: usize = lens.iter().map(|(_, g)| g).sum();
-    eprintln!("generated {generated} tokens for {} rows", lens.len());
-    for line in meter.report().lines() {
-        eprintln!("{line}");
-    }
-}
-
 /// `rudder pipeline`'s cost lines, printed.
 pub fn pipeline_cost(stages: &[(&str, PathBuf)]) {
     pipeline_cost_lines(stages)
@@ -322,8 +276,8 @@ pub fn pipeline_cost(stages: &[(&str, PathBuf)]) {
         .for_each(|l| println!("{l}"));
 }
 
-/// One line per trainer stage from its `summary.json` cost block, and their total (stages that
-/// did not run are left out).
+/// One line per stage from its `summary.json` cost block (compare: its models' sampling), and
+/// their total (stages that did not run are left out).
 pub fn pipeline_cost_lines(stages: &[(&str, PathBuf)]) -> Vec<String> {
     let (mut parts, mut lines) = (vec![], vec![]);
     for (stage, dir) in stages {
@@ -333,9 +287,7 @@ pub fn pipeline_cost_lines(stages: &[(&str, PathBuf)]) -> Vec<String> {
         };
         let cost = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
-            .and_then(|v| {
-                serde_json::from_value::<train::cost::CostReport>(v["cost"].clone()).ok()
-            });
+            .and_then(|v| summary_cost(&v));
         if let Some(c) = cost {
             lines.push(format!("pipeline: [{stage}] {}", cost_line(&c)));
             parts.push(c);
@@ -346,6 +298,20 @@ pub fn pipeline_cost_lines(stages: &[(&str, PathBuf)]) -> Vec<String> {
         lines.push(format!("pipeline: [total] {}", cost_line(&total)));
     }
     lines
+}
+
+/// A trainer's `cost` block, or the total of `rudder compare`'s per-model sampling costs.
+fn summary_cost(v: &serde_json::Value) -> Option<train::cost::CostReport> {
+    use train::cost::CostReport;
+    if let Ok(c) = serde_json::from_value::<CostReport>(v["cost"].clone()) {
+        return Some(c);
+    }
+    let parts: Vec<CostReport> = v["models"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| serde_json::from_value(m["cost"]["cost"].clone()).ok())
+        .collect();
+    (!parts.is_empty()).then(|| CostReport::total(&parts))
 }
 
 /// One line: FLOPs, time, energy (label), CO2-eq, price.
@@ -411,6 +377,20 @@ mod tests {
         let stages = ["sft", "reward", "dpo"].map(|s| (s, dir.path().join(s)));
         let lines = pipeline_cost_lines(&stages);
         assert_eq!(lines.len(), 3, "{lines:?}");
+        // compare: its models' sampling costs add up into one line.
+        // As compare's summary.json: models[i].cost = {model, rows, generated_tokens, cost}.
+        let side = |kwh| {
+            let c = block(kwh, "measured")["cost"].clone();
+            serde_json::json!({"name": "m", "cost": {"model": "m", "rows": 1, "cost": c}})
+        };
+        let compare = serde_json::json!({"models": [side(0.001), side(0.002)]});
+        std::fs::create_dir(dir.path().join("compare"))?;
+        std::fs::write(dir.path().join("compare/summary.json"), compare.to_string())?;
+        let with = pipeline_cost_lines(&[("compare", dir.path().join("compare"))]);
+        assert_eq!(
+            with,
+            ["pipeline: [compare] cost: 2.000e9 FLOPs, 60.0 s, 3.0 Wh measured, 1.5 g CO2-eq"]
+        );
         assert_eq!(
             lines[0],
             "pipeline: [sft] cost: 1.000e9 FLOPs, 30.0 s, 2.0 Wh measured, 1.0 g CO2-eq"

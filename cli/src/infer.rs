@@ -2,11 +2,12 @@
 use crate::common::{load_model, DeviceArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use compare::cost::{SamplingCost, SamplingMeter};
 use lm::generate::{generate as run_generate, SamplingConfig};
 use lm::jsonl;
 use lm::logprobs::CompletionBatch;
 use lm::TextOrMessages;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -53,6 +54,10 @@ pub struct GenerateArgs {
     /// With --show-top: one JSON object per step on stdout instead of the table.
     #[arg(long, requires = "show_top")]
     pub json: bool,
+    /// Also write the cost (rows, generated tokens, the cost block) to this JSON file; the
+    /// cost lines always go to stderr.
+    #[arg(long, value_name = "FILE", conflicts_with = "show_top")]
+    pub cost_out: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
     #[command(flatten)]
@@ -117,8 +122,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     let rows = prompt_rows(&a)?;
     let opts = a.device.load_options(false)?;
     let p = load_model(&a.model, &opts)?;
-    let mut meter = train::cost::Meter::start(&opts.device, a.cost.settings());
-    let mut lens = vec![];
+    let mut meter = SamplingMeter::start(&opts.device, &p.model.config, &a.cost.settings());
     if let Some(k) = a.show_top {
         return crate::topview::run(&p, &rows, &cfg, &a.temperature, k, a.json);
     }
@@ -130,8 +134,8 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
             .collect::<lm::Result<Vec<_>>>()?;
         let t = std::time::Instant::now();
         let gens = run_generate(&p.model, &p.tokenizer, &ids, &cfg)?;
-        meter.phase(train::cost::Phase::Generation, t);
-        lens.extend(
+        meter.batch(
+            t,
             ids.iter()
                 .zip(&gens)
                 .map(|(i, g)| (i.len(), g.tokens.len())),
@@ -149,7 +153,22 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         }
         None => out_rows.iter().for_each(|r| println!("{r}")),
     }
-    crate::estimate::generation_cost(&mut meter, &p.model.config, &lens);
+    generation_cost(meter.finish(&a.model), a.cost_out.as_deref())
+}
+
+/// Prints the cost lines (stderr) and, with `--cost-out`, writes the cost as JSON.
+fn generation_cost(cost: SamplingCost, out: Option<&Path>) -> Result<()> {
+    eprintln!(
+        "generated {} tokens for {} rows",
+        cost.generated_tokens, cost.rows
+    );
+    for line in cost.cost.lines() {
+        eprintln!("{line}");
+    }
+    if let Some(path) = out {
+        let text = serde_json::to_string_pretty(&cost)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

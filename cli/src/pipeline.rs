@@ -101,7 +101,7 @@ pub fn run(a: PipelineArgs) -> Result<()> {
     }
     models.push(format!("aligned={aligned}"));
     let report = st::compare(&ctx, cfg.compare.as_ref(), &models, reward.as_deref())?;
-    let stages = ["sft", "reward", "dpo", "ppo"].map(|s| (s, ctx.out.join(s)));
+    let stages = ["sft", "reward", "dpo", "ppo", "compare"].map(|s| (s, ctx.out.join(s)));
     crate::estimate::pipeline_cost(&stages);
     println!("pipeline: done; report {}", report.display());
     Ok(())

@@ -345,7 +345,9 @@ pub fn compare(
         .map(|m| m.parse().map_err(anyhow::Error::msg))
         .collect::<Result<Vec<compare::ModelSpec>>>()?;
     println!("pipeline: [compare] running");
-    crate::compare::compare_models(&specs, &settings, &dir, &ctx.device)
+    // The pipeline has no cost flags: the defaults (world grid intensity, no price).
+    let cost = train::cost::CostSettings::default();
+    crate::compare::compare_models(&specs, &settings, &dir, &ctx.device, &cost)
         .with_context(|| format!("{}: stage [compare]", ctx.file))?;
     stage_mark(ctx, "compare", &t, &index.display().to_string())?;
     Ok(index)

@@ -1,10 +1,12 @@
 //! The self-contained `index.html`: inline CSS and SVG, no scripts (the CSP forbids them), no
 //! external resources. Everything a model or a user wrote goes through [`esc`].
+use crate::cost::SamplingCost;
 use crate::report::{GroupShift, Report};
 use crate::stats::Estimate;
 use crate::svg::{color, histograms, scatter, Series};
 use lm::TextOrMessages;
 use std::fmt::Write;
+use train::cost::{human_co2, human_energy, CostReport};
 
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn esc(s: &str) -> String {
@@ -48,6 +50,7 @@ pub fn render(r: &Report) -> String {
         esc(st.reward_model.as_deref().unwrap_or("none"))
     );
     summary_table(&mut s, r);
+    cost_section(&mut s, r);
     plots(&mut s, r);
     s.push_str("<h2>Behaviour across rephrasings</h2><p class=\"meta\">Per group: each model's mean reward, completion length (tokens) and refusal-like openings on each rephrasing; the last row is the spread (max − min) across rephrasings.</p>");
     for g in &r.groups {
@@ -82,6 +85,66 @@ fn summary_table(s: &mut String, r: &Report) {
         );
     }
     s.push_str("</table><p class=\"meta\">Reward intervals: mean ± 1.96·s/√n. KL of a model to the base (the first model) is estimated on the model's own samples: the mean over samples of Σ over completion tokens of log p_model − log p_base (0 for the base itself). Refusal-like: the first 200 characters contain a refusal or apology phrase (a heuristic).</p>");
+}
+
+/// What each model's sampling cost; left out when no model has a cost (a report rebuilt from
+/// `results.jsonl`).
+fn cost_section(s: &mut String, r: &Report) {
+    let costs: Vec<&SamplingCost> = r.models.iter().filter_map(|m| m.cost.as_ref()).collect();
+    let Some(first) = costs.first() else {
+        return;
+    };
+    s.push_str("<h2 id=\"cost\">Cost of sampling</h2><table><tr><th>model</th><th>completions</th><th>tokens (prompt + new)</th><th>new tokens</th><th>padded positions</th><th>generation FLOPs</th><th>time</th><th>energy</th><th>CO2-eq</th><th>price</th></tr>");
+    for c in &costs {
+        cost_row(s, &c.model, c.rows, c.generated_tokens, &c.cost);
+    }
+    if costs.len() > 1 {
+        let parts: Vec<CostReport> = costs.iter().map(|c| c.cost.clone()).collect();
+        let rows = costs.iter().map(|c| c.rows).sum();
+        let new = costs.iter().map(|c| c.generated_tokens).sum();
+        cost_row(s, "total", rows, new, &CostReport::total(&parts));
+    }
+    // One energy source for all models unless they differ (then each model's).
+    let src = &first.cost.energy_source;
+    let sources = if costs.iter().all(|c| &c.cost.energy_source == src) {
+        src.clone()
+    } else {
+        let each: Vec<String> = costs
+            .iter()
+            .map(|c| format!("{}: {}", c.model, c.cost.energy_source))
+            .collect();
+        each.join("; ")
+    };
+    let d = &first.cost.device;
+    let _ = write!(
+        s,
+        "</table><p class=\"meta\">Generation only (not the log-prob and reward scoring passes), on {} [{}]. FLOPs: {}. Energy: {}. CO2-eq at {} g/kWh.</p>",
+        esc(&d.name), esc(&d.device), esc(&first.cost.flop_rule),
+        esc(&sources), first.cost.grid_gco2_per_kwh
+    );
+}
+
+fn cost_row(s: &mut String, name: &str, rows: usize, new: u64, c: &CostReport) {
+    let kind = serde_json::to_value(c.energy)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let price = c.cost.map_or("–".into(), |p| format!("{p:.4}"));
+    let _ = write!(
+        s,
+        "<tr><td>{}</td><td class=\"num\">{rows}</td><td class=\"num\">{}</td><td class=\"num\">{new}</td><td class=\"num\">{}</td><td class=\"num\">{:.3e}</td><td class=\"num\">{}</td><td class=\"num\">{} <span class=\"meta\">{}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+        esc(name), c.tokens, c.padded_tokens, c.flops, secs(c.wall_s),
+        esc(&human_energy(c.energy_kwh)), esc(&kind), esc(&human_co2(c.co2_g)), esc(&price)
+    );
+}
+
+/// `4.6 ms`, `12.3 s` (sampling a few prompts takes milliseconds on the test fixtures).
+fn secs(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{s:.1} s")
+    }
 }
 
 fn series<'a>(r: &'a Report, f: impl Fn(&crate::run::Sample) -> Option<f64>) -> Vec<Series<'a>> {

@@ -1,5 +1,6 @@
 //! Summaries behind the report: per model (reward, KL, length, refusals, each with a 95%
 //! interval) and per group of rephrasings (each model's behaviour on each variant).
+use crate::cost::SamplingCost;
 use crate::error::{Error, Result};
 use crate::run::{write_results, CompareSettings, ModelSpec, Sample};
 use crate::stats::{mean_ci, wilson, Estimate};
@@ -19,6 +20,9 @@ pub struct ModelSummary {
     pub refusal: Option<Estimate>,
     /// Share of completions that ended on EOS rather than at max_new_tokens.
     pub finished: f64,
+    /// What sampling this model cost (absent when the report is rebuilt from results).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<SamplingCost>,
 }
 
 /// One model on one variant of a group (means over its samples).
@@ -75,6 +79,16 @@ impl Report {
         }
     }
 
+    /// Attaches each model's sampling cost (matched by name).
+    pub fn with_costs(mut self, costs: Vec<SamplingCost>) -> Report {
+        for c in costs {
+            if let Some(m) = self.models.iter_mut().find(|m| m.name == c.model) {
+                m.cost = Some(c);
+            }
+        }
+        self
+    }
+
     pub fn has_rewards(&self) -> bool {
         self.samples.iter().any(|s| s.reward.is_some())
     }
@@ -96,6 +110,7 @@ fn summarise(m: &ModelSpec, samples: &[Sample]) -> ModelSummary {
         completion_tokens: mean_ci(&col(&|s| Some(s.completion_tokens as f64))),
         refusal: wilson(refusals, mine.len()),
         finished: finished as f64 / mine.len().max(1) as f64,
+        cost: None,
     }
 }
 

@@ -1,14 +1,17 @@
 //! Sampling every model on the same prompts with the same seeds, each model's log-probs of its
 //! own samples under itself and under the base (the first model), and reward scores. One model
 //! is in memory at a time.
+use crate::cost::{SamplingCost, SamplingMeter};
 use crate::error::{Error, Result};
 use crate::prompts::EvalPrompt;
 use candle_core::DType;
-use lm::generate::{generate, SamplingConfig};
+use lm::generate::{generate, Generation, SamplingConfig};
 use lm::logprobs::{CompletionBatch, PromptCompletion};
 use lm::{LoadOptions, Pretrained, TextOrMessages};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+use train::cost::CostSettings;
 
 /// What `rudder compare` takes besides the models and the output folder; the same names are
 /// the flags (with `-`) and the `[compare]` section of a pipeline config.
@@ -134,13 +137,23 @@ pub struct Sample {
     pub ids: Option<PromptCompletion>,
 }
 
-/// Samples, log-probs and rewards for every model (`models[0]` is the base).
+/// What [`run_models`] returns.
+#[derive(Debug, Clone)]
+pub struct Sampled {
+    pub samples: Vec<Sample>,
+    /// Each model's generation cost, in model order.
+    pub costs: Vec<SamplingCost>,
+}
+
+/// Samples, log-probs and rewards for every model (`models[0]` is the base), and what each
+/// model's sampling cost under the `cost` settings.
 pub fn run_models(
     models: &[ModelSpec],
     prompts: &[EvalPrompt],
     s: &CompareSettings,
     opts: &LoadOptions,
-) -> Result<Vec<Sample>> {
+    cost: &CostSettings,
+) -> Result<Sampled> {
     s.validate()?;
     if models.is_empty() {
         return Err(Error::Invalid("give at least one model".into()));
@@ -153,11 +166,12 @@ pub fn run_models(
             )));
         }
     }
-    let mut all = vec![];
+    let (mut all, mut costs) = (vec![], vec![]);
     for (i, m) in models.iter().enumerate() {
         tracing::info!("compare: sampling {} ({})", m.name, m.spec);
         let pre = load(&m.spec, opts)?;
-        let mut rows = sample_model(&pre, &m.name, prompts, s)?;
+        let (mut rows, c) = sample_model(&pre, &m.name, prompts, s, cost)?;
+        costs.push(c);
         if i == 0 {
             rows.iter_mut().for_each(|r| r.logprob_base = r.logprob);
         }
@@ -179,59 +193,79 @@ pub fn run_models(
         tracing::info!("compare: scoring with the reward model {rm}");
         score_rewards(rm, &mut all, opts, s.batch_size)?;
     }
-    Ok(all)
+    Ok(Sampled {
+        samples: all,
+        costs,
+    })
 }
 
 fn load(spec: &str, opts: &LoadOptions) -> Result<Pretrained> {
     lm::load(spec, opts).map_err(|e| Error::Invalid(format!("loading model `{spec}`: {e}")))
 }
 
+/// Samples `s.samples` completions per prompt; the meter covers the generation only (not the
+/// log-prob pass that follows).
 fn sample_model(
     pre: &Pretrained,
     name: &str,
     prompts: &[EvalPrompt],
     s: &CompareSettings,
-) -> Result<Vec<Sample>> {
+    cost: &CostSettings,
+) -> Result<(Vec<Sample>, SamplingCost)> {
     let ids = prompts
         .iter()
         .map(|p| pre.tokenizer.encode_prompt(&p.prompt))
         .collect::<lm::Result<Vec<_>>>()?;
+    let mut meter = SamplingMeter::start(pre.model.device(), &pre.model.config, cost);
     let mut rows = vec![];
     for j in 0..s.samples {
         let cfg = s.sampling(j);
         for (chunk_i, chunk) in ids.chunks(s.batch_size).enumerate() {
+            let t = Instant::now();
             let gens = generate(&pre.model, &pre.tokenizer, chunk, &cfg)?;
+            meter.batch(
+                t,
+                chunk
+                    .iter()
+                    .zip(&gens)
+                    .map(|(p, g)| (p.len(), g.tokens.len())),
+            );
             for (k, g) in gens.into_iter().enumerate() {
                 let i = chunk_i * s.batch_size + k;
-                let p = &prompts[i];
-                rows.push(Sample {
-                    model: name.into(),
-                    prompt_id: p.id.clone(),
-                    group: p.group.clone(),
-                    variant: p.variant.clone(),
-                    category: p.category.clone(),
-                    prompt: p.prompt.clone(),
-                    sample: j,
-                    refusal: is_refusal(&g.text),
-                    completion: g.text,
-                    completion_tokens: g.tokens.len(),
-                    finished: g.finished,
-                    logprob: 0.0,
-                    logprob_base: 0.0,
-                    kl: 0.0,
-                    reward: None,
-                    ids: Some(PromptCompletion {
-                        prompt: ids[i].clone(),
-                        completion: g.tokens,
-                    }),
-                });
+                rows.push(new_sample(name, &prompts[i], &ids[i], j, g));
             }
         }
     }
+    let cost = meter.finish(name);
     let pcs: Vec<PromptCompletion> = rows.iter().map(|r| r.ids.clone().unwrap()).collect();
     let lps = sequence_logprobs(pre, &pcs, s.batch_size)?;
     rows.iter_mut().zip(lps).for_each(|(r, lp)| r.logprob = lp);
-    Ok(rows)
+    Ok((rows, cost))
+}
+
+/// Sample `j` of prompt `p` (token ids `prompt_ids`) by model `name`, before scoring.
+fn new_sample(name: &str, p: &EvalPrompt, prompt_ids: &[u32], j: usize, g: Generation) -> Sample {
+    Sample {
+        model: name.into(),
+        prompt_id: p.id.clone(),
+        group: p.group.clone(),
+        variant: p.variant.clone(),
+        category: p.category.clone(),
+        prompt: p.prompt.clone(),
+        sample: j,
+        refusal: is_refusal(&g.text),
+        completion: g.text,
+        completion_tokens: g.tokens.len(),
+        finished: g.finished,
+        logprob: 0.0,
+        logprob_base: 0.0,
+        kl: 0.0,
+        reward: None,
+        ids: Some(PromptCompletion {
+            prompt: prompt_ids.to_vec(),
+            completion: g.tokens,
+        }),
+    }
 }
 
 /// Σ log p of each row's completion tokens, `batch` rows per forward pass; an empty

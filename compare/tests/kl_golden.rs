@@ -40,7 +40,10 @@ fn kl_and_logprobs_match_transformers() {
         batch_size: 2,
         ..Default::default()
     };
-    let rows = run::run_models(&models, &ps, &s, &lm::LoadOptions::default()).unwrap();
+    let cost = train::cost::CostSettings::default();
+    let rows = run::run_models(&models, &ps, &s, &lm::LoadOptions::default(), &cost)
+        .unwrap()
+        .samples;
     // (model, prompt id, completion ids, logprob, logprob_base, kl) from the script above.
     let golden: [Golden; 4] = [
         (

@@ -177,6 +177,11 @@ impl Stage for DpoStage {
         Ok(self.train.batch(indices, self.pad_id))
     }
 
+    /// The `(2B, T)` concatenated forward, padding included.
+    fn padded_shape(&self, batch: &PairBatch, _update: usize) -> Option<(usize, usize)> {
+        Some((batch.input.b, batch.input.t))
+    }
+
     fn loss(&mut self, batch: &PairBatch) -> train::Result<StepOutput> {
         let out = self.forward(batch)?;
         Ok(StepOutput {

@@ -131,6 +131,10 @@ impl Stage for PpoStage {
             .map_err(train::Error::stage)
     }
 
+    fn padded_shape(&self, batch: &Rollout, update: usize) -> Option<(usize, usize)> {
+        Some(self.minibatch_shape(batch, update))
+    }
+
     fn stop_batch_early(&mut self) -> bool {
         let kl = std::mem::take(&mut self.update_kl);
         self.cfg.early_stop_kl.is_some_and(|bound| kl > bound)

@@ -30,6 +30,18 @@ impl PpoStage {
             .collect()
     }
 
+    /// `(rows, padded length)` of update `update`'s minibatch: the grid [`Frame::new`] pads
+    /// its prompt + completion rows to.
+    pub(crate) fn minibatch_shape(&self, r: &Rollout, update: usize) -> (usize, usize) {
+        let rows = self.minibatch(r, update);
+        let longest = rows
+            .iter()
+            .map(|s| s.ids.prompt.len() + s.ids.completion.len())
+            .max()
+            .unwrap_or(0);
+        (rows.len(), longest)
+    }
+
     pub(crate) fn minibatch_loss(&mut self, r: &Rollout, update: usize) -> Result<StepOutput> {
         let now = Instant::now();
         let rows = self.minibatch(r, update);

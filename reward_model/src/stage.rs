@@ -114,6 +114,12 @@ impl train::Stage for RewardStage {
         Ok(PairBatch { rows, margins })
     }
 
+    /// `RewardModel::rewards` pads the `2P` rows to the longest one.
+    fn padded_shape(&self, batch: &PairBatch, _update: usize) -> Option<(usize, usize)> {
+        let longest = batch.rows.iter().map(Vec::len).max().unwrap_or(0);
+        Some((batch.rows.len(), longest))
+    }
+
     fn loss(&mut self, batch: &PairBatch) -> train::Result<train::StepOutput> {
         Ok(self.batch_loss(batch)?)
     }

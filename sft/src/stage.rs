@@ -111,6 +111,11 @@ impl train::Stage for SftStage {
         Ok(self.batch_of(&self.rows, indices))
     }
 
+    /// The whole `(B, T)` input goes through the model, padding included.
+    fn padded_shape(&self, batch: &SftBatch, _update: usize) -> Option<(usize, usize)> {
+        Some((batch.input.b, batch.input.t))
+    }
+
     /// Mean NLL over the micro-batch's targets. `tokens` counts non-padding input tokens.
     fn loss(&mut self, batch: &SftBatch) -> train::Result<train::StepOutput> {
         let (sum, correct, n) = batch_nll(&self.model, batch)?;

@@ -19,7 +19,7 @@ use crate::{AdamW, Error, GradAccumulator, LrSchedule, Params, Result, TrainerCo
 pub struct StepOutput {
     /// Scalar, differentiable w.r.t. the trainable `Var`s; the mean over the batch.
     pub loss: Tensor,
-    /// Tokens in the micro-batch that the loss covers (for tokens/s).
+    /// Non-padding tokens in the micro-batch that the loss covers (for tokens/s).
     pub tokens: usize,
     /// Extra numbers to log (averaged over micro-batches between log events).
     pub metrics: BTreeMap<String, f64>,
@@ -73,6 +73,13 @@ pub trait Stage {
     /// the approximate KL to the rollout policy is too large). Default false.
     fn stop_batch_early(&mut self) -> bool {
         false
+    }
+    /// The padded `(rows, row length)` grid that update `update` of `batch` runs through the
+    /// model: every position of it is computed, padding included, so the cost block's
+    /// `padded_tokens` and the FLOP count use it. Default `None`: the stage does not pad, and
+    /// its [`StepOutput::tokens`] are the computed positions.
+    fn padded_shape(&self, _batch: &Self::Batch, _update: usize) -> Option<(usize, usize)> {
+        None
     }
 }
 
@@ -231,6 +238,10 @@ impl Loop<'_> {
     ) -> Result<(f64, u64)> {
         let scale = 1.0 / batches.len() as f64;
         let (mut loss_sum, mut tokens) = (0.0, 0u64);
+        let shapes: Vec<_> = batches
+            .iter()
+            .map(|b| stage.padded_shape(b, update))
+            .collect();
         for (micro_batch, batch) in batches.iter().enumerate() {
             let t = Instant::now();
             let out = stage.update_loss(batch, update)?; // out.loss: () scalar, micro-batch mean
@@ -254,7 +265,7 @@ impl Loop<'_> {
                 *e = (e.0 + v, e.1 + 1);
             }
         }
-        self.count_flops(tokens, update);
+        self.count_flops(tokens, &shapes, update);
         Ok((loss_sum, tokens))
     }
 

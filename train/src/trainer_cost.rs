@@ -1,7 +1,7 @@
 //! The loop's cost accounting: every stage gets FLOPs, phase times, energy, CO2 and price in
 //! `metrics.jsonl` and `summary.json` without code of its own (see [`crate::cost`]).
 
-use crate::cost::{CostReport, Meter};
+use crate::cost::{CostReport, Flops, Meter};
 
 use super::*;
 
@@ -20,17 +20,35 @@ pub(super) fn meter(params: &Params, cfg: &TrainerConfig) -> Meter {
 }
 
 impl Loop<'_> {
-    /// Counts one update over the current micro-batches (`tokens` in `self.batch_examples`
-    /// examples); the stage's extra forward passes count on the first update of new data.
-    pub(super) fn count_flops(&mut self, tokens: u64, update: usize) {
+    /// Counts one update over the current micro-batches: `tokens` non-pad tokens in
+    /// `self.batch_examples` examples, `shapes` the stage's padded grid of each micro-batch.
+    /// FLOPs count the padded positions (what the device computes) when every micro-batch
+    /// reports its grid, else the non-pad tokens. The stage's extra forward passes count on
+    /// the first update of new data.
+    pub(super) fn count_flops(
+        &mut self,
+        tokens: u64,
+        shapes: &[Option<(usize, usize)>],
+        update: usize,
+    ) {
+        let padded: Option<Vec<(usize, usize)>> = shapes.iter().copied().collect();
+        let positions = padded
+            .as_ref()
+            .map_or(tokens, |s| s.iter().map(|&(b, t)| (b * t) as u64).sum());
         let flops = match &self.cfg.flops {
             Some(f) => {
                 let trainable = self.params.num_elements() as u64;
-                f.step(tokens, self.batch_examples, trainable, update == 0)
+                match &padded {
+                    Some(grids) => grids.iter().fold(Flops::default(), |mut acc, &(b, t)| {
+                        acc += f.step_padded(b, t, trainable, update == 0);
+                        acc
+                    }),
+                    None => f.step(tokens, self.batch_examples, trainable, update == 0),
+                }
             }
             None => Default::default(),
         };
-        self.cost.add(flops, tokens);
+        self.cost.add(flops, tokens, positions);
     }
 
     /// The `cost` block for a log line or the summary.

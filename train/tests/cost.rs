@@ -101,6 +101,7 @@ fn without_counters_the_energy_is_estimated_and_says_so() {
             backward: 2e10,
         },
         500,
+        600,
     );
     // 100 s with 100 CPU-seconds on 2 threads: 50% × 10 W × 100 s = 500 J = 1/7200 kWh.
     let r = m.report_at(100.0, Some(100.0));
@@ -114,6 +115,7 @@ fn without_counters_the_energy_is_estimated_and_says_so() {
     assert!((r.co2_g - 500.0 / 3.6e6 * 500.0).abs() < 1e-12);
     assert_eq!(r.cost, Some(0.1));
     assert_eq!((r.flops, r.achieved_flop_s), (3e10, 3e8));
+    assert_eq!((r.tokens, r.padded_tokens), (500, 600));
     assert_eq!(r.utilisation, Some(0.3));
     assert!(r.lines()[1].contains("estimated"));
 
@@ -223,5 +225,79 @@ fn every_run_logs_a_cost_block_and_summarises_it() -> train::Result<()> {
         v["cost"]["energy"].as_str(),
         Some("measured" | "estimated")
     ));
+    Ok(())
+}
+
+/// Rows of 3, 7, 5 and 9 tokens, right-padded to the longest of each micro-batch.
+struct Ragged {
+    w: candle_core::Var,
+}
+
+const LENS: [usize; 4] = [3, 7, 5, 9];
+
+impl train::Stage for Ragged {
+    type Batch = Vec<usize>;
+    fn num_examples(&self) -> usize {
+        LENS.len()
+    }
+    fn make_batch(&mut self, indices: &[usize]) -> train::Result<Vec<usize>> {
+        Ok(indices.iter().map(|&i| LENS[i]).collect())
+    }
+    fn loss(&mut self, lens: &Vec<usize>) -> train::Result<train::StepOutput> {
+        Ok(train::StepOutput {
+            loss: self.w.as_tensor().sqr()?.sum_all()?,
+            tokens: lens.iter().sum(),
+            metrics: Default::default(),
+        })
+    }
+    fn padded_shape(&self, lens: &Vec<usize>, _update: usize) -> Option<(usize, usize)> {
+        Some((lens.len(), lens.iter().copied().max().unwrap_or(0)))
+    }
+}
+
+#[test]
+fn padded_positions_are_counted_and_carry_the_flops() -> train::Result<()> {
+    use train::cost::{FlopModel, ModelDims, StageKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = candle_core::Var::new(&[1f32, 2.0], &candle_core::Device::Cpu)?;
+    let params = train::Params::new(vec![("w".into(), w.clone())])?;
+    let model = FlopModel {
+        dims: ModelDims {
+            hidden_size: 8,
+            intermediate_size: 16,
+            mlp_matrices: 3,
+            num_layers: 2,
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 4,
+            vocab_size: 32,
+        },
+        stage: StageKind::Sft,
+    };
+    let cfg = train::TrainerConfig {
+        out: dir.path().to_path_buf(),
+        batch_size: 4,
+        max_steps: Some(1),
+        quiet: true,
+        flops: Some(model.clone()),
+        ..Default::default()
+    };
+    train::run(&mut Ragged { w }, &params, &cfg)?;
+    let json = std::fs::read_to_string(dir.path().join("summary.json")).expect("summary");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    // One batch of all four rows: 24 real tokens, a 4 × 9 grid of 36 computed positions.
+    assert_eq!(
+        (
+            v["cost"]["tokens"].as_u64(),
+            v["cost"]["padded_tokens"].as_u64()
+        ),
+        (Some(24), Some(36))
+    );
+    let padded = model.step_padded(4, 9, 2, true).total();
+    assert_eq!(v["cost"]["flops"].as_f64(), Some(padded));
+    assert!(padded > model.step(24, 4, 2, true).total());
+    assert!(v["cost"]["flop_rule"]
+        .as_str()
+        .is_some_and(|r| r.contains("padding included")));
     Ok(())
 }

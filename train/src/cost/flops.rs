@@ -165,19 +165,32 @@ pub struct FlopModel {
 
 impl FlopModel {
     /// FLOPs of one training pass over `tokens` tokens of `examples` examples (row length
-    /// estimated as tokens per row). `new_data`: the first pass over these examples, which
-    /// also pays the stage's extra forward passes (reference, rollout).
+    /// estimated as tokens per row): for stages that do not report their padded grid.
+    /// `new_data`: the first pass over these examples, which also pays the stage's extra
+    /// forward passes (reference, rollout).
     pub fn step(&self, tokens: u64, examples: usize, trainable: u64, new_data: bool) -> Flops {
+        let rows = (examples as f64 * self.stage.rows_per_example()).max(1.0);
+        let t = tokens as f64;
+        self.pass(t, t / rows, trainable, new_data)
+    }
+
+    /// FLOPs of one training pass over a padded `rows × len` micro-batch: every position is
+    /// computed, padding included (the mask only hides it), so all `rows · len` count, each
+    /// attending over `len`.
+    pub fn step_padded(&self, rows: usize, len: usize, trainable: u64, new_data: bool) -> Flops {
+        let len = len as f64;
+        self.pass(rows as f64 * len, len, trainable, new_data)
+    }
+
+    fn pass(&self, positions: f64, ctx: f64, trainable: u64, new_data: bool) -> Flops {
         let s = self.stage;
-        let rows = (examples as f64 * s.rows_per_example()).max(1.0);
-        let (t, ctx) = (tokens as f64, tokens as f64 / rows);
-        let mut forward = forward_flops(&self.dims, s.lm_head(), t, ctx);
+        let mut forward = forward_flops(&self.dims, s.lm_head(), positions, ctx);
         if new_data {
-            forward += s.extra_forwards() * forward_flops(&self.dims, true, t, ctx);
+            forward += s.extra_forwards() * forward_flops(&self.dims, true, positions, ctx);
         }
         Flops {
             forward,
-            backward: backward_flops(&self.dims, s.lm_head(), trainable, t, ctx),
+            backward: backward_flops(&self.dims, s.lm_head(), trainable, positions, ctx),
         }
     }
 
@@ -190,8 +203,8 @@ impl FlopModel {
             StageKind::Sft => "",
         };
         format!(
-            "per token: forward 2N + 4·L·q·T, backward 2N + 2·trainable + 8·L·q·T; \
-             N = {} matmul parameters, T = non-pad tokens per row{extra}",
+            "per computed position (padding included): forward 2N + 4·L·q·T, backward 2N + \
+             2·trainable + 8·L·q·T; N = {} matmul parameters, T = padded row length{extra}",
             self.dims.matmul_params(self.stage.lm_head())
         )
     }
@@ -242,6 +255,8 @@ mod tests {
         // 20 tokens in 2 rows: T = 10; forward 20·3456, backward 20·6912.
         let f = sft.step(20, 2, u64::MAX, true);
         assert_eq!((f.forward, f.backward), (69120.0, 138240.0));
+        // The same 2 rows given as a padded 2 × 10 grid count the same.
+        assert_eq!(sft.step_padded(2, 10, u64::MAX, true), f);
         // DPO: 2 pairs = 4 rows of 5 tokens; policy fwd + reference fwd, each 2·1408 + 64·5.
         let dpo = FlopModel {
             stage: StageKind::Dpo,

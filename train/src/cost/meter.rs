@@ -78,6 +78,10 @@ pub enum EnergySource {
 pub struct CostReport {
     /// Tokens the model processed (non-padding, as the stage counts them).
     pub tokens: u64,
+    /// Positions the model computed: each batch's rows × padded length, padding included
+    /// (equal to `tokens` for work without padding). Older blocks lack it: 0.
+    #[serde(default)]
+    pub padded_tokens: u64,
     /// Model FLOPs (forward + backward); 0 when the model's shape is unknown.
     pub flops: f64,
     pub flops_forward: f64,
@@ -111,6 +115,7 @@ impl CostReport {
         let mut t = parts.first().cloned().unwrap_or_default();
         for p in parts.iter().skip(1) {
             t.tokens += p.tokens;
+            t.padded_tokens += p.padded_tokens;
             t.flops += p.flops;
             t.flops_forward += p.flops_forward;
             t.flops_backward += p.flops_backward;
@@ -154,8 +159,9 @@ impl CostReport {
             .unwrap_or_default();
         let mut out = vec![
             format!(
-                "cost: {} tokens, {:.3e} FLOPs in {:.1}s ({}) on {} [{}], {:.3e} FLOP/s{util}",
+                "cost: {} tokens ({} padded), {:.3e} FLOPs in {:.1}s ({}) on {} [{}], {:.3e} FLOP/s{util}",
                 self.tokens,
+                self.padded_tokens,
                 self.flops,
                 self.wall_s,
                 phases.join(", "),
@@ -215,6 +221,7 @@ pub struct Meter {
     joules: f64,
     flops: Flops,
     tokens: u64,
+    padded_tokens: u64,
     flop_rule: String,
     phases: BTreeMap<&'static str, f64>,
 }
@@ -241,6 +248,7 @@ impl Meter {
             joules: 0.0,
             flops: Flops::default(),
             tokens: 0,
+            padded_tokens: 0,
             flop_rule: String::new(),
             phases: BTreeMap::new(),
         };
@@ -253,10 +261,11 @@ impl Meter {
         self.flop_rule = rule;
     }
 
-    /// Adds the work of one pass.
-    pub fn add(&mut self, flops: Flops, tokens: u64) {
+    /// Adds the work of one pass: its FLOPs, non-pad tokens and computed (padded) positions.
+    pub fn add(&mut self, flops: Flops, tokens: u64, padded_tokens: u64) {
         self.flops += flops;
         self.tokens += tokens;
+        self.padded_tokens += padded_tokens;
     }
 
     /// Adds `since.elapsed()` to `phase`.
@@ -302,6 +311,7 @@ impl Meter {
         };
         CostReport {
             tokens: self.tokens,
+            padded_tokens: self.padded_tokens,
             flops: self.flops.total(),
             flops_forward: self.flops.forward,
             flops_backward: self.flops.backward,

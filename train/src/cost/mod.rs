@@ -1,5 +1,5 @@
-//! What a run costs: tokens, model FLOPs, wall time by phase, energy (measured or estimated),
-//! CO2-eq and price. [`Meter`] is started by [`crate::run`] (and by `rudder generate`), fed
+//! What a run costs: tokens (non-pad and padded), model FLOPs, wall time by phase, energy
+//! (measured or estimated), CO2-eq and price. [`Meter`] is started by [`crate::run`] (and by `rudder generate`), fed
 //! FLOPs and phase times, and turned into a [`CostReport`] for `metrics.jsonl` and
 //! `summary.json`.
 
@@ -7,6 +7,7 @@ mod device;
 mod energy;
 mod estimate;
 mod flops;
+mod generation;
 mod meter;
 mod nvml;
 
@@ -16,6 +17,7 @@ pub use device::{
 pub use energy::{counter_delta, process_cpu_seconds, EnergyKind, GpuEnergy, GpuSample, Rapl};
 pub use estimate::{estimate, gpu_estimate, plan_flops, Calibration, Estimate, Plan};
 pub use flops::{backward_flops, forward_flops, FlopModel, Flops, ModelDims, StageKind};
+pub use generation::{GenerationCount, GENERATION_FLOP_RULE};
 pub use meter::{
     cpu_source, human_co2, human_energy, CostReport, CostSettings, EnergySource, Meter, Phase,
 };

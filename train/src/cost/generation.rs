@@ -1,0 +1,137 @@
+//! What sampling costs (`rudder generate`, `rudder compare`): tokens, padded positions and
+//! forward FLOPs of batched generation with a KV cache, fed into a [`Meter`].
+//!
+//! A batch of `B` rows is left-padded to its longest prompt `P` and decoded until its longest
+//! completion `G` is done; rows that finished early keep stepping (their token is ignored).
+//! So the device computes `B·P` prefill positions, each attending over `P`, and `B·G` decode
+//! positions, each attending over the cache: `P + G/2` on average.
+
+use super::flops::{forward_flops, Flops, ModelDims};
+use super::meter::Meter;
+
+/// How [`GenerationCount::flops`] counts, for reports.
+pub const GENERATION_FLOP_RULE: &str = "generation, forward only, per computed position \
+(padding included): 2N + 4·L·q·T; prefill B×P positions at T = P, decode B×G positions at \
+T = P + G/2 (B rows, P longest prompt, G longest completion of each batch)";
+
+/// The rows of the batches one command generated: `(prompt tokens, generated tokens)`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerationCount {
+    batches: Vec<Vec<(usize, usize)>>,
+}
+
+impl GenerationCount {
+    /// Records one generated batch, one `(prompt, generated)` pair per row.
+    pub fn add_batch(&mut self, rows: impl IntoIterator<Item = (usize, usize)>) {
+        let rows: Vec<_> = rows.into_iter().collect();
+        if !rows.is_empty() {
+            self.batches.push(rows);
+        }
+    }
+
+    fn rows(&self) -> impl Iterator<Item = &(usize, usize)> {
+        self.batches.iter().flatten()
+    }
+
+    /// Rows generated.
+    pub fn num_rows(&self) -> usize {
+        self.rows().count()
+    }
+
+    /// New tokens generated (each row's own count, EOS included).
+    pub fn generated(&self) -> u64 {
+        self.rows().map(|&(_, g)| g as u64).sum()
+    }
+
+    /// Non-pad tokens: prompts plus generated.
+    pub fn tokens(&self) -> u64 {
+        self.rows().map(|&(p, g)| (p + g) as u64).sum()
+    }
+
+    /// Computed positions: per batch, rows × (longest prompt + longest completion).
+    pub fn padded_tokens(&self) -> u64 {
+        self.batches
+            .iter()
+            .map(|b| {
+                let (p, g) = longest(b);
+                (b.len() * (p + g)) as u64
+            })
+            .sum()
+    }
+
+    /// Forward FLOPs of the padded grids (see the module docs).
+    pub fn flops(&self, dims: &ModelDims) -> Flops {
+        let forward = self
+            .batches
+            .iter()
+            .map(|b| {
+                let (p, g) = longest(b);
+                let (rows, p, g) = (b.len() as f64, p as f64, g as f64);
+                forward_flops(dims, true, rows * p, p)
+                    + forward_flops(dims, true, rows * g, p + g / 2.0)
+            })
+            .sum();
+        Flops {
+            forward,
+            backward: 0.0,
+        }
+    }
+}
+
+/// The longest prompt and the longest completion of a batch.
+fn longest(rows: &[(usize, usize)]) -> (usize, usize) {
+    rows.iter()
+        .fold((0, 0), |(p, g), &(rp, rg)| (p.max(rp), g.max(rg)))
+}
+
+impl Meter {
+    /// Adds generated batches: their tokens, padded positions and, when the model's shape is
+    /// known, forward FLOPs; states the generation FLOP rule.
+    pub fn add_generation(&mut self, dims: Option<&ModelDims>, count: &GenerationCount) {
+        let flops = dims.map(|d| count.flops(d)).unwrap_or_default();
+        self.set_flop_rule(match dims {
+            Some(_) => GENERATION_FLOP_RULE.into(),
+            None => "model shape not given: FLOPs not counted".into(),
+        });
+        self.add(flops, count.tokens(), count.padded_tokens());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// flops.rs's tiny model: N = 1408 with the head, attention 64 per context token.
+    fn tiny() -> ModelDims {
+        ModelDims {
+            hidden_size: 8,
+            intermediate_size: 16,
+            mlp_matrices: 3,
+            num_layers: 2,
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 4,
+            vocab_size: 32,
+        }
+    }
+
+    #[test]
+    fn padded_grid_of_each_batch() {
+        let mut c = GenerationCount::default();
+        // Batch 1: prompts 3 and 5, completions 4 and 2 -> grid 2 × (5 + 4) = 18.
+        c.add_batch([(3, 4), (5, 2)]);
+        // Batch 2: one row, no padding.
+        c.add_batch([(2, 2)]);
+        c.add_batch([]);
+        assert_eq!(c.num_rows(), 3);
+        assert_eq!((c.generated(), c.tokens(), c.padded_tokens()), (8, 18, 22));
+        // Batch 1: prefill 10 positions at T = 5, decode 8 at T = 7; batch 2: 2 at T = 2,
+        // 2 at T = 3. Per position 2·1408 = 2816 plus 64·T.
+        let f = c.flops(&tiny());
+        let by_hand = 10.0 * (2816.0 + 320.0)
+            + 8.0 * (2816.0 + 448.0)
+            + 2.0 * (2816.0 + 128.0)
+            + 2.0 * (2816.0 + 192.0);
+        assert_eq!((f.forward, f.backward), (by_hand, 0.0));
+    }
+}
