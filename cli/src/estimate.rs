@@ -72,6 +72,10 @@ pub struct EstimateArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Whether the run recomputes layer activations in the backward pass (the trainers'
+    /// default) [true].
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub gradient_checkpointing: bool,
     #[command(flatten)]
     pub cost: CostFlags,
     #[command(flatten)]
@@ -111,6 +115,7 @@ pub fn flop_model(spec: &str, stage: &str) -> Option<FlopModel> {
     Some(FlopModel {
         dims: dims(&config),
         stage: StageKind::parse(stage).unwrap_or_default(),
+        recompute: false,
     })
 }
 
@@ -157,6 +162,7 @@ pub fn run(a: EstimateArgs) -> Result<()> {
     let model = FlopModel {
         dims: dims(&loaded.config),
         stage,
+        recompute: a.gradient_checkpointing,
     };
     let (tokens, row_len, data_note) = match &a.data {
         Some(path) => calib::count_tokens(&a, path, stage, &loaded)?,

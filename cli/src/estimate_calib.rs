@@ -175,6 +175,7 @@ fn calibrate(
     let fm = FlopModel {
         dims: dims(&model.config),
         stage: StageKind::Sft,
+        recompute: false,
     };
     let tokens = (a.calib_batch * seq) as u64;
     let flops = fm.step(tokens, a.calib_batch, trainable, true).total() * a.calib_steps as f64;
@@ -218,6 +219,7 @@ pub fn store_bench(model: &CausalLm, device: &Device, batch: usize, seq: usize, 
     let fm = FlopModel {
         dims: dims(&model.config),
         stage: StageKind::Sft,
+        recompute: false,
     };
     let flops = fm.step((batch * seq) as u64, batch, u64::MAX, true).total();
     let watts = match device {

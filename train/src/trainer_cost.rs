@@ -1,9 +1,17 @@
 //! The loop's cost accounting: every stage gets FLOPs, phase times, energy, CO2 and price in
 //! `metrics.jsonl` and `summary.json` without code of its own (see [`crate::cost`]).
 
-use crate::cost::{CostReport, Flops, Meter};
+use crate::cost::{CostReport, FlopModel, Flops, Meter};
 
 use super::*;
+
+/// The config's FLOP model, counting the layers' recompute when checkpointing is on.
+fn flop_model(cfg: &TrainerConfig) -> Option<FlopModel> {
+    cfg.flops.as_ref().map(|f| FlopModel {
+        recompute: cfg.gradient_checkpointing,
+        ..f.clone()
+    })
+}
 
 /// Starts the meter on the parameters' device, with the config's FLOP model and settings.
 pub(super) fn meter(params: &Params, cfg: &TrainerConfig) -> Meter {
@@ -12,7 +20,7 @@ pub(super) fn meter(params: &Params, cfg: &TrainerConfig) -> Meter {
         None => candle_core::Device::Cpu,
     };
     let mut m = Meter::start(&device, cfg.cost_settings());
-    m.set_flop_rule(match &cfg.flops {
+    m.set_flop_rule(match flop_model(cfg) {
         Some(f) => f.rule(),
         None => "model shape not given: FLOPs not counted".into(),
     });
@@ -35,7 +43,7 @@ impl Loop<'_> {
         let positions = padded
             .as_ref()
             .map_or(tokens, |s| s.iter().map(|&(b, t)| (b * t) as u64).sum());
-        let flops = match &self.cfg.flops {
+        let flops = match &flop_model(self.cfg) {
             Some(f) => {
                 let trainable = self.params.num_elements() as u64;
                 match &padded {

@@ -30,10 +30,16 @@ pub fn plan_flops(p: &Plan) -> Flops {
     let s = p.model.stage;
     let t = p.tokens as f64 * p.epochs;
     let fwd = forward_flops(d, s.lm_head(), t, p.row_len);
+    let recompute = if p.model.recompute {
+        forward_flops(d, false, t, p.row_len)
+    } else {
+        0.0
+    };
     Flops {
         forward: p.updates_per_batch * fwd
             + s.extra_forwards() * forward_flops(d, true, t, p.row_len),
-        backward: p.updates_per_batch * backward_flops(d, s.lm_head(), p.trainable, t, p.row_len),
+        backward: p.updates_per_batch
+            * (backward_flops(d, s.lm_head(), p.trainable, t, p.row_len) + recompute),
     }
 }
 
@@ -124,6 +130,7 @@ mod tests {
                     vocab_size: 32,
                 },
                 stage,
+                recompute: false,
             },
             tokens: 1000,
             epochs: 2.0,

@@ -161,6 +161,10 @@ impl StageKind {
 pub struct FlopModel {
     pub dims: ModelDims,
     pub stage: StageKind,
+    /// Gradient checkpointing: the backward pass also recomputes the layers' forward (not the
+    /// LM head). Default false.
+    #[serde(default)]
+    pub recompute: bool,
 }
 
 impl FlopModel {
@@ -188,9 +192,15 @@ impl FlopModel {
         if new_data {
             forward += s.extra_forwards() * forward_flops(&self.dims, true, positions, ctx);
         }
+        let recompute = if self.recompute {
+            forward_flops(&self.dims, false, positions, ctx)
+        } else {
+            0.0
+        };
         Flops {
             forward,
-            backward: backward_flops(&self.dims, s.lm_head(), trainable, positions, ctx),
+            backward: backward_flops(&self.dims, s.lm_head(), trainable, positions, ctx)
+                + recompute,
         }
     }
 
@@ -202,9 +212,15 @@ impl FlopModel {
             StageKind::Reward => "; no LM head",
             StageKind::Sft => "",
         };
+        let recompute = if self.recompute {
+            "; backward also recomputes the layers' forward (gradient checkpointing)"
+        } else {
+            ""
+        };
         format!(
             "per computed position (padding included): forward 2N + 4·L·q·T, backward 2N + \
-             2·trainable + 8·L·q·T; N = {} matmul parameters, T = padded row length{extra}",
+             2·trainable + 8·L·q·T; N = {} matmul parameters, T = padded row length{extra}\
+             {recompute}",
             self.dims.matmul_params(self.stage.lm_head())
         )
     }
@@ -251,12 +267,20 @@ mod tests {
         let sft = FlopModel {
             dims: tiny(),
             stage: StageKind::Sft,
+            recompute: false,
         };
         // 20 tokens in 2 rows: T = 10; forward 20·3456, backward 20·6912.
         let f = sft.step(20, 2, u64::MAX, true);
         assert_eq!((f.forward, f.backward), (69120.0, 138240.0));
         // The same 2 rows given as a padded 2 × 10 grid count the same.
         assert_eq!(sft.step_padded(2, 10, u64::MAX, true), f);
+        // Checkpointing recomputes the layers (no head): + 20·(2·1152 + 64·10) = 58880.
+        let ck = FlopModel {
+            recompute: true,
+            ..sft.clone()
+        };
+        let g = ck.step(20, 2, u64::MAX, true);
+        assert_eq!((g.forward, g.backward), (69120.0, 138240.0 + 58880.0));
         // DPO: 2 pairs = 4 rows of 5 tokens; policy fwd + reference fwd, each 2·1408 + 64·5.
         let dpo = FlopModel {
             stage: StageKind::Dpo,
