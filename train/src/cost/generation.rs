@@ -1,18 +1,18 @@
 //! What sampling costs (`rudder generate`, `rudder compare`): tokens, padded positions and
 //! forward FLOPs of batched generation with a KV cache, fed into a [`Meter`].
 //!
-//! A batch of `B` rows is left-padded to its longest prompt `P` and decoded until its longest
-//! completion `G` is done; rows that finished early keep stepping (their token is ignored).
-//! So the device computes `B·P` prefill positions, each attending over `P`, and `B·G` decode
-//! positions, each attending over the cache: `P + G/2` on average.
+//! A batch of `B` rows is left-padded to its longest prompt `P`; a row leaves the batch when it
+//! finishes (`lm::generate`). So the device computes `B·P` prefill positions, each attending
+//! over `P`, and for row `i` `g_i` decode positions (one per new token), attending over the
+//! cache: `P + g_i/2` on average.
 
 use super::flops::{forward_flops, Flops, ModelDims};
 use super::meter::Meter;
 
 /// How [`GenerationCount::flops`] counts, for reports.
 pub const GENERATION_FLOP_RULE: &str = "generation, forward only, per computed position \
-(padding included): 2N + 4·L·q·T; prefill B×P positions at T = P, decode B×G positions at \
-T = P + G/2 (B rows, P longest prompt, G longest completion of each batch)";
+(padding included): 2N + 4·L·q·T; prefill B×P positions at T = P, then g positions at \
+T = P + g/2 for a row of g new tokens (B rows, P longest prompt of each batch)";
 
 /// The rows of the batches one command generated: `(prompt tokens, generated tokens)`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -48,14 +48,11 @@ impl GenerationCount {
         self.rows().map(|&(p, g)| (p + g) as u64).sum()
     }
 
-    /// Computed positions: per batch, rows × (longest prompt + longest completion).
+    /// Computed positions: per batch, rows × longest prompt, plus every row's new tokens.
     pub fn padded_tokens(&self) -> u64 {
         self.batches
             .iter()
-            .map(|b| {
-                let (p, g) = longest(b);
-                (b.len() * (p + g)) as u64
-            })
+            .map(|b| (b.len() * longest_prompt(b) + b.iter().map(|r| r.1).sum::<usize>()) as u64)
             .sum()
     }
 
@@ -65,10 +62,12 @@ impl GenerationCount {
             .batches
             .iter()
             .map(|b| {
-                let (p, g) = longest(b);
-                let (rows, p, g) = (b.len() as f64, p as f64, g as f64);
-                forward_flops(dims, true, rows * p, p)
-                    + forward_flops(dims, true, rows * g, p + g / 2.0)
+                let p = longest_prompt(b) as f64;
+                let decode: f64 = b
+                    .iter()
+                    .map(|&(_, g)| forward_flops(dims, true, g as f64, p + g as f64 / 2.0))
+                    .sum();
+                forward_flops(dims, true, b.len() as f64 * p, p) + decode
             })
             .sum();
         Flops {
@@ -78,10 +77,9 @@ impl GenerationCount {
     }
 }
 
-/// The longest prompt and the longest completion of a batch.
-fn longest(rows: &[(usize, usize)]) -> (usize, usize) {
-    rows.iter()
-        .fold((0, 0), |(p, g), &(rp, rg)| (p.max(rp), g.max(rg)))
+/// The longest prompt of a batch (the left-padded prefill length).
+fn longest_prompt(rows: &[(usize, usize)]) -> usize {
+    rows.iter().map(|r| r.0).max().unwrap_or(0)
 }
 
 impl Meter {
@@ -118,18 +116,19 @@ mod tests {
     #[test]
     fn padded_grid_of_each_batch() {
         let mut c = GenerationCount::default();
-        // Batch 1: prompts 3 and 5, completions 4 and 2 -> grid 2 × (5 + 4) = 18.
+        // Batch 1: prompts 3 and 5 (prefill 2 × 5), completions 4 and 2 -> 10 + 6 = 16.
         c.add_batch([(3, 4), (5, 2)]);
-        // Batch 2: one row, no padding.
+        // Batch 2: one row, no padding: 2 + 2.
         c.add_batch([(2, 2)]);
         c.add_batch([]);
         assert_eq!(c.num_rows(), 3);
-        assert_eq!((c.generated(), c.tokens(), c.padded_tokens()), (8, 18, 22));
-        // Batch 1: prefill 10 positions at T = 5, decode 8 at T = 7; batch 2: 2 at T = 2,
-        // 2 at T = 3. Per position 2·1408 = 2816 plus 64·T.
+        assert_eq!((c.generated(), c.tokens(), c.padded_tokens()), (8, 18, 20));
+        // Batch 1: prefill 10 positions at T = 5, decode 4 at T = 7 and 2 at T = 6; batch 2:
+        // 2 at T = 2, 2 at T = 3. Per position 2·1408 = 2816 plus 64·T.
         let f = c.flops(&tiny());
         let by_hand = 10.0 * (2816.0 + 320.0)
-            + 8.0 * (2816.0 + 448.0)
+            + 4.0 * (2816.0 + 448.0)
+            + 2.0 * (2816.0 + 384.0)
             + 2.0 * (2816.0 + 128.0)
             + 2.0 * (2816.0 + 192.0);
         assert_eq!((f.forward, f.backward), (by_hand, 0.0));
