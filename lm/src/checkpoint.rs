@@ -104,7 +104,11 @@ impl Recompute {
             let y = layer.forward(x.as_tensor(), &ctx, None)?;
             // d/dθ Σ(y ⊙ g) is the vector-Jacobian product the chain rule needs.
             let mut grads = (y * &g)?.sum_all()?.backward()?;
-            g = grads.remove(x.as_tensor()).unwrap_or(g.zeros_like()?);
+            g = match grads.remove(x.as_tensor()) {
+                Some(dx) => dx,
+                // The layer's output does not depend on its input (never for a decoder layer).
+                None => g.zeros_like()?,
+            };
             park(&grads, &var_ids(layer))?;
         }
         Ok(g)
