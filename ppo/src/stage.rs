@@ -118,6 +118,16 @@ impl Stage for PpoStage {
         self.rollout(indices).map_err(train::Error::stage)
     }
 
+    /// Sampling is generation; scoring and the log-prob passes are forward passes.
+    fn batch_phases(&self, batch: &Rollout) -> Vec<(train::cost::Phase, f64)> {
+        use train::cost::Phase;
+        let s = |k: &str| batch.metrics.get(k).copied().unwrap_or(0.0);
+        vec![
+            (Phase::Generation, s("time/generation_s")),
+            (Phase::Forward, s("time/scoring_s") + s("time/logprobs_s")),
+        ]
+    }
+
     fn loss(&mut self, batch: &Rollout) -> train::Result<StepOutput> {
         self.update_loss(batch, 0)
     }

@@ -129,6 +129,15 @@ fn reward_gain(cfg: PpoConfig, steps: usize, seed: u64) -> Res<f64> {
     let (first, last) = (mean(&scores[..n]), mean(&scores[scores.len() - n..]));
     let kl = metric_series(dir.path(), "objective/kl")?;
     assert!(kl.iter().all(|k| k.is_finite()), "{kl:?}");
+    // The rollout's sampling is booked as generation in the cost block, not as data.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json"))?)?;
+    let phases = &summary["cost"]["phases_s"];
+    assert!(
+        phases["generation"].as_f64().is_some_and(|s| s > 0.0),
+        "{phases}"
+    );
+    assert!(phases["forward"].as_f64() > Some(0.0), "{phases}");
     if cfg.model.as_deref().is_some_and(|m| m.contains("mixtral")) {
         let aux = metric_series(dir.path(), "moe_aux_loss")?;
         assert!(!aux.is_empty() && aux.iter().all(|a| a.is_finite() && *a > 0.0));

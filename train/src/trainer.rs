@@ -63,6 +63,11 @@ pub trait Stage {
     fn update_loss(&mut self, batch: &Self::Batch, _update: usize) -> Result<StepOutput> {
         self.loss(batch)
     }
+    /// Seconds of making `batch` that belong to phases other than data (PPO: generating and
+    /// scoring its rollout), for the cost block. Default: none.
+    fn batch_phases(&self, _batch: &Self::Batch) -> Vec<(Phase, f64)> {
+        Vec::new()
+    }
     /// Back-propagates a micro-batch's (scaled) loss. Default `loss.backward()`; a stage whose
     /// model checkpoints its activations returns `lm::checkpoint::backward(loss)`, which adds
     /// the gradients of the recomputed layers.
@@ -222,9 +227,20 @@ impl Loop<'_> {
             .map_while(|_| self.data.next_batch())
             .collect();
         self.batch_examples = indices.iter().map(Vec::len).sum();
-        let batches = indices.iter().map(|i| stage.make_batch(i)).collect();
-        self.cost.phase(Phase::Data, t);
-        batches
+        let batches: Vec<S::Batch> = indices
+            .iter()
+            .map(|i| stage.make_batch(i))
+            .collect::<Result<_>>()?;
+        // Work a stage does while making a batch (PPO's rollout) is booked under its own
+        // phases; the rest is data.
+        let mut inner = 0.0;
+        for (phase, s) in batches.iter().flat_map(|b| stage.batch_phases(b)) {
+            self.cost.add_seconds(phase, s);
+            inner += s;
+        }
+        let total = t.elapsed().as_secs_f64();
+        self.cost.add_seconds(Phase::Data, (total - inner).max(0.0));
+        Ok(batches)
     }
 
     /// Runs update `update` of the micro-batches, each loss scaled by `1/n` so the

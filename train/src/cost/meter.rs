@@ -270,7 +270,12 @@ impl Meter {
 
     /// Adds `since.elapsed()` to `phase`.
     pub fn phase(&mut self, phase: Phase, since: Instant) {
-        *self.phases.entry(phase.name()).or_default() += since.elapsed().as_secs_f64();
+        self.add_seconds(phase, since.elapsed().as_secs_f64());
+    }
+
+    /// Adds `seconds` to `phase`.
+    pub fn add_seconds(&mut self, phase: Phase, seconds: f64) {
+        *self.phases.entry(phase.name()).or_default() += seconds;
     }
 
     /// Reads the energy counters.
