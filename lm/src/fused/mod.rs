@@ -8,8 +8,6 @@ mod norm;
 mod rope;
 mod softmax;
 mod swiglu;
-#[cfg(test)]
-mod timing;
 
 pub use frozen::frozen_matmul_t;
 pub use norm::rms_norm;
@@ -68,24 +66,8 @@ fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
     f(contiguous_f32(s, layout, "fused")?)
 }
 
-/// Σ aᵢbᵢ in eight independent lanes, so the compiler can vectorise the sum (a single f32
-/// accumulator forces a serial chain of adds).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
+/// Σ aᵢbᵢ: the decoding kernels' vectorised dot (runtime-selected FMA).
+use crate::gemv::dot;
 
 /// Largest |a − b| over all elements (tests).
 #[cfg(test)]

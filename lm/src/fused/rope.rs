@@ -144,35 +144,4 @@ mod tests {
         assert!(plain_ops(|| rope(&strided, &cos, &sin))?.is_none());
         Ok(())
     }
-
-    /// Why the kernel reads strided heads: timing of the strided read against a contiguous
-    /// copy first, at SmolLM2's shapes. `cargo test --release -p lm --lib rope_strided -- \
-    /// --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn rope_strided_read_timing() -> Result<()> {
-        let dev = Device::Cpu;
-        let (b, h, t, d) = (4, 9, 256, 64);
-        let positions: Vec<u32> = (0..(b * t) as u32).map(|p| p % t as u32).collect();
-        let inv_freq: Vec<f32> = (0..d / 2)
-            .map(|i| 1.0 / 1e4f32.powf(i as f32 / 32.0))
-            .collect();
-        let (cos, sin) = crate::ops::rope_tables(&inv_freq, &positions, b, t, &dev)?;
-        let x = Tensor::randn(0f32, 1.0, (b, t, h, d), &dev)?.transpose(1, 2)?;
-        let time = |f: &dyn Fn() -> Result<Tensor>| -> Result<f64> {
-            f()?;
-            let t0 = std::time::Instant::now();
-            for _ in 0..50 {
-                f()?;
-            }
-            Ok(t0.elapsed().as_secs_f64() / 50.0 * 1e3)
-        };
-        let strided = time(&|| rope(&x, &cos, &sin).map(|y| y.expect("f32")))?;
-        let copied = time(&|| rope(&x.contiguous()?, &cos, &sin).map(|y| y.expect("f32")))?;
-        let composed = time(&|| plain_ops(|| crate::ops::rope(&x, &cos, &sin)))?;
-        println!(
-            "rope ms: strided {strided:.3}, contiguous first {copied:.3}, composed {composed:.3}"
-        );
-        Ok(())
-    }
 }
