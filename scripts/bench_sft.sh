@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real-model SFT benchmark: `rudder sft` vs TRL's SFTTrainer (scripts/bench_trl_sft.py) on the
 # first ROWS rows of alpaca_en_demo.json with SmolLM2-135M-Instruct, full fine-tuning and LoRA,
-# same config on both sides. Peak memory is the process's max RSS (/usr/bin/time -v).
+# same config on both sides (no checkpoints on either: TRL save_strategy="no", rudder
+# --save-every 0). Peak memory is the process's max RSS (/usr/bin/time -v).
 # Usage: scripts/bench_sft.sh [STEPS] [ROWS]   -> .cache/bench/results.jsonl (+ run folders)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -26,7 +27,7 @@ for MODE in full lora; do
     OUT="$B/rudder-$MODE"; rm -rf "$OUT"
     /usr/bin/time -v -o "$B/rudder-$MODE.time" "$RUDDER" sft --model "$GGUF" --data "$B/alpaca.json" \
         --out "$OUT" --max-steps "$STEPS" --batch-size $BS --grad-accum $GA --learning-rate $LR \
-        --warmup-steps 1 --max-seq-len $LEN --log-every 1 --seed 42 --quiet "${EXTRA[@]}"
+        --warmup-steps 1 --max-seq-len $LEN --log-every 1 --seed 42 --quiet --save-every 0 "${EXTRA[@]}"
     python3 - "$OUT/summary.json" "$(rss "$B/rudder-$MODE.time")" "$MODE" >> "$RES" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))

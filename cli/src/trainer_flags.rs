@@ -54,7 +54,8 @@ pub struct TrainFlags {
     /// Evaluate every N steps (and at the end) [none].
     #[arg(long)]
     pub eval_every: Option<usize>,
-    /// Save a checkpoint every N steps [500].
+    /// Save a checkpoint every N steps and at the end; 0 = none at all, like TRL's
+    /// save_strategy="no" (the trained model is still written; no --resume) [500].
     #[arg(long)]
     pub save_every: Option<usize>,
     /// Keep the newest K checkpoints [3].

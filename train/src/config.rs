@@ -44,8 +44,9 @@ pub struct TrainerConfig {
     pub log_every: usize,
     /// Run `Stage::evaluate` every this many steps (and at the end). Default none.
     pub eval_every: Option<usize>,
-    /// Save a checkpoint every this many steps; one is always saved at the end.
-    /// Default 500.
+    /// Save a checkpoint every this many steps, and one at the end; 0 saves none, not even
+    /// at the end (TRL's `save_strategy="no"`: the stage still writes the trained model, but
+    /// the run cannot be resumed). Default 500.
     pub save_every: Option<usize>,
     /// Keep only the newest this many checkpoints. Default 3.
     pub save_total_limit: Option<usize>,
@@ -126,7 +127,6 @@ impl TrainerConfig {
             ("grad_accum", Some(self.grad_accum)),
             ("log_every", Some(self.log_every)),
             ("eval_every", self.eval_every),
-            ("save_every", self.save_every),
             ("save_total_limit", self.save_total_limit),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == Some(0)) {

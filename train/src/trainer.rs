@@ -210,7 +210,7 @@ impl Loop<'_> {
     /// `(prev, step]`: every multiple when each batch is one update, else the first boundary
     /// after it.
     fn eval_and_save<S: Stage>(&mut self, stage: &mut S, prev: usize, step: usize) -> Result<()> {
-        let due = |every: Option<usize>| every.is_some_and(|k| step / k > prev / k);
+        let due = |every: Option<usize>| every.is_some_and(|k| k > 0 && step / k > prev / k);
         if due(self.cfg.eval_every) {
             self.eval(stage, step)?;
         }

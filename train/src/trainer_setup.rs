@@ -83,7 +83,9 @@ impl<'a> Loop<'a> {
             if self.cfg.eval_every.is_some() {
                 self.eval(stage, step)?;
             }
-            self.save(stage)?;
+            if self.cfg.save_every != Some(0) {
+                self.save(stage)?;
+            }
         }
         self.bar.finish();
         let wall = self.started.elapsed().as_secs_f64();

@@ -189,6 +189,32 @@ fn loss_falls_and_every_param_changes() -> Result<()> {
     Ok(())
 }
 
+/// `save_every: 0` is TRL's `save_strategy="no"`: the run trains as usual and writes its
+/// summary, but no checkpoint, not even at the end.
+#[test]
+fn save_every_zero_writes_no_checkpoint() -> Result<()> {
+    let dir = tmpdir()?;
+    let mut stage = Regression::new(7)?;
+    let params = stage.params()?;
+    let cfg = TrainerConfig {
+        save_every: Some(0),
+        ..config(dir.path())
+    };
+    let summary = train::run(&mut stage, &params, &cfg)?;
+    assert_eq!(summary.steps, 10);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .map_err(Error::stage)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .map_err(Error::stage)?;
+    assert!(names.iter().any(|n| n == "summary.json"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("checkpoint")),
+        "{names:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn resume_after_crash_reproduces_uninterrupted_run() -> Result<()> {
     let (straight_dir, crash_dir) = (tmpdir()?, tmpdir()?);
