@@ -1,6 +1,7 @@
 //! `x Wᵀ` for a frozen weight: only the input gradient.
 use super::cpu_kernels;
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
 
 /// `x Wᵀ` for a frozen `W` (LoRA's base weights, a reference model under a tracked input).
 /// candle's matmul backward builds the gradient of both operands; for a frozen weight that is a
@@ -16,18 +17,28 @@ impl CustomOp1 for FrozenMatmulT {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("rudder-frozen-matmul-t: f32 only");
+        // One GEMM straight on the input's and the weight's buffers (the weight read as the
+        // transposed `(in, out)` view of its `(out, in)` layout): no copy of either side.
+        let Some((&k, lead)) = layout.dims().split_last() else {
+            candle_core::bail!("rudder-frozen-matmul-t: scalar input");
         };
-        let Some((start, end)) = layout.contiguous_offsets() else {
+        if !layout.is_contiguous() {
             candle_core::bail!("rudder-frozen-matmul-t: contiguous input only");
+        }
+        let (out, inner) = self.w.dims2()?;
+        if k != inner {
+            candle_core::bail!("rudder-frozen-matmul-t: input has {k} features, weight {inner}");
+        }
+        let m: usize = lead.iter().product();
+        let x_layout = Layout::contiguous_with_offset((m, k), layout.start_offset());
+        let (w_storage, w_layout) = self.w.storage_and_layout();
+        let Storage::Cpu(w_cpu) = &*w_storage else {
+            candle_core::bail!("rudder-frozen-matmul-t: weight not on the CPU");
         };
-        // The input is copied into an untracked tensor so candle's GEMM can run on it; the copy
-        // is small next to the product.
-        let x = Tensor::from_slice(&data[start..end], layout.shape(), &Device::Cpu)?;
-        let y = crate::linear::matmul_t(&x, &self.w)?;
-        let shape = y.shape().clone();
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), shape))
+        let y = storage.matmul(w_cpu, (1, m, out, k), &x_layout, &w_layout.transpose(0, 1)?)?;
+        let mut dims = lead.to_vec();
+        dims.push(out);
+        Ok((y, Shape::from(dims)))
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -62,6 +73,7 @@ pub fn frozen_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
 mod frozen_tests {
     use super::*;
     use crate::fused::plain_ops;
+    use candle_core::Device;
 
     #[test]
     fn frozen_matmul_gives_the_input_gradient_of_a_plain_matmul() -> Result<()> {
@@ -78,6 +90,13 @@ mod frozen_tests {
         let d = (g1.get(&x).expect("grad") - g2.get(&x).expect("grad"))?;
         let d = d.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-5, "backward {d}");
+        // An input that starts inside its buffer (a contiguous slice) is read from its offset.
+        let big = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 5, 6), &dev)?)?;
+        let part = big.as_tensor().narrow(0, 1, 2)?;
+        let fused = frozen_matmul_t(&part, &w)?.expect("applies");
+        let plain = part.broadcast_matmul(&w.t()?)?;
+        let d = (&fused - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-5, "forward at an offset {d}");
         // A trainable weight keeps candle's own matmul (it needs its gradient).
         let wv = candle_core::Var::from_tensor(&w)?;
         assert!(frozen_matmul_t(x.as_tensor(), wv.as_tensor())?.is_none());
