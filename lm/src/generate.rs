@@ -2,7 +2,7 @@
 //! stop at any EOS id or stop string; seeded and reproducible.
 use crate::error::Result;
 use crate::model::{CausalLm, InputBatch, KvCache};
-use crate::sample::pick;
+use crate::sample::pick_rows;
 pub use crate::sample::{distribution, top_tokens};
 use crate::tokenizer::Tokenizer;
 use rand::{rngs::StdRng, SeedableRng};
@@ -119,17 +119,21 @@ fn generate_inner(
         let logits = model.logits(&hidden.narrow(1, t - 1, 1)?)?.squeeze(1)?;
         let mut rows: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2()?;
         let mut next = vec![tok.pad_id; b];
+        let seen: Vec<Vec<u32>> = active
+            .iter()
+            .map(|&i| [prompts[i].as_slice(), out[i].as_slice()].concat())
+            .collect();
+        // Picking edits the logits in place (repetition penalty): the observer gets a copy.
+        let raw = observer.as_ref().map(|_| rows.clone());
+        let picked = pick_rows(&mut rows, &seen, cfg, &mut rng);
         for (j, &i) in active.iter().enumerate() {
-            let seen = [prompts[i].as_slice(), out[i].as_slice()].concat();
-            // `pick` edits the logits in place (repetition penalty): the observer gets a copy.
-            let raw = observer.as_ref().map(|_| rows[j].clone());
-            next[i] = pick(&mut rows[j], &seen, cfg, &mut rng);
-            if let (Some(obs), Some(raw)) = (observer.as_mut(), raw) {
+            next[i] = picked[j];
+            if let (Some(obs), Some(raw)) = (observer.as_mut(), &raw) {
                 obs(Step {
                     row: i,
                     step: out[i].len(),
-                    logits: &raw,
-                    seen: &seen,
+                    logits: &raw[j],
+                    seen: &seen[j],
                     token: next[i],
                 });
             }

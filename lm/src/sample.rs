@@ -86,12 +86,49 @@ fn apply_penalty(logits: &mut [f32], seen: &[u32], penalty: f32) {
     }
 }
 
+/// One token for one row (the sequential form of [`pick_rows`]).
+#[cfg(test)]
 pub(crate) fn pick(
     logits: &mut [f32],
     seen: &[u32],
     cfg: &SamplingConfig,
     rng: &mut StdRng,
 ) -> u32 {
+    let draw = draws_one(cfg).then(|| rng.random::<f32>());
+    pick_with(logits, seen, cfg, draw)
+}
+
+/// Whether picking a token under `cfg` draws a random number (exactly one when it does).
+fn draws_one(cfg: &SamplingConfig) -> bool {
+    cfg.temperature > 0.0
+}
+
+/// [`pick`] for every row of a decoding step, the rows in parallel. The random numbers are
+/// drawn first, one per row in row order, as the sequential loop drew them, so the tokens are
+/// the same for a seed whatever the thread count; only the per-row work (softmax over the
+/// vocabulary, the nucleus) is spread over the cores instead of running on one while the
+/// others wait for the next forward pass.
+pub(crate) fn pick_rows(
+    rows: &mut [Vec<f32>],
+    seen: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    rng: &mut StdRng,
+) -> Vec<u32> {
+    use rayon::prelude::*;
+    let draws: Vec<Option<f32>> = rows
+        .iter()
+        .map(|_| draws_one(cfg).then(|| rng.random::<f32>()))
+        .collect();
+    rows.par_iter_mut()
+        .zip(seen.par_iter())
+        .zip(draws.into_par_iter())
+        .map(|((logits, seen), draw)| pick_with(logits, seen, cfg, draw))
+        .collect()
+}
+
+/// One token from `logits` given the uniform number `draw` in [0, 1), which is `Some` exactly
+/// when [`draws_one`].
+fn pick_with(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig, draw: Option<f32>) -> u32 {
     if cfg.temperature <= 0.0 && cfg.repetition_penalty == 1.0 {
         // Greedy: first maximum, as torch.argmax.
         let mut best = 0;
@@ -103,13 +140,12 @@ pub(crate) fn pick(
         return best as u32;
     }
     if cfg.temperature > 0.0 && cfg.top_k == 0 && cfg.top_p >= 1.0 {
-        return sample_full(logits, seen, cfg, rng);
+        return sample_full(logits, seen, cfg, draw.unwrap_or(0.0));
     }
     let dist = distribution(logits, seen, cfg);
-    if cfg.temperature <= 0.0 {
+    let Some(r) = draw.filter(|_| cfg.temperature > 0.0) else {
         return dist[0].0;
-    }
-    let r: f32 = rng.random();
+    };
     let mut cum = 0f32;
     for &(t, p) in &dist {
         cum += p;
@@ -123,7 +159,7 @@ pub(crate) fn pick(
 /// Plain temperature sampling over the whole vocabulary (no top-k/top-p): the same
 /// distribution as [`distribution`], sampled by inverse CDF in token order, which needs no sort
 /// (sorting the vocabulary for every row and step dominated decode time at small models).
-fn sample_full(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig, rng: &mut StdRng) -> u32 {
+fn sample_full(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig, draw: f32) -> u32 {
     if cfg.repetition_penalty != 1.0 {
         apply_penalty(logits, seen, cfg.repetition_penalty);
     }
@@ -134,7 +170,7 @@ fn sample_full(logits: &mut [f32], seen: &[u32], cfg: &SamplingConfig, rng: &mut
         *l = (*l * inv_t - max).exp();
         total += f64::from(*l);
     }
-    let r = f64::from(rng.random::<f32>()) * total;
+    let r = f64::from(draw) * total;
     let mut cum = 0f64;
     for (t, &p) in logits.iter().enumerate() {
         cum += f64::from(p);
@@ -249,6 +285,65 @@ mod tests {
         assert!((top[0].1 - 0.62246).abs() < 1e-5 && (top[1].1 - 0.37754).abs() < 1e-5);
         // The raw logits are not touched (the view must not change what is sampled).
         assert_eq!(logits, [2.0, 1.0, 0.0, -1.0, 3.0]);
+    }
+
+    /// The parallel per-step picker gives, for a seed, the tokens the one-row-at-a-time loop
+    /// gives: greedy, full-vocabulary, top-k/top-p, with repetition penalty, on rows of
+    /// different logits over a 49,152-token vocabulary.
+    #[test]
+    fn rows_in_parallel_pick_what_one_row_at_a_time_picks() {
+        let mut gen = StdRng::seed_from_u64(3);
+        let rows: Vec<Vec<f32>> = (0..7)
+            .map(|_| (0..49_152).map(|_| gen.random::<f32>() * 12.0).collect())
+            .collect();
+        let seen: Vec<Vec<u32>> = (0..7u32).map(|r| vec![r, 10 * r, 77]).collect();
+        let cfgs = [
+            SamplingConfig {
+                temperature: 0.0,
+                ..cfg()
+            },
+            SamplingConfig {
+                temperature: 0.8,
+                top_k: 0,
+                top_p: 1.0,
+                ..cfg()
+            },
+            SamplingConfig {
+                temperature: 1.0,
+                top_k: 50,
+                top_p: 0.9,
+                ..cfg()
+            },
+            SamplingConfig {
+                temperature: 0.0,
+                repetition_penalty: 1.3,
+                ..cfg()
+            },
+            SamplingConfig {
+                temperature: 0.7,
+                top_p: 0.95,
+                repetition_penalty: 1.2,
+                ..cfg()
+            },
+        ];
+        for c in &cfgs {
+            for seed in 0..5 {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let one: Vec<u32> = (0..3)
+                    .flat_map(|_| {
+                        rows.iter()
+                            .zip(&seen)
+                            .map(|(l, s)| pick(&mut l.clone(), s, c, &mut rng))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let mut rng = StdRng::seed_from_u64(seed);
+                let all: Vec<u32> = (0..3)
+                    .flat_map(|_| pick_rows(&mut rows.clone(), &seen, c, &mut rng))
+                    .collect();
+                assert_eq!(one, all, "{c:?} seed {seed}");
+            }
+        }
     }
 
     #[test]

@@ -60,6 +60,9 @@ unsafe fn tile_rows<const MW: usize>(
     }
 }
 
+/// How far ahead of the tile's current weight position to prefetch, in blocks of 4 rows.
+const PREFETCH_BLOCKS: usize = 1;
+
 /// `y[i][j] = w_i · x_j` for `MW` rows of `w` and `MX` rows of `x`, each `inner` long.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const MW: usize, const MX: usize>(
@@ -71,7 +74,15 @@ unsafe fn tile<const MW: usize, const MX: usize>(
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     let mut acc = [[_mm512_setzero_ps(); MX]; MW];
     let mut k = 0;
+    // The weights come from memory once per decoding step; asking now for the lines this
+    // tile's rows will need `PREFETCH_BLOCKS` tiles later (the next weight rows) overlaps that
+    // read with this tile's FMAs instead of stalling on it at the next tile's start. Prefetches
+    // past the end of the weight are dropped by the CPU (a hint, never a fault).
+    let pf = wp.wrapping_add(PREFETCH_BLOCKS * 4 * inner);
     while k + 16 <= inner {
+        for i in 0..MW {
+            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(i * inner + k) as *const i8);
+        }
         let mut xv = [_mm512_setzero_ps(); MX];
         for (j, v) in xv.iter_mut().enumerate() {
             *v = _mm512_loadu_ps(xp.add(j * inner + k));
