@@ -8,7 +8,7 @@
 //! differentiates: the result is not part of the autograd graph even when the weight is a
 //! trainable `Var` (a PPO policy sampling its rollouts), so trainable and frozen models decode
 //! equally fast.
-use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -18,12 +18,14 @@ thread_local! {
     static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with the decoding kernels enabled on this thread. Only generation opts in: training
-/// and scoring keep one kernel (GEMM) whatever the batch size, so that e.g. a policy and its
-/// reference give bit-identical log-probs from identical weights.
+/// Runs `f` with the decoding kernels enabled on this thread and without recording the autograd
+/// graph (`candle_core::no_grad`: a trainable policy sampling its rollouts would otherwise keep
+/// every prefill and step activation alive until generation ends, through the cache). Only
+/// generation opts in: training and scoring keep one kernel (GEMM) whatever the batch size, so
+/// that e.g. a policy and its reference give bit-identical log-probs from identical weights.
 pub fn decoding<T>(f: impl FnOnce() -> T) -> T {
     let was = DECODING.with(|d| d.replace(true));
-    let out = f();
+    let out = candle_core::no_grad(f);
     DECODING.with(|d| d.set(was));
     out
 }
@@ -40,6 +42,26 @@ pub const MAX_ROWS: usize = 16;
 /// (outside [`decoding`], GPU or [`crate::fused::plain_ops`], not f32, too many rows,
 /// non-contiguous weight).
 pub fn try_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    try_matmul_t_low_rank(x, w, None)
+}
+
+/// A low-rank term `scale · (x Aᵀ) Bᵀ` (a LoRA adapter: A `(r, in)`, B `(out, r)`).
+pub struct LowRank<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub scale: f64,
+}
+
+/// [`try_matmul_t`] plus a low-rank term, added inside the same pass over the weight: while
+/// decoding, an adapter's two small products, its scaling and its sum each cost a dispatch to
+/// the threads and an allocation per projection and step, which made LoRA rollouts ~40% slower
+/// than the same model without adapters. `None` also when A or B is not a contiguous f32
+/// CPU tensor of matching shape.
+pub fn try_matmul_t_low_rank(
+    x: &Tensor,
+    w: &Tensor,
+    low: Option<LowRank<'_>>,
+) -> Result<Option<Tensor>> {
     let (rows, inner) = x.dims2()?;
     let applies = decoding_on(x)
         && x.dtype() == DType::F32
@@ -55,17 +77,88 @@ pub fn try_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     }
     let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let (guard, layout) = w.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(data)) = &*guard else {
+    let Some(wdata) = cpu_f32(&guard, layout, out * inner) else {
         return Ok(None);
     };
-    let wdata = &data[layout.start_offset()..layout.start_offset() + out * inner];
-    let y = matmul_t(&xs, wdata, rows, inner);
+    let low = match low {
+        None => None,
+        Some(l) => match low_rank_input(&xs, rows, inner, out, &l)? {
+            Some(v) => Some(v),
+            None => return Ok(None),
+        },
+    };
+    let y = matmul_t(&xs, wdata, rows, inner, low.as_ref());
     drop(guard);
     Tensor::from_vec(y, (rows, out), &Device::Cpu).map(Some)
 }
 
-/// `(rows, inner) · (out, inner)ᵀ` as a row-major `(rows, out)` vector.
-fn matmul_t(xs: &[f32], w: &[f32], rows: usize, inner: usize) -> Vec<f32> {
+/// The `n` values of a contiguous f32 CPU tensor's storage, from its start offset.
+fn cpu_f32<'g>(storage: &'g Storage, layout: &Layout, n: usize) -> Option<&'g [f32]> {
+    let Storage::Cpu(CpuStorage::F32(data)) = storage else {
+        return None;
+    };
+    let start = layout.start_offset();
+    layout
+        .is_contiguous()
+        .then(|| data.get(start..start + n))
+        .flatten()
+}
+
+/// The low-rank term's inputs for [`matmul_t`]: `x Aᵀ` `(rows, r)`, B `(out, r)` row-major, r and
+/// the scale; `None` when A or B does not fit this path.
+fn low_rank_input(
+    xs: &[f32],
+    rows: usize,
+    inner: usize,
+    out: usize,
+    l: &LowRank<'_>,
+) -> Result<Option<LowRankTerm>> {
+    let (r, a_in) = l.a.dims2()?;
+    let (b_out, b_r) = l.b.dims2()?;
+    if a_in != inner || b_out != out || b_r != r {
+        return Ok(None);
+    }
+    let (ga, la) = l.a.storage_and_layout();
+    let Some(a) = cpu_f32(&ga, la, r * inner) else {
+        return Ok(None);
+    };
+    // (r, rows) = A · xsᵀ through the tile kernel, then (rows, r) for the second product.
+    let mut axt = vec![0f32; r * rows];
+    block_t(a, xs, rows, inner, &mut axt);
+    let mut ax = vec![0f32; rows * r];
+    for (j, col) in axt.chunks_exact(rows.max(1)).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            ax[i * r + j] = v;
+        }
+    }
+    // B is copied once per call (out x r values, a small fraction of the weight's read).
+    let (gb, lb) = l.b.storage_and_layout();
+    let Some(b) = cpu_f32(&gb, lb, out * r) else {
+        return Ok(None);
+    };
+    Ok(Some(LowRankTerm {
+        ax,
+        b: b.to_vec(),
+        r,
+        scale: l.scale as f32,
+    }))
+}
+
+struct LowRankTerm {
+    ax: Vec<f32>,
+    b: Vec<f32>,
+    r: usize,
+    scale: f32,
+}
+
+/// `(rows, inner) · (out, inner)ᵀ` (+ the low-rank term) as a row-major `(rows, out)` vector.
+fn matmul_t(
+    xs: &[f32],
+    w: &[f32],
+    rows: usize,
+    inner: usize,
+    low: Option<&LowRankTerm>,
+) -> Vec<f32> {
     let out = w.len() / inner.max(1);
     // About four tasks per thread, in whole tiles of 4 output features: the k/v projections
     // have only a few hundred features and must still keep every core busy.
@@ -79,6 +172,15 @@ fn matmul_t(xs: &[f32], w: &[f32], rows: usize, inner: usize) -> Vec<f32> {
             let n = chunk.len() / rows;
             let wb = &w[bi * block * inner..(bi * block + n) * inner];
             block_t(wb, xs, rows, inner, chunk);
+            if let Some(l) = low {
+                // (n, rows) = B_block · (x Aᵀ)ᵀ, the same tile kernel over r inputs.
+                let bb = &l.b[bi * block * l.r..(bi * block + n) * l.r];
+                let mut delta = vec![0f32; n * rows];
+                block_t(bb, &l.ax, rows, l.r, &mut delta);
+                for (y, d) in chunk.iter_mut().zip(&delta) {
+                    *y += l.scale * d;
+                }
+            }
         });
     let mut y = vec![0f32; rows * out];
     for (o, ys) in yt.chunks_exact(rows).enumerate() {
@@ -159,8 +261,62 @@ mod tests {
         let v = candle_core::Var::from_tensor(&w)?;
         let y = decoding(|| try_matmul_t(&x, v.as_tensor()))?.expect("applies to a Var");
         assert!(!y.track_op());
+        // Nothing computed while decoding is recorded for a backward pass, even from a Var
+        // (candle_core::no_grad); outside, the same op is.
+        let doubled = decoding(|| v.as_tensor() * 2.0)?;
+        assert!(!doubled.track_op());
+        assert!((v.as_tensor() * 2.0)?.track_op());
         let plain = crate::fused::plain_ops(|| decoding(|| try_matmul_t(&x, &w)))?;
         assert!(plain.is_none(), "plain_ops: the GPU's path");
+        Ok(())
+    }
+
+    /// The low-rank term added inside the pass equals `x Wᵀ + s (x Aᵀ) Bᵀ` composed from
+    /// candle ops, for ranks with and without a masked tail and row counts off the tile size;
+    /// a LoRA `Linear` decodes to what its training forward computes; mismatched shapes fall
+    /// back (`None`).
+    #[test]
+    fn low_rank_term_matches_the_composed_adapter() -> Result<()> {
+        let dev = Device::Cpu;
+        for (rows, out, inner, r) in [(8, 1536, 576, 16), (3, 130, 37, 5), (1, 64, 96, 17)] {
+            let x = Tensor::randn(0f32, 1.0, (rows, inner), &dev)?;
+            let w = Tensor::randn(0f32, 1.0, (out, inner), &dev)?;
+            let a = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, inner), &dev)?)?;
+            let b = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (out, r), &dev)?)?;
+            let low = || LowRank {
+                a: a.as_tensor(),
+                b: b.as_tensor(),
+                scale: 0.5,
+            };
+            let got = decoding(|| try_matmul_t_low_rank(&x, &w, Some(low())))?.expect("applies");
+            assert!(!got.track_op(), "decoding records no graph");
+            let delta = x.matmul(&a.as_tensor().t()?)?.matmul(&b.as_tensor().t()?)?;
+            let want = (x.matmul(&w.t()?)? + (delta * 0.5)?)?;
+            let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-3, "rows {rows} out {out} inner {inner} r {r}: {d}");
+        }
+        let x = Tensor::randn(0f32, 1.0, (2, 8), &dev)?;
+        let w = Tensor::randn(0f32, 1.0, (6, 8), &dev)?;
+        let a = Tensor::randn(0f32, 1.0, (4, 7), &dev)?;
+        let b = Tensor::randn(0f32, 1.0, (6, 4), &dev)?;
+        let bad = LowRank {
+            a: &a,
+            b: &b,
+            scale: 1.0,
+        };
+        assert!(decoding(|| try_matmul_t_low_rank(&x, &w, Some(bad)))?.is_none());
+
+        let mut lin = crate::linear::Linear::new(w.clone(), None);
+        lin.lora = Some(crate::linear::Lora {
+            a: candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 8), &dev)?)?,
+            b: candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (6, 4), &dev)?)?,
+            scale: 2.0,
+        });
+        let x3 = x.unsqueeze(1)?; // (B, 1, in), a decoding step
+        let fast = decoding(|| lin.forward(&x3, true))?;
+        let slow = lin.forward(&x3, true)?;
+        let d = (fast - slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-4, "LoRA Linear decoding vs training forward: {d}");
         Ok(())
     }
 

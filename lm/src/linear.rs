@@ -32,14 +32,24 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, adapters: bool) -> Result<Tensor> {
         let dtype = x.dtype();
         let w = self.weight.to_dtype(dtype)?;
-        let mut y = match crate::fused::frozen_matmul_t(x, &w)? {
+        let lora = self.lora.as_ref().filter(|_| adapters);
+        // Decoding adds the adapter inside the weight's own pass (see `gemv::LowRank`).
+        let decoded = match lora {
+            Some(l) => decode_with_adapter(x, &w, l)?,
+            None => None,
+        };
+        let with_adapter = decoded.is_some();
+        let mut y = match decoded {
             Some(y) => y,
-            None => matmul_t(x, &w)?,
+            None => match crate::fused::frozen_matmul_t(x, &w)? {
+                Some(y) => y,
+                None => matmul_t(x, &w)?,
+            },
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.to_dtype(dtype)?)?;
         }
-        if let (Some(l), true) = (&self.lora, adapters) {
+        if let (Some(l), false) = (lora, with_adapter) {
             let a = l.a.as_tensor().to_dtype(dtype)?;
             let b = l.b.as_tensor().to_dtype(dtype)?;
             let delta = matmul_t(&matmul_t(x, &a)?, &b)?;
@@ -58,6 +68,26 @@ impl Linear {
             }
         }
     }
+}
+
+/// `x Wᵀ + scale · (x Aᵀ) Bᵀ` through the decoding GEMV, or `None` off its path.
+fn decode_with_adapter(x: &Tensor, w: &Tensor, l: &Lora) -> Result<Option<Tensor>> {
+    let Some((&inner, lead)) = x.dims().split_last() else {
+        return Ok(None);
+    };
+    let rows: usize = lead.iter().product();
+    let low = crate::gemv::LowRank {
+        a: l.a.as_tensor(),
+        b: l.b.as_tensor(),
+        scale: l.scale,
+    };
+    let Some(y) = crate::gemv::try_matmul_t_low_rank(&x.reshape((rows, inner))?, w, Some(low))?
+    else {
+        return Ok(None);
+    };
+    let mut out = lead.to_vec();
+    out.push(w.dim(0)?);
+    y.reshape(out).map(Some)
 }
 
 /// `x Wᵀ` for `x` of any rank `(..., in)` and `w` `(out, in)`: the leading dimensions are folded
