@@ -75,6 +75,9 @@ fn decode_with_adapter(x: &Tensor, w: &Tensor, l: &Lora) -> Result<Option<Tensor
     let Some((&inner, lead)) = x.dims().split_last() else {
         return Ok(None);
     };
+    if !crate::gemv::decoding_on(x) {
+        return Ok(None); // training and scoring: no reshape, no copy
+    }
     let rows: usize = lead.iter().product();
     let low = crate::gemv::LowRank {
         a: l.a.as_tensor(),
