@@ -107,6 +107,18 @@ pub fn tune_allocator() {
     }
 }
 
+/// candle's element-wise thread pool spins 25,000 times before parking an idle worker; with as
+/// many threads as cores, that spinning takes the cores the GEMM threads (rayon) need next: SFT
+/// SmolLM2-135M here ran 10% (full) to 16% (LoRA) faster at 1,000 (1 and 100 gave the same).
+/// A value the user set wins. Edition 2021: `set_var` is safe, but must run before any thread
+/// reads the environment, so this is the first thing `main` does.
+pub fn tune_threads() {
+    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(VAR).is_none() {
+        std::env::set_var(VAR, "1000");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,6 +64,7 @@ enum Command {
 }
 
 fn main() {
+    common::tune_threads();
     common::tune_allocator();
     common::init_logging();
     let cli = Cli::parse();
