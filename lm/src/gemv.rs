@@ -8,7 +8,7 @@
 //! differentiates: the result is not part of the autograd graph even when the weight is a
 //! trainable `Var` (a PPO policy sampling its rollouts), so trainable and frozen models decode
 //! equally fast.
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
+use candle_core::{DType, Device, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -77,52 +77,45 @@ pub fn try_matmul_t_low_rank(
     }
     let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let (guard, layout) = w.storage_and_layout();
-    let Some(wdata) = cpu_f32(&guard, layout, out * inner) else {
+    let Some(wdata) = f32_slice(&guard, layout) else {
         return Ok(None);
     };
-    let low = match low {
-        None => None,
-        Some(l) => match low_rank_input(&xs, rows, inner, out, &l)? {
-            Some(v) => Some(v),
-            None => return Ok(None),
-        },
+    let Some(low) = low else {
+        let y = matmul_t(&xs, wdata, rows, inner, None);
+        return Tensor::from_vec(y, (rows, out), &Device::Cpu).map(Some);
     };
-    let y = matmul_t(&xs, wdata, rows, inner, low.as_ref());
-    drop(guard);
-    Tensor::from_vec(y, (rows, out), &Device::Cpu).map(Some)
-}
-
-/// The `n` values of a contiguous f32 CPU tensor's storage, from its start offset.
-fn cpu_f32<'g>(storage: &'g Storage, layout: &Layout, n: usize) -> Option<&'g [f32]> {
-    let Storage::Cpu(CpuStorage::F32(data)) = storage else {
-        return None;
-    };
-    let start = layout.start_offset();
-    layout
-        .is_contiguous()
-        .then(|| data.get(start..start + n))
-        .flatten()
-}
-
-/// The low-rank term's inputs for [`matmul_t`]: `x Aᵀ` `(rows, r)`, B `(out, r)` row-major, r and
-/// the scale; `None` when A or B does not fit this path.
-fn low_rank_input(
-    xs: &[f32],
-    rows: usize,
-    inner: usize,
-    out: usize,
-    l: &LowRank<'_>,
-) -> Result<Option<LowRankTerm>> {
-    let (r, a_in) = l.a.dims2()?;
-    let (b_out, b_r) = l.b.dims2()?;
+    let (r, a_in) = low.a.dims2()?;
+    let (b_out, b_r) = low.b.dims2()?;
     if a_in != inner || b_out != out || b_r != r {
         return Ok(None);
     }
-    let (ga, la) = l.a.storage_and_layout();
-    let Some(a) = cpu_f32(&ga, la, r * inner) else {
+    // A and B are read in place, as the weight is.
+    let (ga, la) = low.a.storage_and_layout();
+    let (gb, lb) = low.b.storage_and_layout();
+    let (Some(a), Some(b)) = (f32_slice(&ga, la), f32_slice(&gb, lb)) else {
         return Ok(None);
     };
-    // (r, rows) = A · xsᵀ through the tile kernel, then (rows, r) for the second product.
+    let term = LowRankTerm {
+        ax: x_at(&xs, a, rows, inner, r),
+        b,
+        r,
+        scale: low.scale as f32,
+    };
+    let y = matmul_t(&xs, wdata, rows, inner, Some(&term));
+    Tensor::from_vec(y, (rows, out), &Device::Cpu).map(Some)
+}
+
+/// The elements of a contiguous f32 CPU tensor's storage, or `None` (this path then does not
+/// apply).
+fn f32_slice<'g>(storage: &'g Storage, layout: &Layout) -> Option<&'g [f32]> {
+    let Storage::Cpu(s) = storage else {
+        return None;
+    };
+    crate::fused::cpu_contiguous_f32(s, layout)
+}
+
+/// `x Aᵀ` `(rows, r)` row-major: `A · xsᵀ` `(r, rows)` through the tile kernel, transposed.
+fn x_at(xs: &[f32], a: &[f32], rows: usize, inner: usize, r: usize) -> Vec<f32> {
     let mut axt = vec![0f32; r * rows];
     block_t(a, xs, rows, inner, &mut axt);
     let mut ax = vec![0f32; rows * r];
@@ -131,22 +124,13 @@ fn low_rank_input(
             ax[i * r + j] = v;
         }
     }
-    // B is copied once per call (out x r values, a small fraction of the weight's read).
-    let (gb, lb) = l.b.storage_and_layout();
-    let Some(b) = cpu_f32(&gb, lb, out * r) else {
-        return Ok(None);
-    };
-    Ok(Some(LowRankTerm {
-        ax,
-        b: b.to_vec(),
-        r,
-        scale: l.scale as f32,
-    }))
+    ax
 }
 
-struct LowRankTerm {
+/// The low-rank term for [`matmul_t`]: `x Aᵀ` `(rows, r)`, B `(out, r)` row-major, r, the scale.
+struct LowRankTerm<'a> {
     ax: Vec<f32>,
-    b: Vec<f32>,
+    b: &'a [f32],
     r: usize,
     scale: f32,
 }
@@ -157,7 +141,7 @@ fn matmul_t(
     w: &[f32],
     rows: usize,
     inner: usize,
-    low: Option<&LowRankTerm>,
+    low: Option<&LowRankTerm<'_>>,
 ) -> Vec<f32> {
     let out = w.len() / inner.max(1);
     // About four tasks per thread, in whole tiles of 4 output features: the k/v projections

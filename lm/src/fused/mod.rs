@@ -44,15 +44,21 @@ fn rows_per_task(len: usize) -> usize {
     (GRAIN / len.max(1)).max(1)
 }
 
+/// The f32 elements of a contiguous storage, or `None` (not f32, or strided).
+pub(crate) fn cpu_contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Option<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        return None;
+    };
+    let (start, end) = l.contiguous_offsets()?;
+    data.get(start..end)
+}
+
 /// The f32 elements of a contiguous storage, as a custom op's `cpu_fwd` receives it.
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        candle_core::bail!("{op}: f32 only");
-    };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("{op}: contiguous input only");
-    };
-    Ok(&data[start..end])
+    match cpu_contiguous_f32(s, l) {
+        Some(x) => Ok(x),
+        None => candle_core::bail!("{op}: contiguous f32 input only"),
+    }
 }
 
 /// Runs `f` on the f32 elements of a CPU tensor (made contiguous first if it is not): the
