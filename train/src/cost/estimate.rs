@@ -113,22 +113,14 @@ pub fn gpu_estimate(flops: f64, g: &GpuClass, mfu: f64, settings: &CostSettings)
 #[cfg(test)]
 mod tests {
     use super::super::device::gpu_class;
-    use super::super::flops::{ModelDims, StageKind};
+    use super::super::flops::tests::tiny;
+    use super::super::flops::StageKind;
     use super::*;
 
     fn plan(stage: StageKind) -> Plan {
         Plan {
             model: FlopModel {
-                dims: ModelDims {
-                    hidden_size: 8,
-                    intermediate_size: 16,
-                    mlp_matrices: 3,
-                    num_layers: 2,
-                    num_heads: 2,
-                    num_kv_heads: 1,
-                    head_dim: 4,
-                    vocab_size: 32,
-                },
+                dims: tiny(),
                 stage,
                 recompute: false,
             },

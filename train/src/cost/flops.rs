@@ -227,13 +227,15 @@ impl FlopModel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// h=8, i=16, L=2, 2 heads of 4, 1 kv head, vocab 32. By hand:
     /// layer = q 8·8 + k,v 2·8·4 + o 8·8 + mlp 3·8·16 = 64+64+64+384 = 576; 2 layers = 1152;
     /// + head 8·32 = 256 -> N = 1408. Attention 4·L·q = 4·2·8 = 64 per context token.
-    fn tiny() -> ModelDims {
+    ///
+    /// Shared with the other cost modules' tests.
+    pub(crate) fn tiny() -> ModelDims {
         ModelDims {
             hidden_size: 8,
             intermediate_size: 16,

@@ -99,19 +99,8 @@ impl Meter {
 mod tests {
     use super::*;
 
-    /// flops.rs's tiny model: N = 1408 with the head, attention 64 per context token.
-    fn tiny() -> ModelDims {
-        ModelDims {
-            hidden_size: 8,
-            intermediate_size: 16,
-            mlp_matrices: 3,
-            num_layers: 2,
-            num_heads: 2,
-            num_kv_heads: 1,
-            head_dim: 4,
-            vocab_size: 32,
-        }
-    }
+    // flops.rs's tiny model: N = 1408 with the head, attention 64 per context token.
+    use super::super::flops::tests::tiny;
 
     #[test]
     fn padded_grid_of_each_batch() {
