@@ -241,7 +241,7 @@ pub struct LoraFlags {
     /// LoRA alpha; the update is scaled by alpha / r [16].
     #[arg(long)]
     pub lora_alpha: Option<f64>,
-    /// LoRA dropout; only 0 is supported so far [0].
+    /// Dropout probability on the adapters' input while training, in [0, 1) (not in PPO) [0].
     #[arg(long)]
     pub lora_dropout: Option<f64>,
     /// Comma-separated projections to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,

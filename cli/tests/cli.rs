@@ -243,3 +243,64 @@ fn every_trainer_writes_a_resolved_config_that_runs_again() {
         ok(&rudder(&cmd));
     }
 }
+
+/// `--lora-dropout` trains (and is recorded for PEFT); out of range, or in PPO, it is one clear
+/// error naming the field.
+#[test]
+fn lora_dropout_trains_sft_and_is_refused_where_it_cannot_apply() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("s.jsonl");
+    std::fs::write(&data, "{\"prompt\":\"a\",\"completion\":\" b c\"}\n").unwrap();
+    let (model, data) = (fixture("tiny-llama"), data.to_str().unwrap().to_string());
+    let out = d.path().join("sft");
+    let sft = |dropout: &str| {
+        rudder(&[
+            "sft",
+            "--model",
+            &model,
+            "--data",
+            &data,
+            "--out",
+            out.to_str().unwrap(),
+            "--lora-r",
+            "2",
+            "--lora-dropout",
+            dropout,
+            "--max-steps",
+            "2",
+            "--quiet",
+        ])
+    };
+    ok(&sft("0.1"));
+    let text = std::fs::read_to_string(out.join("adapter_config.json")).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(cfg["lora_dropout"], 0.1, "{text}");
+    let bad = sft("1.5");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("lora_dropout"),
+        "{err}"
+    );
+    let prompts = d.path().join("p.jsonl");
+    std::fs::write(&prompts, "{\"prompt\":\"a\"}\n").unwrap();
+    let ppo = rudder(&[
+        "ppo",
+        "--model",
+        &model,
+        "--reward-model",
+        &model,
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--out",
+        d.path().join("ppo").to_str().unwrap(),
+        "--lora-r",
+        "2",
+        "--lora-dropout",
+        "0.1",
+    ]);
+    let err = String::from_utf8_lossy(&ppo.stderr);
+    assert!(
+        !ppo.status.success() && err.contains("lora_dropout") && !err.contains("panicked"),
+        "{err}"
+    );
+}

@@ -77,7 +77,9 @@ struct Recompute {
     out: Tensor,
     rope: Option<(Tensor, Tensor)>,
     mask: Tensor,
-    adapters: bool,
+    /// Whether adapters run, and the dropout key of the first forward (the recompute draws the
+    /// same masks).
+    adapters: crate::linear::Adapters,
     cfg: crate::config::ModelConfig,
     /// Whether the argument (the embeddings) wants its gradient.
     input_grad: bool,

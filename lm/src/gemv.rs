@@ -295,10 +295,13 @@ mod tests {
             a: candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 8), &dev)?)?,
             b: candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (6, 4), &dev)?)?,
             scale: 2.0,
+            dropout: 0.0,
+            module: 0,
         });
         let x3 = x.unsqueeze(1)?; // (B, 1, in), a decoding step
-        let fast = decoding(|| lin.forward(&x3, true))?;
-        let slow = lin.forward(&x3, true)?;
+        let on = crate::linear::Adapters::ON;
+        let fast = decoding(|| lin.forward(&x3, on))?;
+        let slow = lin.forward(&x3, on)?;
         let d = (fast - slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-4, "LoRA Linear decoding vs training forward: {d}");
         Ok(())

@@ -7,6 +7,7 @@ pub mod backbone;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
+pub mod dropout;
 pub mod error;
 pub mod fused;
 pub mod gemv;

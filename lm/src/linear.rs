@@ -1,13 +1,41 @@
 //! A linear layer with an optional LoRA adapter.
+use crate::dropout;
 use candle_core::{Result, Tensor, Var};
 
-/// A LoRA adapter: `y += scale * (x Aᵀ) Bᵀ` with A `(r, in)`, B `(out, r)`.
+/// A LoRA adapter: `y += scale * (dropout(x) Aᵀ) Bᵀ` with A `(r, in)`, B `(out, r)`.
 #[derive(Debug, Clone)]
 pub struct Lora {
     pub a: Var,
     pub b: Var,
-    /// `lora_alpha / r`, as PEFT computes it (no rsLoRA).
+    /// `lora_alpha / r` (`/ sqrt(r)` with rsLoRA), as PEFT computes it.
     pub scale: f64,
+    /// Dropout probability on the adapter's input in training forwards (`lora_dropout`).
+    pub dropout: f64,
+    /// The projection's number in the model, which its dropout masks derive from.
+    pub module: u64,
+}
+
+/// How a forward pass uses the LoRA adapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adapters {
+    /// Whether adapters take part at all (off: the base model).
+    pub on: bool,
+    /// In a training forward, the key the adapters' dropout masks derive from (see
+    /// [`crate::dropout`]); `None` (evaluation, scoring, generation) runs them without dropout.
+    pub dropout_key: Option<u64>,
+}
+
+impl Adapters {
+    /// Adapters on, no dropout.
+    pub const ON: Self = Self {
+        on: true,
+        dropout_key: None,
+    };
+    /// The base model.
+    pub const OFF: Self = Self {
+        on: false,
+        dropout_key: None,
+    };
 }
 
 /// `y = x Wᵀ + b`, weights in transformers' `(out, in)` layout.
@@ -29,10 +57,10 @@ impl Linear {
 
     /// `x`: (..., in) -> (..., out). Weights are cast to the activation dtype here, so master
     /// weights can stay f32 while the forward runs in bf16.
-    pub fn forward(&self, x: &Tensor, adapters: bool) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, adapters: Adapters) -> Result<Tensor> {
         let dtype = x.dtype();
         let w = self.weight.to_dtype(dtype)?;
-        let lora = self.lora.as_ref().filter(|_| adapters);
+        let lora = self.lora.as_ref().filter(|_| adapters.on);
         // Decoding adds the adapter inside the weight's own pass (see `gemv::LowRank`).
         let decoded = match lora {
             Some(l) => decode_with_adapter(x, &w, l)?,
@@ -52,7 +80,16 @@ impl Linear {
         if let (Some(l), false) = (lora, with_adapter) {
             let a = l.a.as_tensor().to_dtype(dtype)?;
             let b = l.b.as_tensor().to_dtype(dtype)?;
-            let delta = matmul_t(&matmul_t(x, &a)?, &b)?;
+            let x = match adapters.dropout_key.filter(|_| l.dropout > 0.0) {
+                // PEFT drops the adapter's input only: lora_B(lora_A(dropout(x))).
+                Some(key) => {
+                    let mask =
+                        dropout::mask(key, l.module, x.shape(), l.dropout, dtype, x.device())?;
+                    (x * mask)?
+                }
+                None => x.clone(),
+            };
+            let delta = matmul_t(&matmul_t(&x, &a)?, &b)?;
             y = (y + (delta * l.scale)?)?;
         }
         Ok(y)

@@ -59,6 +59,17 @@ impl LoraSpec {
         }
     }
 
+    /// The adapter on projection number `module` (its place in the model, for dropout masks).
+    fn adapter(&self, a: Var, b: Var, module: usize) -> Lora {
+        Lora {
+            a,
+            b,
+            scale: self.scale(),
+            dropout: self.dropout,
+            module: module as u64,
+        }
+    }
+
     /// The targeted module names, checked, in [`TARGETS`] order.
     pub fn modules(&self) -> Result<Vec<&'static str>> {
         if self.r == 0 {
@@ -156,10 +167,10 @@ impl CausalLm {
     /// `Var`s (f32) under PEFT's names, A before B, layer by layer. Replaces existing adapters.
     pub fn attach_lora(&mut self, spec: &LoraSpec, seed: u64) -> Result<Vec<(String, Var)>> {
         let modules = spec.modules()?;
-        let (r, scale, dev) = (spec.r, spec.scale(), self.device().clone());
+        let (r, dev) = (spec.r, self.device().clone());
         let mut rng = StdRng::seed_from_u64(seed);
         let mut vars = vec![];
-        for (name, short, lin) in self.projections_mut() {
+        for (module, (name, short, lin)) in self.projections_mut().into_iter().enumerate() {
             if !modules.contains(&short) {
                 continue;
             }
@@ -173,7 +184,7 @@ impl CausalLm {
             let b = Var::zeros((out_dim, r), DType::F32, &dev)?;
             vars.push((format!("{PEFT_PREFIX}{name}.lora_A.weight"), a.clone()));
             vars.push((format!("{PEFT_PREFIX}{name}.lora_B.weight"), b.clone()));
-            lin.lora = Some(Lora { a, b, scale });
+            lin.lora = Some(spec.adapter(a, b, module));
         }
         if vars.is_empty() {
             let mut names: Vec<&str> = self.projections().iter().map(|p| p.1).collect();
@@ -194,6 +205,13 @@ impl CausalLm {
     /// reference without a second copy of the weights).
     pub fn set_adapters_enabled(&mut self, on: bool) {
         self.adapters_enabled = on;
+    }
+
+    /// Training mode for the adapters' dropout: `Some(key)` around a micro-batch's forward and
+    /// backward (the masks derive from the key, see [`crate::dropout`]), `None` for evaluation.
+    /// Adapters with `dropout` 0 and generation never drop anything.
+    pub fn set_dropout_key(&mut self, key: Option<u64>) {
+        self.dropout_key = key;
     }
 
     /// The adapter tensors under PEFT's names (empty without adapters).
@@ -227,10 +245,10 @@ impl CausalLm {
             .into_iter()
             .map(|(k, v)| (k.replace(".default.", "."), v))
             .collect();
-        let (r, scale) = (spec.r, spec.scale());
+        let r = spec.r;
         let mut vars = vec![];
         let mut used = 0;
-        for (name, short, lin) in self.projections_mut() {
+        for (module, (name, short, lin)) in self.projections_mut().into_iter().enumerate() {
             if !modules.contains(&short) {
                 continue;
             }
@@ -253,7 +271,7 @@ impl CausalLm {
             let (a, b) = (get("lora_A", (r, in_dim))?, get("lora_B", (out_dim, r))?);
             vars.push((format!("{PEFT_PREFIX}{name}.lora_A.weight"), a.clone()));
             vars.push((format!("{PEFT_PREFIX}{name}.lora_B.weight"), b.clone()));
-            lin.lora = Some(Lora { a, b, scale });
+            lin.lora = Some(spec.adapter(a, b, module));
         }
         if used != tensors.len() {
             let reason = format!(
@@ -411,7 +429,8 @@ pub struct LoraConfig {
     pub lora_r: Option<usize>,
     /// Scale numerator (update = alpha / r · B A). Default 16.
     pub lora_alpha: f64,
-    /// Dropout on the adapter input. Default 0 (PEFT's); only 0 is supported so far.
+    /// Dropout probability on the adapters' input while training, in [0, 1). Default 0
+    /// (PEFT's).
     pub lora_dropout: f64,
     /// Projections that get adapters (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,
     /// down_proj, or all-linear). Default q_proj, v_proj (PEFT's default for Llama/Qwen).
@@ -441,9 +460,8 @@ impl LoraConfig {
         if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
             return Err(("lora_alpha", "must be > 0".into()));
         }
-        if self.lora_dropout != 0.0 {
-            // Adapters run without dropout; refusing beats silently ignoring the setting.
-            return Err(("lora_dropout", "only 0 is supported so far".into()));
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            return Err(("lora_dropout", "must be in [0, 1)".into()));
         }
         let spec = LoraSpec {
             r,

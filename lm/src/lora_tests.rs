@@ -138,3 +138,119 @@ fn saved_adapter_round_trips_with_peft_names() -> Result<()> {
     assert_eq!(a, b);
     Ok(())
 }
+
+/// Tiny-llama with dropout-`p` adapters on every projection and random B (so they matter).
+fn with_dropout(p: f64, checkpointing: bool) -> Result<(CausalLm, Vec<(String, Var)>)> {
+    let mut m = tiny(false)?.model;
+    let s = LoraSpec {
+        dropout: p,
+        ..spec(&["all-linear"])
+    };
+    let vars = m.attach_lora(&s, 5)?;
+    for (name, v) in &vars {
+        if name.ends_with("lora_B.weight") {
+            // Fixed values, so that every call builds the same model.
+            let n = v.elem_count();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 0.1).collect();
+            v.set(&Tensor::from_vec(b, v.shape(), &Device::Cpu)?)?;
+        }
+    }
+    m.checkpointing = checkpointing;
+    Ok((m, vars))
+}
+
+/// PEFT's `lora_B(lora_A(dropout(x))) * scale`: the mask is on the adapter's input only, drawn
+/// from the key and the module number; without a key (eval) nothing is dropped.
+#[test]
+fn dropout_masks_the_adapter_input_in_training_forwards_only() -> Result<()> {
+    use crate::linear::{Adapters, Lora};
+    let dev = Device::Cpu;
+    let (w, x) = (
+        Tensor::randn(0f32, 1.0, (6, 8), &dev)?,
+        Tensor::randn(0f32, 1.0, (2, 5, 8), &dev)?,
+    );
+    let (a, b) = (
+        Tensor::randn(0f32, 1.0, (4, 8), &dev)?,
+        Tensor::randn(0f32, 1.0, (6, 4), &dev)?,
+    );
+    let mut lin = crate::linear::Linear::new(w.clone(), None);
+    lin.lora = Some(Lora {
+        a: Var::from_tensor(&a)?,
+        b: Var::from_tensor(&b)?,
+        scale: 2.0,
+        dropout: 0.5,
+        module: 3,
+    });
+    let train = Adapters {
+        on: true,
+        dropout_key: Some(9),
+    };
+    let mask = crate::dropout::mask(9, 3, x.shape(), 0.5, DType::F32, &dev)?;
+    // x Wᵀ + 2 (x_a Aᵀ) Bᵀ, x_a the adapter's input.
+    let want = |x_a: &Tensor| -> Result<Tensor> {
+        let delta = x_a.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+        Ok((x.broadcast_matmul(&w.t()?)? + (delta * 2.0)?)?)
+    };
+    assert!(max_diff(&lin.forward(&x, train)?, &want(&(&x * &mask)?)?)? < 1e-4);
+    assert!(max_diff(&lin.forward(&x, Adapters::ON)?, &want(&x)?)? < 1e-4);
+    Ok(())
+}
+
+/// The model in training mode: the same key gives the same output, another key another one,
+/// no key the evaluation output; generation never drops anything, key or not.
+#[test]
+fn model_dropout_follows_the_key_and_stays_out_of_generation() -> Result<()> {
+    let (mut m, _) = with_dropout(0.5, false)?;
+    let eval = m.forward(&batch())?;
+    m.set_dropout_key(Some(1));
+    let (one, again) = (m.forward(&batch())?, m.forward(&batch())?);
+    assert_eq!(max_diff(&one, &again)?, 0.0);
+    assert!(max_diff(&one, &eval)? > 1e-3);
+    m.set_dropout_key(Some(2));
+    assert!(max_diff(&m.forward(&batch())?, &one)? > 1e-3);
+    let tok = tiny(false)?.tokenizer;
+    let cfg = crate::generate::SamplingConfig {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let prompts = [vec![5u32, 9, 17], vec![40, 41, 42, 43]];
+    let keyed = crate::generate::generate(&m, &tok, &prompts, &cfg)?;
+    m.set_dropout_key(None);
+    assert_eq!(max_diff(&m.forward(&batch())?, &eval)?, 0.0);
+    assert_eq!(keyed, crate::generate::generate(&m, &tok, &prompts, &cfg)?);
+    Ok(())
+}
+
+/// A checkpointed layer recomputed in the backward pass draws its first forward's masks: the
+/// adapters' gradients equal the plain backward's, and differ from the gradients without dropout.
+#[test]
+fn checkpointed_gradients_equal_plain_ones_under_dropout() -> Result<()> {
+    let grads = |checkpointing: bool, key: Option<u64>| -> Result<Vec<Tensor>> {
+        let (mut m, vars) = with_dropout(0.3, checkpointing)?;
+        m.set_dropout_key(key);
+        let logits = m.forward(&batch())?; // (1, T, V)
+        let loss = logits.sqr()?.mean_all()?;
+        let g = crate::checkpoint::backward(&loss)?;
+        vars.iter()
+            .map(|(n, v)| {
+                g.get(v.as_tensor())
+                    .cloned()
+                    .ok_or_else(|| Error::Invalid(format!("no gradient for {n}")))
+            })
+            .collect()
+    };
+    let plain = grads(false, Some(7))?;
+    let recomputed = grads(true, Some(7))?;
+    let undropped = grads(false, None)?;
+    let mut moved = 0;
+    for ((p, r), u) in plain.iter().zip(&recomputed).zip(&undropped) {
+        let scale = p.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
+        assert!(max_diff(p, r)? / scale < 1e-4, "checkpointed grad differs");
+        moved += usize::from(max_diff(p, u)? / scale > 1e-3);
+    }
+    assert!(
+        moved > plain.len() / 2,
+        "dropout changed only {moved} gradients"
+    );
+    Ok(())
+}

@@ -5,7 +5,7 @@
 use crate::config::{ModelConfig, RopeScaling};
 pub use crate::kv_cache::KvCache;
 use crate::kv_cache::{CacheShape, LayerCache};
-use crate::linear::Linear;
+use crate::linear::{Adapters, Linear};
 use crate::ops;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 
@@ -141,7 +141,7 @@ pub(crate) struct Ctx<'a> {
     /// cos/sin tables; `None` for learned absolute positions (GPT-2).
     pub rope: Option<(Tensor, Tensor)>,
     pub mask: Tensor,
-    pub adapters: bool,
+    pub adapters: Adapters,
     pub cfg: &'a ModelConfig,
     /// Router logits of the sparse layers, in layer order.
     pub router: std::cell::RefCell<Vec<Tensor>>,
@@ -163,6 +163,9 @@ pub struct CausalLm {
     pub dtype: DType,
     /// Whether LoRA adapters (if any) take part in the forward pass.
     pub adapters_enabled: bool,
+    /// Training-mode adapter dropout: the key of the current micro-batch's masks, set by the
+    /// trainer around its forward and backward (see [`crate::dropout`]).
+    pub(crate) dropout_key: Option<u64>,
     /// Activation checkpointing in training forwards (transformers' `gradient_checkpointing`):
     /// see [`crate::checkpoint`]. Set only on the model being trained.
     pub checkpointing: bool,
@@ -243,7 +246,7 @@ impl Attention {
 
 impl Mlp {
     /// `gelu_exact`: GPT-2 `activation_function = "gelu"` (erf) instead of the tanh form.
-    fn forward(&self, x: &Tensor, adapters: bool, gelu_exact: bool) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, adapters: Adapters, gelu_exact: bool) -> Result<Tensor> {
         let Some(gate) = &self.gate else {
             let u = self.up.forward(x, adapters)?;
             // candle's `gelu` is the tanh approximation, transformers' "gelu_new".
@@ -256,7 +259,7 @@ impl Mlp {
     }
 
     /// The gated SiLU MLP of an expert.
-    pub(crate) fn forward_gated(&self, x: &Tensor, adapters: bool) -> Result<Tensor> {
+    pub(crate) fn forward_gated(&self, x: &Tensor, adapters: Adapters) -> Result<Tensor> {
         self.forward(x, adapters, false)
     }
 }
@@ -413,7 +416,11 @@ impl CausalLm {
         let ctx = Ctx {
             rope,
             mask,
-            adapters: self.adapters_enabled,
+            adapters: Adapters {
+                on: self.adapters_enabled,
+                // Cached forwards generate: never with dropout.
+                dropout_key: self.dropout_key.filter(|_| cache.is_none()),
+            },
             cfg: &self.config,
             router: Default::default(),
         };

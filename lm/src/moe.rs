@@ -8,6 +8,7 @@
 //! backward), so a top-1 model with E experts costs about one dense MLP per token, not E.
 use crate::config::Arch;
 use crate::error::{Error, Result};
+use crate::linear::Adapters;
 use crate::model::Mlp;
 use candle_core::{DType, Device, Tensor};
 use std::path::Path;
@@ -163,7 +164,7 @@ fn top_k_rows(probs: &[Vec<f32>], k: usize) -> Vec<Vec<u32>> {
 
 impl Moe {
     /// `x`: (B, T, H) -> ((B, T, H), router logits (B*T, E)).
-    pub fn forward(&self, x: &Tensor, adapters: bool) -> Result<(Tensor, Tensor)> {
+    pub fn forward(&self, x: &Tensor, adapters: Adapters) -> Result<(Tensor, Tensor)> {
         let (b, t, h) = x.dims3()?;
         let n = b * t;
         let xf = x.reshape((n, h))?;

@@ -36,6 +36,14 @@ impl PpoConfig {
 
     /// The LoRA spec when `lora_r` is set.
     pub fn lora(&self) -> Result<Option<LoraSpec>> {
+        if self.lora.lora_dropout != 0.0 {
+            // The ratio of new to old log-probs must start at 1; TRL's PPO trainer turns all
+            // dropout off for the same reason.
+            return Err(Error::config(
+                "lora_dropout",
+                "PPO, RLOO and GRPO train without dropout; leave it at 0",
+            ));
+        }
         self.lora
             .spec()
             .map_err(|(field, reason)| Error::config(field, reason))

@@ -70,6 +70,14 @@ impl RewardStage {
 impl train::Stage for RewardStage {
     type Batch = PairBatch;
 
+    /// Adapter dropout (`lora_dropout`) runs in training forwards only, with masks drawn from
+    /// the micro-batch's position.
+    fn set_position(&mut self, position: Option<train::Position>) {
+        self.model
+            .backbone
+            .set_dropout_key(position.map(|p| p.key()));
+    }
+
     /// The model may checkpoint its layers: their gradients come from recomputation.
     fn backward(
         &mut self,

@@ -32,4 +32,4 @@ pub use optim::{AdamW, AdamWConfig, AdamWState, Moments};
 pub use params::Params;
 pub use plot::write_svg_plot;
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use trainer::{run, Stage, StepOutput, TrainSummary};
+pub use trainer::{run, Position, Stage, StepOutput, TrainSummary};

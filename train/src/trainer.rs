@@ -74,6 +74,10 @@ pub trait Stage {
     fn backward(&mut self, loss: &Tensor) -> Result<GradStore> {
         Ok(loss.backward()?)
     }
+    /// Called with the micro-batch's [`Position`] before its training forward and with `None`
+    /// after its backward (not around evaluation): a stage whose model draws random numbers
+    /// in training (adapter dropout) derives them from [`Position::key`]. Default: nothing.
+    fn set_position(&mut self, _position: Option<Position>) {}
     /// Asked after each update: skip the rest of this batch's updates (PPO's early stop when
     /// the approximate KL to the rollout policy is too large). Default false.
     fn stop_batch_early(&mut self) -> bool {
@@ -85,6 +89,31 @@ pub trait Stage {
     /// its [`StepOutput::tokens`] are the computed positions.
     fn padded_shape(&self, _batch: &Self::Batch, _update: usize) -> Option<(usize, usize)> {
         None
+    }
+}
+
+/// Where a micro-batch's forward and backward sit in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The run's seed (`--seed`).
+    pub seed: u64,
+    /// The optimizer step being computed, from 1 (restored on `--resume`).
+    pub step: usize,
+    /// The micro-batch within the step (gradient accumulation).
+    pub micro_batch: usize,
+    /// The update made from the current batch (PPO's epochs × minibatches; else 0).
+    pub update: usize,
+}
+
+impl Position {
+    /// A 64-bit key for this position and seed (a SplitMix64 mix of each field in turn):
+    /// distinct positions give unrelated keys.
+    pub fn key(&self) -> u64 {
+        [self.step, self.micro_batch, self.update]
+            .iter()
+            .fold(self.seed, |k, &x| {
+                crate::data::SplitMix64::new(k ^ (x as u64).rotate_left(32)).next_u64()
+            })
     }
 }
 
@@ -259,21 +288,17 @@ impl Loop<'_> {
             .map(|b| stage.padded_shape(b, update))
             .collect();
         for (micro_batch, batch) in batches.iter().enumerate() {
-            let t = Instant::now();
-            let out = stage.update_loss(batch, update)?; // out.loss: () scalar, micro-batch mean
-            let loss = out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-            self.cost.phase(Phase::Forward, t);
-            if !loss.is_finite() {
-                return Err(Error::NonFiniteLoss {
-                    step,
-                    micro_batch,
-                    loss,
-                });
-            }
-            let t = Instant::now();
-            self.grads
-                .add(&stage.backward(&out.loss.affine(scale, 0.0)?)?)?;
-            self.cost.phase(Phase::Backward, t);
+            // The micro-batch's random draws (dropout masks) derive from where it sits in the
+            // run, so a resumed run and a checkpointed recompute draw the same ones.
+            stage.set_position(Some(Position {
+                seed: self.cfg.seed,
+                step,
+                micro_batch,
+                update,
+            }));
+            let out = self.micro_step(stage, batch, update, scale, (step, micro_batch));
+            stage.set_position(None);
+            let (loss, out) = out?;
             loss_sum += loss as f64 * scale;
             tokens += out.tokens as u64;
             for (k, v) in out.metrics {
@@ -283,6 +308,36 @@ impl Loop<'_> {
         }
         self.count_flops(tokens, &shapes, update);
         Ok((loss_sum, tokens))
+    }
+
+    /// Forward and backward of one micro-batch; its gradient (scaled by `scale`) is
+    /// accumulated. Returns its loss as a number too. Stops on a non-finite loss, naming
+    /// `at` = (step, micro-batch).
+    fn micro_step<S: Stage>(
+        &mut self,
+        stage: &mut S,
+        batch: &S::Batch,
+        update: usize,
+        scale: f64,
+        at: (usize, usize),
+    ) -> Result<(f32, StepOutput)> {
+        let t = Instant::now();
+        let out = stage.update_loss(batch, update)?; // out.loss: () scalar, micro-batch mean
+        let loss = out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        self.cost.phase(Phase::Forward, t);
+        if !loss.is_finite() {
+            let (step, micro_batch) = at;
+            return Err(Error::NonFiniteLoss {
+                step,
+                micro_batch,
+                loss,
+            });
+        }
+        let t = Instant::now();
+        self.grads
+            .add(&stage.backward(&out.loss.affine(scale, 0.0)?)?)?;
+        self.cost.phase(Phase::Backward, t);
+        Ok((loss, out))
     }
 
     fn clip(&mut self, step: usize) -> Result<f32> {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
 use train::data::SplitMix64;
-use train::{Error, Params, Result, ScheduleKind, Stage, StepOutput, TrainerConfig};
+use train::{Error, Params, Position, Result, ScheduleKind, Stage, StepOutput, TrainerConfig};
 
 const N: usize = 20;
 
@@ -281,6 +281,9 @@ struct MultiUpdate {
     stop_after: Option<usize>,
     made: usize,
     updates: Vec<usize>,
+    /// What `set_position` last said, and its value at every update's forward.
+    position: Option<Position>,
+    positions: Vec<Position>,
 }
 
 impl Stage for MultiUpdate {
@@ -300,7 +303,12 @@ impl Stage for MultiUpdate {
     }
     fn update_loss(&mut self, batch: &Self::Batch, update: usize) -> Result<StepOutput> {
         self.updates.push(update);
+        let at = self.position.ok_or_else(|| Error::stage("no position"))?;
+        self.positions.push(at);
         self.inner.loss(batch)
+    }
+    fn set_position(&mut self, position: Option<Position>) {
+        self.position = position;
     }
     fn stop_batch_early(&mut self) -> bool {
         let done = self.updates.last().map_or(0, |u| u + 1);
@@ -317,6 +325,8 @@ fn several_updates_per_batch_and_early_stop() -> Result<()> {
         stop_after: None,
         made: 0,
         updates: vec![],
+        position: None,
+        positions: vec![],
     };
     let params = stage.inner.params()?;
     let cfg = TrainerConfig {
@@ -331,6 +341,34 @@ fn several_updates_per_batch_and_early_stop() -> Result<()> {
     let summary = train::run(&mut stage, &params, &cfg)?;
     assert_eq!((summary.steps, stage.made), (15, 5));
     assert_eq!(stage.updates, [0, 1, 2].repeat(5));
+    // Every forward knew where it was (step from 1), and the position is cleared after it.
+    let want: Vec<Position> = (1..=15)
+        .map(|step| Position {
+            seed: cfg.seed,
+            step,
+            micro_batch: 0,
+            update: (step - 1) % 3,
+        })
+        .collect();
+    assert_eq!((stage.positions.clone(), stage.position), (want, None));
+    let mut keys: Vec<u64> = stage.positions.iter().map(Position::key).collect();
+    keys.extend(
+        stage
+            .positions
+            .iter()
+            .map(|p| Position { seed: 1, ..*p }.key()),
+    );
+    keys.extend(stage.positions.iter().map(|p| {
+        Position {
+            micro_batch: 1,
+            ..*p
+        }
+        .key()
+    }));
+    let n = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "positions share a key");
     // Checkpoints only between batches: the first boundary after each multiple of 4, and the end.
     let ckpts = train::checkpoint::list_checkpoints(dir.path())?;
     assert_eq!(
@@ -345,6 +383,8 @@ fn several_updates_per_batch_and_early_stop() -> Result<()> {
         stop_after: Some(2),
         made: 0,
         updates: vec![],
+        position: None,
+        positions: vec![],
     };
     let params = stage.inner.params()?;
     let summary = train::run(
