@@ -12,6 +12,10 @@ use rayon::prelude::*;
 /// Most query positions per call: prefill of a long prompt is a GEMM's job.
 const MAX_QUERIES: usize = 64;
 
+/// Mask values at or below this hide a key (the mask holds 0 or `ops::mask_value`, about -1.7e38
+/// in f32 and -65504 in f16).
+const HIDDEN: f32 = -60000.0;
+
 /// A strided `(B, KV, S, D)` tensor borrowed from CPU storage.
 struct Heads<'a> {
     data: &'a [f32],
@@ -100,9 +104,16 @@ fn attend_head(
     let mut p = vec![0f32; s];
     for (t, (qt, yt)) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
         let mt = &mask[t * s..(t + 1) * s];
+        // A masked key's weight underflows to exactly 0 once any key is visible: skip its dot
+        // product (half the keys of a causal prefill, and the padding). A row with no visible
+        // key (a padding query) keeps the full computation.
+        let any_visible = mt.iter().any(|&m| m > HIDDEN);
         for (j, pj) in p.iter_mut().enumerate() {
-            let kj = keys.at(b, g, j, d);
-            *pj = crate::gemv::dot(qt, kj) * scale + mt[j];
+            *pj = if any_visible && mt[j] <= HIDDEN {
+                f32::NEG_INFINITY
+            } else {
+                crate::gemv::dot(qt, keys.at(b, g, j, d)) * scale + mt[j]
+            };
         }
         let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
@@ -112,6 +123,9 @@ fn attend_head(
         }
         let inv = 1.0 / sum;
         for (j, &pj) in p.iter().enumerate() {
+            if pj == 0.0 {
+                continue;
+            }
             let w = pj * inv;
             for (y, &x) in yt.iter_mut().zip(values.at(b, g, j, d)) {
                 *y += w * x;
@@ -126,8 +140,8 @@ mod tests {
     use super::*;
     use crate::gemv::decoding;
 
-    /// Grouped heads, a strided cache view (a narrowed buffer) and a padded key, against the
-    /// composed ops.
+    /// Grouped heads, a strided cache view (a narrowed buffer), a padded key, future keys
+    /// (skipped) and a padding query (nothing visible), against the composed ops.
     #[test]
     fn matches_composed_attention_over_a_strided_cache() -> Result<()> {
         let dev = Device::Cpu;
@@ -138,7 +152,9 @@ mod tests {
         let (k, v) = (kbuf.narrow(2, 0, s)?, vbuf.narrow(2, 0, s)?);
         assert!(!k.is_contiguous());
         let segs: Vec<u32> = (0..b * s).map(|i| u32::from(i != s)).collect(); // row 1: pad first
-        let mask = crate::ops::attention_mask(&[1; 6], &segs, b, tq, s, DType::F32, &dev)?;
+                                                                              // Row 0's first query is padding: no key visible, the full (uniform) computation.
+        let qsegs = [0, 1, 1, 1, 1, 1];
+        let mask = crate::ops::attention_mask(&qsegs, &segs, b, tq, s, DType::F32, &dev)?;
         let scale = 1.0 / (d as f64).sqrt();
         let got = decoding(|| try_attend(&q, &k, &v, &mask, scale))?.expect("applies");
         let (kr, vr) = (crate::ops::repeat_kv(&k, 3)?, crate::ops::repeat_kv(&v, 3)?);

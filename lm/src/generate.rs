@@ -5,6 +5,7 @@ use crate::model::{CausalLm, InputBatch, KvCache};
 use crate::sample::pick_rows;
 pub use crate::sample::{distribution, top_tokens};
 use crate::tokenizer::Tokenizer;
+use candle_core::Tensor;
 use rand::{rngs::StdRng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +61,12 @@ pub fn generate(
     prompts: &[Vec<u32>],
     cfg: &SamplingConfig,
 ) -> Result<Vec<Generation>> {
-    crate::gemv::decoding(|| generate_inner(model, tok, prompts, cfg, None))
+    // On a worker of rayon's pool, so that the kernels' parallel loops start from a pool
+    // thread (which works on its share) instead of a caller that sleeps until the workers are
+    // done and is woken again: ~13,000 such round trips in a 64-token rollout of a 30-layer
+    // model, 9% of its time on 2 cores.
+    let run = || crate::gemv::decoding(|| generate_inner(model, tok, prompts, cfg, None));
+    rayon::join(run, || ()).0
 }
 
 /// What an observer of [`generate_observed`] sees at every sampling step of every live row.
@@ -106,8 +112,7 @@ fn generate_inner(
     let mut done = vec![false; b];
     let mut texts = vec![String::new(); b];
     // Prefill: (B, T) left-padded prompts -> hidden of the last position.
-    let batch = InputBatch::padded(prompts, tok.pad_id, true);
-    let mut hidden = model.forward_cached(&batch, &mut cache)?;
+    let mut hidden = prefill(model, prompts, tok.pad_id, &mut cache)?;
     let mut pos: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
     // Rows still generating, by index into `prompts`: the batch (and cache) holds only them,
     // so a finished row costs nothing. Every kernel computes a row the same way whatever the
@@ -176,6 +181,48 @@ fn generate_inner(
         .collect()
 }
 
+/// Shortest common prefix worth computing once: below it the extra pass costs more than it saves.
+const MIN_SHARED_PREFIX: usize = 8;
+
+/// Runs the prompts through the model into `cache`; returns the hidden states `(B, T, H)` whose
+/// last position is every row's last prompt token.
+///
+/// Chat prompts share their template's opening (a system prompt, the user header) and RLOO/GRPO
+/// rows repeat whole prompts, so the common prefix is computed once on one row and its keys and
+/// values are copied to every row (as vLLM's prefix caching does). The rest of each prompt
+/// follows, left-padded, at positions counting on from the prefix: each row's cache then holds
+/// `[prefix | padding | rest]`, and the padding is masked out like any other.
+fn prefill(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    pad_id: u32,
+    cache: &mut KvCache,
+) -> Result<Tensor> {
+    let shared = common_prefix(prompts);
+    if prompts.len() < 2 || shared < MIN_SHARED_PREFIX {
+        return Ok(model.forward_cached(&InputBatch::padded(prompts, pad_id, true), cache)?);
+    }
+    let prefix = InputBatch::padded(&[prompts[0][..shared].to_vec()], pad_id, true);
+    model.forward_cached(&prefix, cache)?;
+    cache.keep_rows(&vec![0; prompts.len()])?;
+    let rests: Vec<Vec<u32>> = prompts.iter().map(|p| p[shared..].to_vec()).collect();
+    let mut rest = InputBatch::padded(&rests, pad_id, true);
+    rest.positions.iter_mut().for_each(|p| *p += shared as u32);
+    Ok(model.forward_cached(&rest, cache)?)
+}
+
+/// Length of the prefix all prompts share, leaving every prompt at least one token of its own
+/// (the pass over the rests must yield each row's last hidden state).
+fn common_prefix(prompts: &[Vec<u32>]) -> usize {
+    let Some(first) = prompts.first() else {
+        return 0;
+    };
+    let shortest = prompts.iter().map(Vec::len).min().unwrap_or(0);
+    (0..shortest.saturating_sub(1))
+        .take_while(|&j| prompts.iter().all(|p| p[j] == first[j]))
+        .count()
+}
+
 /// Whether a row is finished after its latest token; fills `text` when it is.
 fn finish_row(
     tok: &Tokenizer,
@@ -203,5 +250,21 @@ fn finish_row(
             Ok(true)
         }
         None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_prefix;
+
+    #[test]
+    fn the_common_prefix_leaves_every_prompt_a_token_of_its_own() {
+        let p = |v: &[u32]| v.to_vec();
+        assert_eq!(common_prefix(&[p(&[1, 2, 3, 4]), p(&[1, 2, 3, 9, 9])]), 3);
+        assert_eq!(common_prefix(&[p(&[1, 2, 3]), p(&[1, 2, 3])]), 2);
+        assert_eq!(common_prefix(&[p(&[1, 2, 3]), p(&[1, 2, 3, 4])]), 2);
+        assert_eq!(common_prefix(&[p(&[7, 2]), p(&[1, 2])]), 0);
+        assert_eq!(common_prefix(&[p(&[5, 6, 7])]), 2);
+        assert_eq!(common_prefix(&[]), 0);
     }
 }

@@ -142,3 +142,47 @@ fn finished_rows_leave_the_batch_without_changing_the_others() -> TestResult {
     );
     Ok(())
 }
+
+/// Prompts sharing a prefix (a chat template's opening; RLOO/GRPO's repeated prompts) have it
+/// computed once and copied to every row: each row's first-step logits and greedy tokens are
+/// those it gets alone, which computes its whole prompt.
+#[test]
+fn a_shared_prefix_computed_once_gives_each_row_its_own_tokens() -> TestResult {
+    let p = tiny(false);
+    let mut tok = p.tokenizer.clone();
+    tok.eos_ids.clear();
+    let head: Vec<u32> = (10..22).collect(); // 12 shared tokens
+    let prompts: Vec<Vec<u32>> = [&[5u32][..], &[40, 41, 42], &[7, 3, 9, 9, 9, 9], &[5]]
+        .iter()
+        .map(|rest| [head.as_slice(), rest].concat())
+        .collect();
+    let cfg = SamplingConfig {
+        max_new_tokens: 8,
+        ..Default::default()
+    };
+    // Each row's first-step logits, and its tokens.
+    type Rows = (Vec<Vec<f32>>, Vec<Vec<u32>>);
+    let first_logits = |prompts: &[Vec<u32>]| -> lm::Result<Rows> {
+        let mut logits = vec![vec![]; prompts.len()];
+        let mut keep = |s: lm::generate::Step<'_>| {
+            if s.step == 0 {
+                logits[s.row] = s.logits.to_vec();
+            }
+        };
+        let g = lm::generate::generate_observed(&p.model, &tok, prompts, &cfg, &mut keep)?;
+        Ok((logits, g.into_iter().map(|g| g.tokens).collect()))
+    };
+    let (batch_logits, batch_tokens) = first_logits(&prompts)?;
+    for (i, prompt) in prompts.iter().enumerate() {
+        let (alone_logits, alone_tokens) = first_logits(std::slice::from_ref(prompt))?;
+        let d = alone_logits[0]
+            .iter()
+            .zip(&batch_logits[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-4, "row {i}: first-step logits differ by {d}");
+        assert_eq!(batch_tokens[i], alone_tokens[0], "row {i}");
+    }
+    assert_eq!(batch_tokens[0], batch_tokens[3], "the same prompt twice");
+    Ok(())
+}
