@@ -66,6 +66,17 @@ pub struct GenBench {
     pub top_p: f32,
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Prompts (JSONL or JSON array of `{"prompt": str | messages}`, templated) instead of
+    /// random ids: the first `--batch` rows, each row stopping at EOS, as a PPO rollout samples
+    /// them (what `scripts/bench_hf_generate.py` runs in transformers).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Fresh LoRA adapters of this rank on `--lora-targets` (a LoRA policy's rollout).
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    /// Projections that get adapters with `--lora-r`.
+    #[arg(long, value_delimiter = ',', default_value = "all-linear")]
+    pub lora_targets: Vec<String>,
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -193,19 +204,8 @@ fn bench_train(b: TrainBench) -> Result<()> {
 }
 
 fn bench_generate(b: GenBench) -> Result<()> {
-    let m = build(&b.pick, false)?;
-    let mut tok = match m.tokenizer {
-        Some(t) => t,
-        None => placeholder_tokenizer(m.model.config.vocab_size)?,
-    };
-    // Fixed length runs: no EOS stopping.
-    tok.eos_ids.clear();
-    let prompts = random_rows(
-        b.batch,
-        b.prompt_len,
-        m.model.config.vocab_size.min(tok.vocab_size()),
-        2,
-    );
+    let mut m = build(&b.pick, false)?;
+    let (prompts, tok) = bench_inputs(&b, &mut m)?;
     let cfg = SamplingConfig {
         max_new_tokens: b.new_tokens,
         temperature: b.temperature,
@@ -217,6 +217,10 @@ fn bench_generate(b: GenBench) -> Result<()> {
     let mut times = vec![];
     for r in 0..=b.repeats {
         let t0 = Instant::now();
+        let cfg = SamplingConfig {
+            seed: r as u64,
+            ..cfg.clone()
+        };
         let out = generate(&m.model, &tok, &prompts, &cfg)?;
         let dt = t0.elapsed().as_secs_f64();
         let n: usize = out.iter().map(|g| g.tokens.len()).sum();
@@ -231,11 +235,43 @@ fn bench_generate(b: GenBench) -> Result<()> {
         json!({
             "bench": "generate", "device": b.pick.device.device.as_deref().unwrap_or("default"),
             "dtype": b.pick.device.dtype, "batch": b.batch, "new_tokens": b.new_tokens,
+            "prompts": b.prompts, "lora_r": b.lora_r,
             "new_tokens_per_s": n as f64 / t, "peak_rss_mib": peak_rss_mib(),
             "peak_device_mib": memory.finish(),
         })
     );
     Ok(())
+}
+
+/// The prompts' ids and the tokenizer; attaches the adapters `--lora-r` asks for.
+fn bench_inputs(b: &GenBench, m: &mut Built) -> Result<(Vec<Vec<u32>>, Tokenizer)> {
+    let mut tok = match m.tokenizer.take() {
+        Some(t) => t,
+        None => placeholder_tokenizer(m.model.config.vocab_size)?,
+    };
+    if let Some(r) = b.lora_r {
+        let spec = lm::lora::LoraSpec {
+            r,
+            alpha: 2.0 * r as f64,
+            dropout: 0.0,
+            targets: b.lora_targets.clone(),
+            rslora: false,
+        };
+        m.model.attach_lora(&spec, 0).context("--lora-r")?;
+    }
+    let prompts = match &b.prompts {
+        Some(path) => {
+            let (rows, _) = ppo::load_prompts(path, &tok, usize::MAX)?;
+            rows.into_iter().take(b.batch).map(|p| p.ids).collect()
+        }
+        None => {
+            // Fixed length runs: no EOS stopping.
+            tok.eos_ids.clear();
+            let vocab = m.model.config.vocab_size.min(tok.vocab_size());
+            random_rows(b.batch, b.prompt_len, vocab, 2)
+        }
+    };
+    Ok((prompts, tok))
 }
 
 /// A word-level tokenizer `t0 .. t{vocab-1}` for random-init models, which ship no tokenizer:

@@ -304,3 +304,48 @@ fn lora_dropout_trains_sft_and_is_refused_where_it_cannot_apply() {
         "{err}"
     );
 }
+
+/// `rudder bench generate` on a prompts file with LoRA adapters: the first `--batch` prompts,
+/// stopping at EOS, one JSON line with the rate.
+#[test]
+fn bench_generate_runs_a_prompts_file_with_adapters() {
+    let d = tempfile::tempdir().unwrap();
+    let prompts = d.path().join("p.jsonl");
+    let rows = "{\"prompt\":\"a b\"}\n{\"prompt\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n";
+    std::fs::write(&prompts, rows).unwrap();
+    let out = ok(&rudder(&[
+        "bench",
+        "generate",
+        "--model",
+        &fixture("tiny-llama"),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--new-tokens",
+        "4",
+        "--lora-r",
+        "2",
+        "--repeats",
+        "1",
+    ]));
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (line["batch"].as_u64(), line["lora_r"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(line["new_tokens_per_s"].as_f64().unwrap() > 0.0, "{line}");
+    let bad = rudder(&[
+        "bench",
+        "generate",
+        "--model",
+        &fixture("tiny-llama"),
+        "--prompts",
+        "/no/such/prompts.jsonl",
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("/no/such/prompts.jsonl"),
+        "{err}"
+    );
+}

@@ -2,6 +2,7 @@
 //! stop at any EOS id or stop string; seeded and reproducible.
 use crate::error::Result;
 use crate::model::{CausalLm, InputBatch, KvCache};
+use crate::ops::SHARED_SEGMENT;
 use crate::sample::pick_rows;
 pub use crate::sample::{distribution, top_tokens};
 use crate::tokenizer::Tokenizer;
@@ -188,10 +189,11 @@ const MIN_SHARED_PREFIX: usize = 8;
 /// last position is every row's last prompt token.
 ///
 /// Chat prompts share their template's opening (a system prompt, the user header) and RLOO/GRPO
-/// rows repeat whole prompts, so the common prefix is computed once on one row and its keys and
-/// values are copied to every row (as vLLM's prefix caching does). The rest of each prompt
-/// follows, left-padded, at positions counting on from the prefix: each row's cache then holds
-/// `[prefix | padding | rest]`, and the padding is masked out like any other.
+/// rows repeat whole prompts. Such a batch runs as one packed row, `[prefix | rest_0 | rest_1 |
+/// ...]`: the prefix once, each prompt's rest attending to the prefix and to itself (the
+/// prefix's segment is [`SHARED_SEGMENT`]), and no padding at all (a left-padded batch computes
+/// every row as long as the longest prompt). The cache is then unpacked to one row per prompt,
+/// `[prefix | padding | rest]`, for the decoding steps.
 fn prefill(
     model: &CausalLm,
     prompts: &[Vec<u32>],
@@ -202,13 +204,29 @@ fn prefill(
     if prompts.len() < 2 || shared < MIN_SHARED_PREFIX {
         return Ok(model.forward_cached(&InputBatch::padded(prompts, pad_id, true), cache)?);
     }
-    let prefix = InputBatch::padded(&[prompts[0][..shared].to_vec()], pad_id, true);
-    model.forward_cached(&prefix, cache)?;
-    cache.keep_rows(&vec![0; prompts.len()])?;
-    let rests: Vec<Vec<u32>> = prompts.iter().map(|p| p[shared..].to_vec()).collect();
-    let mut rest = InputBatch::padded(&rests, pad_id, true);
-    rest.positions.iter_mut().for_each(|p| *p += shared as u32);
-    Ok(model.forward_cached(&rest, cache)?)
+    let rests: Vec<usize> = prompts.iter().map(|p| p.len() - shared).collect();
+    let mut packed = InputBatch {
+        ids: prompts[0][..shared].to_vec(),
+        segments: vec![SHARED_SEGMENT; shared],
+        positions: (0..shared as u32).collect(),
+        b: 1,
+        t: 0,
+    };
+    let mut ends = Vec::with_capacity(prompts.len());
+    for (i, p) in prompts.iter().enumerate() {
+        packed.ids.extend_from_slice(&p[shared..]);
+        packed
+            .segments
+            .extend(std::iter::repeat_n(i as u32 + 1, p.len() - shared));
+        packed.positions.extend(shared as u32..p.len() as u32);
+        ends.push(packed.ids.len() as u32 - 1);
+    }
+    packed.t = packed.ids.len();
+    let hidden = model.forward_cached(&packed, cache)?; // (1, T, H)
+    cache.unpack_rows(shared, &rests)?;
+    // Each prompt's last position: (B, H) -> (B, 1, H).
+    let ends = Tensor::new(ends.as_slice(), hidden.device())?;
+    Ok(hidden.squeeze(0)?.index_select(&ends, 0)?.unsqueeze(1)?)
 }
 
 /// Length of the prefix all prompts share, leaving every prompt at least one token of its own

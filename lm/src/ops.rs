@@ -120,10 +120,14 @@ pub fn mask_value(dtype: DType) -> f32 {
     }
 }
 
+/// The segment of keys every segment sees: a prefix that packed prompts share.
+pub const SHARED_SEGMENT: u32 = u32::MAX;
+
 /// Additive attention mask `(B, 1, Tq, Tk)`.
 ///
 /// Key `k` is visible to query `q` when it is not padding (`key_seg != 0`), belongs to the same
-/// segment (packing: no attention across samples) and is not in the future (`k <= past + q`).
+/// segment (packing: no attention across samples) or to [`SHARED_SEGMENT`], and is not in the
+/// future (`k <= past + q`).
 pub fn attention_mask(
     query_seg: &[u32],
     key_seg: &[u32],
@@ -142,7 +146,7 @@ pub fn attention_mask(
             let row = &mut m[(bi * tq + q) * tk..(bi * tq + q + 1) * tk];
             for (k, slot) in row.iter_mut().enumerate().take(past + q + 1) {
                 let ks = key_seg[bi * tk + k];
-                if ks != 0 && ks == qs {
+                if ks != 0 && qs != 0 && (ks == qs || ks == SHARED_SEGMENT) {
                     *slot = 0.0;
                 }
             }
@@ -160,4 +164,38 @@ pub fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
     x.unsqueeze(2)?
         .broadcast_as((b, kv, n, t, d))?
         .reshape((b, kv * n, t, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One packed row: a shared prefix (2 keys), then segments 1 and 2 (2 keys each), then a
+    /// padding position. 0 = visible, `x` = hidden.
+    #[test]
+    fn packed_segments_see_the_shared_prefix_and_themselves_only() -> Result<()> {
+        let s = SHARED_SEGMENT;
+        let segs = [s, s, 1, 1, 2, 2, 0];
+        let m = attention_mask(&segs, &segs, 1, 7, 7, DType::F32, &Device::Cpu)?;
+        let seen: Vec<String> = m
+            .squeeze(0)?
+            .squeeze(0)?
+            .to_vec2::<f32>()?
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|&v| if v == 0.0 { 'o' } else { 'x' })
+                    .collect()
+            })
+            .collect();
+        let want = [
+            "oxxxxxx", // prefix 0: itself
+            "ooxxxxx", // prefix 1: the prefix
+            "oooxxxx", // segment 1: prefix + itself
+            "ooooxxx", "ooxxoxx", // segment 2: prefix + itself, not segment 1
+            "ooxxoox", "xxxxxxx", // padding sees nothing
+        ];
+        assert_eq!(seen, want);
+        Ok(())
+    }
 }

@@ -143,16 +143,20 @@ fn finished_rows_leave_the_batch_without_changing_the_others() -> TestResult {
     Ok(())
 }
 
-/// Prompts sharing a prefix (a chat template's opening; RLOO/GRPO's repeated prompts) have it
-/// computed once and copied to every row: each row's first-step logits and greedy tokens are
-/// those it gets alone, which computes its whole prompt.
+/// Prompts sharing a prefix (a chat template's opening; RLOO/GRPO's repeated prompts) are
+/// prefilled packed, the prefix once: each row's first-step logits and greedy tokens are those
+/// it gets alone, which computes its whole prompt.
 #[test]
 fn a_shared_prefix_computed_once_gives_each_row_its_own_tokens() -> TestResult {
     let p = tiny(false);
     let mut tok = p.tokenizer.clone();
     tok.eos_ids.clear();
     let head: Vec<u32> = (10..22).collect(); // 12 shared tokens
-    let prompts: Vec<Vec<u32>> = [&[5u32][..], &[40, 41, 42], &[7, 3, 9, 9, 9, 9], &[5]]
+                                             // Packed, the rests follow the prefix in one row; with the long one it is over 64 positions
+                                             // (the composed attention rather than the decoding kernel).
+    let long: Vec<u32> = (100..160).collect();
+    let rests = [&[5u32][..], &[40, 41, 42], &[7, 3, 9, 9, 9, 9], &[5], &long];
+    let prompts: Vec<Vec<u32>> = rests
         .iter()
         .map(|rest| [head.as_slice(), rest].concat())
         .collect();
