@@ -112,8 +112,8 @@ fn generate_inner(
     let mut out: Vec<Vec<u32>> = vec![vec![]; b];
     let mut done = vec![false; b];
     let mut texts = vec![String::new(); b];
-    // Prefill: (B, T) left-padded prompts -> hidden of the last position.
-    let mut hidden = prefill(model, prompts, tok.pad_id, &mut cache)?;
+    // Prefill (left-padded, or around a shared prefix) -> each row's last prompt position.
+    let mut hidden = prefill(model, prompts, tok.pad_id, &mut cache, PACKED_MAX)?;
     let mut pos: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
     // Rows still generating, by index into `prompts`: the batch (and cache) holds only them,
     // so a finished row costs nothing. Every kernel computes a row the same way whatever the
@@ -185,25 +185,51 @@ fn generate_inner(
 /// Shortest common prefix worth computing once: below it the extra pass costs more than it saves.
 const MIN_SHARED_PREFIX: usize = 8;
 
+/// Longest packed prefill row: its attention scores grow with the square of the row (a
+/// left-padded batch's with the batch times the square of one prompt).
+const PACKED_MAX: usize = 1024;
+
 /// Runs the prompts through the model into `cache`; returns the hidden states `(B, T, H)` whose
 /// last position is every row's last prompt token.
 ///
 /// Chat prompts share their template's opening (a system prompt, the user header) and RLOO/GRPO
-/// rows repeat whole prompts. Such a batch runs as one packed row, `[prefix | rest_0 | rest_1 |
-/// ...]`: the prefix once, each prompt's rest attending to the prefix and to itself (the
-/// prefix's segment is [`SHARED_SEGMENT`]), and no padding at all (a left-padded batch computes
-/// every row as long as the longest prompt). The cache is then unpacked to one row per prompt,
-/// `[prefix | padding | rest]`, for the decoding steps.
+/// rows repeat whole prompts: the common prefix is computed once. Up to `packed_max` positions
+/// the batch runs as one packed row, `[prefix | rest_0 | rest_1 | ...]`, each rest attending to
+/// the prefix and to itself (the prefix's segment is [`SHARED_SEGMENT`]) and no padding at all
+/// (a left-padded batch computes every row as long as the longest prompt); the cache is then
+/// unpacked to one row per prompt, `[prefix | padding | rest]`. Longer, the prefix runs alone,
+/// its cache is copied to every row and the rests follow left-padded.
 fn prefill(
     model: &CausalLm,
     prompts: &[Vec<u32>],
     pad_id: u32,
     cache: &mut KvCache,
+    packed_max: usize,
 ) -> Result<Tensor> {
     let shared = common_prefix(prompts);
     if prompts.len() < 2 || shared < MIN_SHARED_PREFIX {
         return Ok(model.forward_cached(&InputBatch::padded(prompts, pad_id, true), cache)?);
     }
+    let total = shared + prompts.iter().map(|p| p.len() - shared).sum::<usize>();
+    if total > packed_max {
+        let prefix = InputBatch::padded(&[prompts[0][..shared].to_vec()], pad_id, true);
+        model.forward_cached(&prefix, cache)?;
+        cache.keep_rows(&vec![0; prompts.len()])?;
+        let rests: Vec<Vec<u32>> = prompts.iter().map(|p| p[shared..].to_vec()).collect();
+        let mut rest = InputBatch::padded(&rests, pad_id, true);
+        rest.positions.iter_mut().for_each(|p| *p += shared as u32);
+        return Ok(model.forward_cached(&rest, cache)?);
+    }
+    prefill_packed(model, prompts, shared, cache)
+}
+
+/// The packed prefill of [`prefill`].
+fn prefill_packed(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    shared: usize,
+    cache: &mut KvCache,
+) -> Result<Tensor> {
     let rests: Vec<usize> = prompts.iter().map(|p| p.len() - shared).collect();
     let mut packed = InputBatch {
         ids: prompts[0][..shared].to_vec(),
@@ -273,7 +299,53 @@ fn finish_row(
 
 #[cfg(test)]
 mod tests {
-    use super::common_prefix;
+    use super::*;
+
+    /// Every prefill (left-padded; prefix once then padded rests; packed) leaves each row's last
+    /// prompt position with the same hidden state, and a cache that the next step reads alike.
+    #[test]
+    fn the_three_prefills_agree() -> Result<()> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-llama");
+        let model = crate::load(dir, &Default::default())?.model;
+        let head: Vec<u32> = (10..20).collect();
+        let prompts: Vec<Vec<u32>> = [&[5u32][..], &[40, 41, 42], &[7, 3, 9, 9]]
+            .iter()
+            .map(|rest| [head.as_slice(), rest].concat())
+            .collect();
+        let run = |shared: bool, packed_max: usize| -> Result<(Vec<f32>, Vec<f32>)> {
+            crate::gemv::decoding(|| {
+                let mut cache = KvCache::default();
+                let h = if shared {
+                    prefill(&model, &prompts, 0, &mut cache, packed_max)?
+                } else {
+                    model.forward_cached(&InputBatch::padded(&prompts, 0, true), &mut cache)?
+                };
+                let t = h.dim(1)?;
+                let last = h.narrow(1, t - 1, 1)?.flatten_all()?.to_vec1::<f32>()?;
+                let step = InputBatch {
+                    ids: vec![3, 4, 5],
+                    segments: vec![1; 3],
+                    positions: prompts.iter().map(|p| p.len() as u32).collect(),
+                    b: 3,
+                    t: 1,
+                };
+                let next = model.forward_cached(&step, &mut cache)?;
+                Ok((last, next.flatten_all()?.to_vec1::<f32>()?))
+            })
+        };
+        let padded = run(false, 0)?;
+        for (how, got) in [("two passes", run(true, 0)?), ("packed", run(true, 1024)?)] {
+            for (a, b) in [(&padded.0, &got.0), (&padded.1, &got.1)] {
+                let d = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(d < 1e-4, "{how}: {d}");
+            }
+        }
+        Ok(())
+    }
 
     #[test]
     fn the_common_prefix_leaves_every_prompt_a_token_of_its_own() {
