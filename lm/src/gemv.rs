@@ -115,20 +115,14 @@ pub fn try_matmul_t_low_rank(
     let y = if tile {
         matmul_t(&xs, wdata, rows, inner, Some(&term))
     } else {
-        gemm_t(&xs, wdata, rows, inner, Some(&term))
+        gemm_t(&xs, wdata, rows, inner, &term)
     };
     Tensor::from_vec(y, (rows, out), &Device::Cpu).map(Some)
 }
 
-/// `(rows, inner) · (out, inner)ᵀ` (+ the low-rank term) by the GEMM, row-major `(rows, out)`:
-/// the product, then `scale · (x Aᵀ) Bᵀ` accumulated into the same buffer.
-fn gemm_t(
-    xs: &[f32],
-    w: &[f32],
-    rows: usize,
-    inner: usize,
-    low: Option<&LowRankTerm<'_>>,
-) -> Vec<f32> {
+/// `(rows, inner) · (out, inner)ᵀ + scale · (x Aᵀ) Bᵀ` by the GEMM, row-major `(rows, out)`:
+/// the product, then the low-rank term accumulated into the same buffer.
+fn gemm_t(xs: &[f32], w: &[f32], rows: usize, inner: usize, l: &LowRankTerm<'_>) -> Vec<f32> {
     let out = w.len() / inner.max(1);
     let mut y = vec![0f32; rows * out];
     let par = gemm::Parallelism::Rayon(rayon::current_num_threads().max(1));
@@ -157,30 +151,28 @@ fn gemm_t(
             false,
             par,
         );
-        if let Some(l) = low {
-            // y = 1 · y + scale · ax Bᵀ
-            gemm::gemm(
-                rows,
-                out,
-                l.r,
-                y.as_mut_ptr(),
-                1,
-                out as isize,
-                true,
-                l.ax.as_ptr(),
-                1,
-                l.r as isize,
-                l.b.as_ptr(),
-                l.r as isize,
-                1,
-                1.0,
-                l.scale,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
+        // y = 1 · y + scale · ax Bᵀ
+        gemm::gemm(
+            rows,
+            out,
+            l.r,
+            y.as_mut_ptr(),
+            1,
+            out as isize,
+            true,
+            l.ax.as_ptr(),
+            1,
+            l.r as isize,
+            l.b.as_ptr(),
+            l.r as isize,
+            1,
+            1.0,
+            l.scale,
+            false,
+            false,
+            false,
+            par,
+        );
     }
     y
 }
