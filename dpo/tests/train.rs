@@ -154,11 +154,12 @@ fn lora_uses_its_base_as_reference_and_precompute_gives_the_same_run() -> R {
         rpo_alpha: 0.1,
         ..Default::default()
     };
-    let run = |precompute: bool, name: &str| -> Res<dpo::DpoOutcome> {
-        let cfg = DpoConfig {
+    let run_with = |precompute: bool, dropout: f64, name: &str| -> Res<dpo::DpoOutcome> {
+        let mut cfg = DpoConfig {
             precompute_ref: precompute,
             ..base.clone()
         };
+        cfg.lora.lora_dropout = dropout;
         let out = dir.path().join(name);
         Ok(train_dpo(
             load(&fixture("tiny-llama"), false)?,
@@ -167,6 +168,7 @@ fn lora_uses_its_base_as_reference_and_precompute_gives_the_same_run() -> R {
             &trainer(&out, 4),
         )?)
     };
+    let run = |precompute: bool, name: &str| run_with(precompute, 0.0, name);
     let live = run(false, "live")?;
     // Step 1: policy = base (B = 0), so the DPO part is exactly ln 2 and only the NLL remains.
     let m1 = std::fs::read_to_string(dir.path().join("live/metrics.jsonl"))?;
@@ -178,6 +180,18 @@ fn lora_uses_its_base_as_reference_and_precompute_gives_the_same_run() -> R {
     for (a, b) in live.summary.losses.iter().zip(&pre.summary.losses) {
         assert!((a - b).abs() < 1e-4, "live {a} vs precomputed {b}");
     }
+    // lora_dropout on the policy's adapters: step 1 is unchanged (B = 0), later steps are not,
+    // and a second run draws the same masks.
+    let dropped = run_with(false, 0.3, "dropout")?.summary.losses;
+    assert_eq!(dropped[0], live.summary.losses[0]);
+    assert!(dropped[1..]
+        .iter()
+        .zip(&live.summary.losses[1..])
+        .all(|(a, b)| a != b));
+    assert_eq!(
+        dropped,
+        run_with(false, 0.3, "dropout-again")?.summary.losses
+    );
     assert!(dir.path().join("pre/ref_logps.json").is_file());
     assert!(dir.path().join("pre/adapter_model.safetensors").is_file());
     // Every adapter matrix moved (B starts at zero; A moves once B is non-zero).

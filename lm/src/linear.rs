@@ -31,11 +31,6 @@ impl Adapters {
         on: true,
         dropout_key: None,
     };
-    /// The base model.
-    pub const OFF: Self = Self {
-        on: false,
-        dropout_key: None,
-    };
 }
 
 /// `y = x Wᵀ + b`, weights in transformers' `(out, in)` layout.

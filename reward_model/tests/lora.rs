@@ -85,4 +85,26 @@ fn lora_reward_training_learns_and_saves_merged() {
     );
     common::assert_close(&b, &a, 1e-4, "merged reload vs trained");
     assert!(out.join("eval.json").exists() && out.join("reward_run.json").exists());
+
+    // lora_dropout on the backbone's adapters: the same run with dropout takes other steps
+    // (the head and A move from step 1, so step 2 differs), and repeats itself exactly.
+    let mut dropped = cfg.clone();
+    dropped.lora.lora_dropout = 0.3;
+    let short = |name: &str| TrainerConfig {
+        max_steps: Some(4),
+        out: tmp.path().join(name),
+        ..trainer.clone()
+    };
+    let losses = |c: &RewardConfig, name: &str| {
+        train_reward(c, &short(name), &LoadOptions::default())
+            .expect("train")
+            .summary
+            .losses
+    };
+    let (plain, with) = (losses(&cfg, "plain"), losses(&dropped, "dropout"));
+    assert!(
+        plain[1..].iter().zip(&with[1..]).all(|(a, b)| a != b),
+        "{plain:?} {with:?}"
+    );
+    assert_eq!(with, losses(&dropped, "dropout-again"));
 }
