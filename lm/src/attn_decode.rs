@@ -151,8 +151,9 @@ mod tests {
         let vbuf = Tensor::randn(0f32, 1.0, (b, kvh, cap, d), &dev)?;
         let (k, v) = (kbuf.narrow(2, 0, s)?, vbuf.narrow(2, 0, s)?);
         assert!(!k.is_contiguous());
-        let segs: Vec<u32> = (0..b * s).map(|i| u32::from(i != s)).collect(); // row 1: pad first
-                                                                              // Row 0's first query is padding: no key visible, the full (uniform) computation.
+        // Row 1's first key is padding; row 0's first query is padding (no key visible: the
+        // full, uniform computation).
+        let segs: Vec<u32> = (0..b * s).map(|i| u32::from(i != s)).collect();
         let qsegs = [0, 1, 1, 1, 1, 1];
         let mask = crate::ops::attention_mask(&qsegs, &segs, b, tq, s, DType::F32, &dev)?;
         let scale = 1.0 / (d as f64).sqrt();
