@@ -145,15 +145,34 @@ fn finished_rows_leave_the_batch_without_changing_the_others() -> TestResult {
 
 /// Prompts sharing a prefix (a chat template's opening; RLOO/GRPO's repeated prompts) are
 /// prefilled packed, the prefix once: each row's first-step logits and greedy tokens are those
-/// it gets alone, which computes its whole prompt.
+/// it gets alone, which computes its whole prompt. Every family: learned positions (GPT-2), q/k
+/// norms (Qwen3), routed experts (Mixtral, Qwen2-MoE).
 #[test]
 fn a_shared_prefix_computed_once_gives_each_row_its_own_tokens() -> TestResult {
-    let p = tiny(false);
+    let archs = [
+        "tiny-llama",
+        "tiny-gpt2",
+        "tiny-qwen3",
+        "tiny-mistral",
+        "tiny-mixtral",
+        "tiny-qwen2-moe",
+    ];
+    for arch in archs {
+        shared_prefix_rows_match_alone(arch).map_err(|e| format!("{arch}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn shared_prefix_rows_match_alone(arch: &str) -> TestResult {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(arch);
+    let p = lm::load(dir.to_str().unwrap(), &LoadOptions::default())?;
     let mut tok = p.tokenizer.clone();
     tok.eos_ids.clear();
     let head: Vec<u32> = (10..22).collect(); // 12 shared tokens
-                                             // Packed, the rests follow the prefix in one row; with the long one it is over 64 positions
-                                             // (the composed attention rather than the decoding kernel).
+                                             // Packed, the rests follow the prefix in one row; with the long one it is over 64
+                                             // positions (the composed attention rather than the decoding kernel).
     let long: Vec<u32> = (100..160).collect();
     let rests = [&[5u32][..], &[40, 41, 42], &[7, 3, 9, 9, 9, 9], &[5], &long];
     let prompts: Vec<Vec<u32>> = rests
