@@ -193,7 +193,8 @@ const PACKED_MAX: usize = 1024;
 /// last position is every row's last prompt token.
 ///
 /// Chat prompts share their template's opening (a system prompt, the user header) and RLOO/GRPO
-/// rows repeat whole prompts: the common prefix is computed once. Up to `packed_max` positions
+/// rows repeat whole prompts: the common prefix is computed once, and in the packed row each
+/// distinct prompt's rest once. Up to `packed_max` positions
 /// the batch runs as one packed row, `[prefix | rest_0 | rest_1 | ...]`, each rest attending to
 /// the prefix and to itself (the prefix's segment is [`SHARED_SEGMENT`]) and no padding at all
 /// (a left-padded batch computes every row as long as the longest prompt); the cache is then
@@ -210,8 +211,10 @@ fn prefill(
     if prompts.len() < 2 || shared < MIN_SHARED_PREFIX {
         return Ok(model.forward_cached(&InputBatch::padded(prompts, pad_id, true), cache)?);
     }
-    let total = shared + prompts.iter().map(|p| p.len() - shared).sum::<usize>();
-    if total > packed_max {
+    // The packed row holds each distinct rest once.
+    let distinct: std::collections::HashSet<&[u32]> =
+        prompts.iter().map(|p| &p[shared..]).collect();
+    if shared + distinct.iter().map(|r| r.len()).sum::<usize>() > packed_max {
         let prefix = InputBatch::padded(&[prompts[0][..shared].to_vec()], pad_id, true);
         model.forward_cached(&prefix, cache)?;
         cache.keep_rows(&vec![0; prompts.len()])?;
@@ -223,14 +226,14 @@ fn prefill(
     prefill_packed(model, prompts, shared, cache)
 }
 
-/// The packed prefill of [`prefill`].
+/// The packed prefill of [`prefill`]. Identical prompts (RLOO/GRPO's samples of one prompt)
+/// share one rest in the packed row.
 fn prefill_packed(
     model: &CausalLm,
     prompts: &[Vec<u32>],
     shared: usize,
     cache: &mut KvCache,
 ) -> Result<Tensor> {
-    let rests: Vec<usize> = prompts.iter().map(|p| p.len() - shared).collect();
     let mut packed = InputBatch {
         ids: prompts[0][..shared].to_vec(),
         segments: vec![SHARED_SEGMENT; shared],
@@ -238,19 +241,29 @@ fn prefill_packed(
         b: 1,
         t: 0,
     };
-    let mut ends = Vec::with_capacity(prompts.len());
+    // Each row's rest as (start, length) in the packed row; a repeated rest reuses its span.
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(prompts.len());
+    let mut seen: std::collections::HashMap<&[u32], (usize, usize)> = Default::default();
     for (i, p) in prompts.iter().enumerate() {
-        packed.ids.extend_from_slice(&p[shared..]);
+        let rest = &p[shared..];
+        if let Some(&span) = seen.get(rest) {
+            spans.push(span);
+            continue;
+        }
+        let span = (packed.ids.len(), rest.len());
+        seen.insert(rest, span);
+        spans.push(span);
+        packed.ids.extend_from_slice(rest);
         packed
             .segments
-            .extend(std::iter::repeat_n(i as u32 + 1, p.len() - shared));
+            .extend(std::iter::repeat_n(i as u32 + 1, rest.len()));
         packed.positions.extend(shared as u32..p.len() as u32);
-        ends.push(packed.ids.len() as u32 - 1);
     }
     packed.t = packed.ids.len();
     let hidden = model.forward_cached(&packed, cache)?; // (1, T, H)
-    cache.unpack_rows(shared, &rests)?;
+    cache.unpack_rows(shared, &spans)?;
     // Each prompt's last position: (B, H) -> (B, 1, H).
+    let ends: Vec<u32> = spans.iter().map(|&(at, n)| (at + n - 1) as u32).collect();
     let ends = Tensor::new(ends.as_slice(), hidden.device())?;
     Ok(hidden.squeeze(0)?.index_select(&ends, 0)?.unsqueeze(1)?)
 }
@@ -308,7 +321,8 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-llama");
         let model = crate::load(dir, &Default::default())?.model;
         let head: Vec<u32> = (10..20).collect();
-        let prompts: Vec<Vec<u32>> = [&[5u32][..], &[40, 41, 42], &[7, 3, 9, 9]]
+        // The last prompt repeats the first (one rest for both in the packed row).
+        let prompts: Vec<Vec<u32>> = [&[5u32][..], &[40, 41, 42], &[7, 3, 9, 9], &[5]]
             .iter()
             .map(|rest| [head.as_slice(), rest].concat())
             .collect();
@@ -323,10 +337,10 @@ mod tests {
                 let t = h.dim(1)?;
                 let last = h.narrow(1, t - 1, 1)?.flatten_all()?.to_vec1::<f32>()?;
                 let step = InputBatch {
-                    ids: vec![3, 4, 5],
-                    segments: vec![1; 3],
+                    ids: vec![3, 4, 5, 6],
+                    segments: vec![1; 4],
                     positions: prompts.iter().map(|p| p.len() as u32).collect(),
-                    b: 3,
+                    b: 4,
                     t: 1,
                 };
                 let next = model.forward_cached(&step, &mut cache)?;

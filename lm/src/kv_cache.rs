@@ -95,19 +95,19 @@ impl KvCache {
 }
 
 impl KvCache {
-    /// Turns a one-row cache of a shared prefix followed by each prompt's rest, packed
-    /// (`[prefix | rest_0 | rest_1 | ...]`, `rests` long), into one row per prompt:
-    /// `[prefix | padding | rest_i]`, all as long as the prefix plus the longest rest. The
+    /// Turns a one-row cache of a shared prefix followed by packed prompt rests into one row per
+    /// prompt: `[prefix | padding | rest]`, all as long as the prefix plus the longest rest.
+    /// `rests[i]` is row i's rest as (start, length) in the packed row (rows may share one). The
     /// prefix's keys become ordinary (segment 1) keys of every row.
-    pub(crate) fn unpack_rows(&mut self, shared: usize, rests: &[usize]) -> Result<()> {
-        let width = rests.iter().copied().max().unwrap_or(0);
+    pub(crate) fn unpack_rows(&mut self, shared: usize, rests: &[(usize, usize)]) -> Result<()> {
+        let width = rests.iter().map(|r| r.1).max().unwrap_or(0);
         for l in &mut self.layers {
             l.k = unpack(&l.k, shared, rests, width)?;
             l.v = unpack(&l.v, shared, rests, width)?;
         }
         self.key_segments = rests
             .iter()
-            .flat_map(|&n| {
+            .flat_map(|&(_, n)| {
                 let pad = std::iter::repeat_n(0, width - n);
                 std::iter::repeat_n(1, shared)
                     .chain(pad)
@@ -121,15 +121,13 @@ impl KvCache {
 
 /// One layer's `(1, KV, cap, D)` packed buffer -> `(B, KV, cap, D)`, see
 /// [`KvCache::unpack_rows`].
-fn unpack(buf: &Tensor, shared: usize, rests: &[usize], width: usize) -> Result<Tensor> {
+fn unpack(buf: &Tensor, shared: usize, rests: &[(usize, usize)], width: usize) -> Result<Tensor> {
     let (_, kv, cap, d) = buf.dims4()?;
     let prefix = buf.narrow(2, 0, shared)?;
     let mut rows = Vec::with_capacity(rests.len());
-    let mut at = shared;
-    for &n in rests {
+    for &(at, n) in rests {
         let pad = Tensor::zeros((1, kv, width - n, d), buf.dtype(), buf.device())?;
         rows.push(Tensor::cat(&[&prefix, &pad, &buf.narrow(2, at, n)?], 2)?);
-        at += n;
     }
     let out = Tensor::zeros((rests.len(), kv, cap, d), buf.dtype(), buf.device())?;
     out.slice_set(&Tensor::cat(&rows, 0)?, 2, 0)?;
