@@ -89,13 +89,11 @@ pub struct PpoStage {
 impl PpoStage {
     /// A seed derived from the run's seed and a counter (SplitMix64's finaliser).
     pub(crate) fn derive_seed(&self, salt: u64, n: usize) -> u64 {
-        let mut z = self
+        let z = self
             .seed
             .wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
             .wrapping_add(n as u64);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        lm::dropout::mix64(z)
     }
 }
 
