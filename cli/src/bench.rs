@@ -262,6 +262,14 @@ fn bench_inputs(b: &GenBench, m: &mut Built) -> Result<(Vec<Vec<u32>>, Tokenizer
     let prompts = match &b.prompts {
         Some(path) => {
             let (rows, _) = ppo::load_prompts(path, &tok, usize::MAX)?;
+            if rows.len() < b.batch {
+                anyhow::bail!(
+                    "{} has {} prompts, --batch asks for {}",
+                    path.display(),
+                    rows.len(),
+                    b.batch
+                );
+            }
             rows.into_iter().take(b.batch).map(|p| p.ids).collect()
         }
         None => {

@@ -348,4 +348,20 @@ fn bench_generate_runs_a_prompts_file_with_adapters() {
         !bad.status.success() && err.contains("/no/such/prompts.jsonl"),
         "{err}"
     );
+    // Fewer prompts than the batch: an error, not a smaller batch reported as the asked one.
+    let short = rudder(&[
+        "bench",
+        "generate",
+        "--model",
+        &fixture("tiny-llama"),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--batch",
+        "3",
+    ]);
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(
+        !short.status.success() && err.contains("has 2 prompts"),
+        "{err}"
+    );
 }
