@@ -192,8 +192,10 @@ mod tests {
             "oxxxxxx", // prefix 0: itself
             "ooxxxxx", // prefix 1: the prefix
             "oooxxxx", // segment 1: prefix + itself
-            "ooooxxx", "ooxxoxx", // segment 2: prefix + itself, not segment 1
-            "ooxxoox", "xxxxxxx", // padding sees nothing
+            "ooooxxx", // segment 1
+            "ooxxoxx", // segment 2: prefix + itself, not segment 1
+            "ooxxoox", // segment 2
+            "xxxxxxx", // padding sees nothing
         ];
         assert_eq!(seen, want);
         Ok(())
