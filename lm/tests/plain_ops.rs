@@ -170,9 +170,9 @@ fn shared_prefix_rows_match_alone(arch: &str) -> TestResult {
     let p = lm::load(dir.to_str().unwrap(), &LoadOptions::default())?;
     let mut tok = p.tokenizer.clone();
     tok.eos_ids.clear();
-    let head: Vec<u32> = (10..22).collect(); // 12 shared tokens
-                                             // Packed, the rests follow the prefix in one row; with the long one it is over 64
-                                             // positions (the composed attention rather than the decoding kernel).
+    // 12 shared tokens. Packed, the rests follow the prefix in one row; with the long one it
+    // is over 64 positions (the composed attention rather than the decoding kernel).
+    let head: Vec<u32> = (10..22).collect();
     let long: Vec<u32> = (100..160).collect();
     let rests = [&[5u32][..], &[40, 41, 42], &[7, 3, 9, 9, 9, 9], &[5], &long];
     let prompts: Vec<Vec<u32>> = rests
