@@ -123,6 +123,10 @@ pub struct ModelConfig {
     pub gpt2: Option<crate::gpt2::Gpt2Config>,
     /// Sparse Mixture-of-Experts blocks (Mixtral, Qwen2-MoE, Qwen3-MoE).
     pub moe: Option<crate::moe::MoeConfig>,
+    /// The window of sliding-window attention when some layer has one (Mistral v0.1's 4096;
+    /// Qwen's `use_sliding_window`). Not implemented: a position at or past it is an error
+    /// (below it a sliding window changes nothing).
+    pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
@@ -244,11 +248,41 @@ impl ModelConfig {
             qk_norm: matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe),
             gpt2: None,
             moe,
+            sliding_window: sliding_window(arch, &raw),
             bos_token_id: token_ids(&c.bos_token_id).first().copied(),
             eos_token_ids: token_ids(&c.eos_token_id),
             pad_token_id: token_ids(&c.pad_token_id).first().copied(),
             raw,
         })
+    }
+
+    /// Positions the model cannot attend from correctly are an error, never a silent mistake:
+    /// GPT-2 has no embedding past `n_positions`, and sliding-window attention is not
+    /// implemented (a window only changes anything once a position reaches it).
+    pub fn check_positions(&self, positions: &[u32]) -> Result<()> {
+        let Some(&last) = positions.iter().max() else {
+            return Ok(());
+        };
+        let c = self;
+        let (limit, why) = match (c.gpt2.is_some(), c.sliding_window) {
+            (true, _) => (
+                c.max_position_embeddings,
+                "n_positions (GPT-2's learned positions)",
+            ),
+            (false, Some(w)) => (
+                w,
+                "sliding_window (sliding-window attention is not implemented)",
+            ),
+            (false, None) => return Ok(()),
+        };
+        if last as usize >= limit {
+            return Err(Error::Invalid(format!(
+                "a sequence reaches {} tokens, past the model's {why} of {limit}: use a shorter \
+                 --max-seq-len / --max-new-tokens",
+                last as usize + 1
+            )));
+        }
+        Ok(())
     }
 
     /// Number of parameters of the causal LM (embeddings counted once when tied).
@@ -345,6 +379,34 @@ fn parse_rope_scaling(v: Option<&serde_json::Value>, path: &Path) -> Result<Opti
             format!("`{other}` unsupported (llama3, linear)"),
         )),
     }
+}
+
+/// The attention window of the sliding layers, as transformers 5.24 decides which layers slide
+/// (its defaults where a key is absent: window 4096 but for Mixtral, `max_window_layers` 28).
+/// Mistral/Mixtral slide whenever a window is set; the Qwen families only with
+/// `use_sliding_window`, on the layers `layer_types` names or their default rule.
+fn sliding_window(arch: Arch, raw: &serde_json::Value) -> Option<usize> {
+    let window = match raw.get("sliding_window") {
+        None if arch == Arch::Mixtral => return None,
+        None => 4096,
+        Some(v) => v.as_u64()? as usize,
+    };
+    let num = |k: &str, default: u64| raw.get(k).and_then(|v| v.as_u64()).unwrap_or(default);
+    let on = raw.get("use_sliding_window").and_then(|v| v.as_bool()) == Some(true);
+    let typed = raw
+        .get("layer_types")
+        .and_then(|v| v.as_array())
+        .map(|types| types.iter().any(|t| t == "sliding_attention"));
+    let (layers, from) = (num("num_hidden_layers", 0), num("max_window_layers", 28));
+    let slides = match arch {
+        Arch::Mistral | Arch::Mixtral => true,
+        Arch::Qwen2 | Arch::Qwen3 => on && typed.unwrap_or(from < layers),
+        // Qwen2-MoE's rule: every other layer below max_window_layers.
+        Arch::Qwen2Moe => on && typed.unwrap_or(from > 0),
+        Arch::Qwen3Moe => on,
+        Arch::Llama | Arch::Gpt2 => false,
+    };
+    slides.then_some(window)
 }
 
 /// Where a config came from, for error messages.

@@ -22,7 +22,7 @@ pub enum Error {
         field: String,
         reason: String,
     },
-    #[error("unsupported architecture `{0}` (supported: Llama, Mistral, Qwen2, Qwen3)")]
+    #[error("unsupported architecture `{0}` (supported: Llama, Mistral, Qwen2, Qwen3, GPT-2, Mixtral, Qwen2-MoE, Qwen3-MoE)")]
     UnsupportedArchitecture(String),
     #[error("{path}: tensor `{name}`: {reason}")]
     Weight {

@@ -95,6 +95,7 @@ pub fn config_from_json(raw: serde_json::Value, path: &Path) -> Result<ModelConf
             .copied(),
         gpt2: Some(Gpt2Config { gelu_exact }),
         moe: None,
+        sliding_window: None,
         raw,
     })
 }

@@ -408,6 +408,9 @@ impl CausalLm {
         let (b, t) = ids.dims2()?;
         let tk = key_seg.len() / b.max(1);
         let dev = self.device();
+        self.config
+            .check_positions(positions)
+            .map_err(candle_core::Error::wrap)?;
         let rope = match self.wpe {
             Some(_) => None,
             None => Some(ops::rope_tables(&self.inv_freq, positions, b, t, dev)?),

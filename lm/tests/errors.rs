@@ -10,8 +10,13 @@ fn fixture(name: &str) -> PathBuf {
 
 /// A copy of tiny-llama whose config.json is edited by `edit`.
 fn with_config(edit: impl Fn(&mut serde_json::Value)) -> tempfile::TempDir {
+    edited("tiny-llama", edit)
+}
+
+/// A copy of fixture `name` whose config.json is edited by `edit`.
+fn edited(name: &str, edit: impl Fn(&mut serde_json::Value)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(fixture("tiny-llama")).unwrap() {
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
     }
@@ -140,4 +145,80 @@ fn hub_child() {
     }
     let p = lm::load("rudder-test/tiny", &LoadOptions::default()).unwrap();
     assert_eq!(p.model.config.vocab_size, 384);
+}
+
+/// The forward pass over one row of `len` tokens, as an error message if it fails.
+fn forward_len(dir: &Path, len: usize) -> Result<(), String> {
+    let m = lm::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let row: Vec<u32> = (0..len as u32).map(|i| 3 + i % 50).collect();
+    let batch = lm::InputBatch::padded(&[row], 0, false);
+    m.model
+        .forward(&batch)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Sliding-window attention is not implemented: up to the window it is plain causal attention;
+/// a sequence reaching past it is refused, naming the field, instead of being silently wrong.
+#[test]
+fn a_sequence_past_the_sliding_window_is_refused() {
+    let d = edited("tiny-mistral", |v| v["sliding_window"] = 8.into());
+    assert_eq!(forward_len(d.path(), 8), Ok(()));
+    let e = forward_len(d.path(), 9).unwrap_err();
+    assert!(e.contains("sliding_window") && e.contains("8"), "{e}");
+    // No window: any length up to the fixture's positions runs.
+    let d = edited("tiny-mistral", |v| {
+        v["sliding_window"] = serde_json::Value::Null
+    });
+    assert_eq!(forward_len(d.path(), 40), Ok(()));
+    // Absent, transformers' MistralConfig defaults it to 4096 (Mixtral's to none).
+    let cfg = |model_type: &str| {
+        let v = serde_json::json!({"model_type": model_type, "vocab_size": 64,
+            "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_local_experts": 2, "num_experts_per_tok": 1});
+        lm::ModelConfig::from_json(v, Path::new("config.json")).unwrap()
+    };
+    assert_eq!(cfg("mistral").sliding_window, Some(4096));
+    assert_eq!(cfg("mixtral").sliding_window, None);
+}
+
+/// Qwen layers slide only with `use_sliding_window`, on the layers transformers picks.
+#[test]
+fn qwen_sliding_window_follows_use_sliding_window_and_layer_types() {
+    let window = |edit: serde_json::Value| {
+        let mut v = serde_json::json!({
+            "model_type": "qwen2", "vocab_size": 64, "hidden_size": 16,
+            "intermediate_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,
+            "sliding_window": 32, "max_window_layers": 4,
+        });
+        for (k, x) in edit.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        lm::ModelConfig::from_json(v, Path::new("config.json"))
+            .unwrap()
+            .sliding_window
+    };
+    // Off by default (Qwen2.5 ships `use_sliding_window: false`).
+    assert_eq!(window(serde_json::json!({})), None);
+    // On, but max_window_layers = num_hidden_layers: no layer slides.
+    assert_eq!(
+        window(serde_json::json!({"use_sliding_window": true})),
+        None
+    );
+    let on = serde_json::json!({"use_sliding_window": true, "max_window_layers": 2});
+    assert_eq!(window(on), Some(32));
+    let types = serde_json::json!({"use_sliding_window": true,
+        "layer_types": ["full_attention", "sliding_attention", "full_attention", "full_attention"]});
+    assert_eq!(window(types), Some(32));
+}
+
+#[test]
+fn gpt2_positions_past_n_positions_are_refused() {
+    let d = edited("tiny-gpt2", |_| {});
+    let n = lm::ModelConfig::from_file(&d.path().join("config.json"))
+        .unwrap()
+        .max_position_embeddings;
+    assert_eq!(forward_len(d.path(), n), Ok(()));
+    let e = forward_len(d.path(), n + 1).unwrap_err();
+    assert!(e.contains("n_positions"), "{e}");
 }
