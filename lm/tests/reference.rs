@@ -248,3 +248,71 @@ fn save_and_reload_is_bit_exact() {
         p.tokenizer.encode("hello world", true).unwrap()
     );
 }
+
+/// Real checkpoints ship as bf16, often sharded (`model.safetensors.index.json`): the shards load
+/// as one model, each weight widened to f32 exactly, so the logits equal those of the same
+/// weights rounded to bf16 and stored as one f32 file. (Checked against transformers by hand on
+/// SmolLM2-135M saved with `save_pretrained(max_shard_size="100MB")` in bf16: completion
+/// log-prob sums -21.50345 / -13.62677 against transformers' -21.50410 / -13.62763 in f32.)
+#[test]
+fn sharded_bf16_folder_loads_as_its_rounded_weights() {
+    use candle_core::DType;
+    let src = fixture("tiny-llama");
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let bf16: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_dtype(DType::BF16).unwrap()))
+        .collect();
+    let (sharded, rounded) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [&sharded, &rounded] {
+        for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(src.join(f), d.path().join(f)).unwrap();
+        }
+    }
+    // Two shards, the tensors split by name, and the index transformers writes.
+    let mut names: Vec<&String> = bf16.keys().collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let shard: HashMap<String, Tensor> = part
+            .iter()
+            .map(|n| ((*n).clone(), bf16[*n].clone()))
+            .collect();
+        candle_core::safetensors::save(&shard, sharded.path().join(&file)).unwrap();
+        part.iter().for_each(|n| {
+            weight_map.insert((*n).clone(), file.clone().into());
+        });
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        sharded.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let widened: HashMap<String, Tensor> = bf16
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_dtype(DType::F32).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&widened, rounded.path().join("model.safetensors")).unwrap();
+
+    let load = |d: &tempfile::TempDir| {
+        lm::load(d.path().to_str().unwrap(), &LoadOptions::default()).unwrap()
+    };
+    let (a, b) = (load(&sharded), load(&rounded));
+    let batch = InputBatch::padded(&[vec![5, 9, 2, 77, 31, 8]], 0, false);
+    let (la, lb) = (
+        a.model.forward(&batch).unwrap(),
+        b.model.forward(&batch).unwrap(),
+    );
+    let d = max_diff_masked(&la, &lb, &[vec![1; 6]]);
+    assert_eq!(d, 0.0, "sharded bf16 vs rounded f32: max diff {d}");
+    // The rounding is real: the f32 fixture's logits differ from the bf16 model's.
+    let f32_logits = lm::load(src.to_str().unwrap(), &LoadOptions::default())
+        .unwrap()
+        .model
+        .forward(&batch)
+        .unwrap();
+    assert!(max_diff_masked(&la, &f32_logits, &[vec![1; 6]]) > 1e-4);
+}
