@@ -24,14 +24,47 @@ pub fn read_safetensors(dir: &Path, device: &Device) -> Result<(HashMap<String, 
     };
     let mut all = HashMap::new();
     for f in &files {
-        let tensors = candle_core::safetensors::load(f, device).map_err(|e| Error::Weight {
-            path: f.clone(),
-            name: "*".into(),
-            reason: e.to_string(),
-        })?;
-        all.extend(tensors);
+        all.extend(read_mapped(f, device)?);
     }
     Ok((all, files[0].clone()))
+}
+
+/// Reads one safetensors file through a memory map, tensor by tensor in file order, handing each
+/// tensor's pages back once it is copied: the process never holds the whole file beside the
+/// tensors (a plain read peaked at twice the model's size), and the file's pages stay in the
+/// page cache for the next run.
+fn read_mapped(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    use candle_core::safetensors::Load;
+    let bad = |e: String| Error::Weight {
+        path: path.to_path_buf(),
+        name: "*".into(),
+        reason: e,
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: a read-only private mapping, dropped before returning; as with any reader, a file
+    // rewritten by another process while it is read gives wrong weights, never unsoundness here
+    // beyond what safetensors' own mmap loaders (candle, transformers) accept.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let _ = mmap.advise(memmap2::Advice::Sequential);
+    let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| bad(e.to_string()))?;
+    let mut views = st.tensors();
+    views.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
+    let base = mmap.as_ptr() as usize;
+    let mut out = HashMap::with_capacity(views.len());
+    for (name, view) in views {
+        let t = view.load(device).map_err(|e| Error::Weight {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let (start, len) = (view.data().as_ptr() as usize - base, view.data().len());
+        // SAFETY: the range lies inside the mapping, which is read-only and private: dropped
+        // pages are read again from the file if touched (a neighbour's shared page).
+        let _ =
+            unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+        out.insert(name, t);
+    }
+    Ok(out)
 }
 
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {

@@ -222,3 +222,13 @@ fn gpt2_positions_past_n_positions_are_refused() {
     let e = forward_len(d.path(), n + 1).unwrap_err();
     assert!(e.contains("n_positions"), "{e}");
 }
+
+#[test]
+fn truncated_weights_file_is_named() {
+    let d = with_config(|_| {});
+    let p = d.path().join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("model.safetensors"), "{e}");
+}
