@@ -259,17 +259,6 @@ pub fn extract_prompt(
     }
 }
 
-/// LLaMA-Factory sharegpt role names to chat-template roles.
-fn lf_role(from: &str) -> Option<&'static str> {
-    match from {
-        "human" | "user" => Some("user"),
-        "gpt" | "assistant" => Some("assistant"),
-        "system" => Some("system"),
-        "observation" | "tool" => Some("tool"),
-        _ => None,
-    }
-}
-
 fn lf_message(path: &Path, line: usize, field: &str, v: &Value) -> Result<Message> {
     let get = |k: &str| v.get(k).and_then(Value::as_str);
     let (Some(from), Some(value)) = (get("from"), get("value")) else {
@@ -280,8 +269,8 @@ fn lf_message(path: &Path, line: usize, field: &str, v: &Value) -> Result<Messag
             "expected {\"from\": .., \"value\": ..} with strings",
         ));
     };
-    let role =
-        lf_role(from).ok_or_else(|| bad(path, line, field, format!("unknown role `{from}`")))?;
+    let role = crate::sft::sharegpt_role(from)
+        .ok_or_else(|| bad(path, line, field, format!("unknown role `{from}`")))?;
     Ok(Message {
         role: role.into(),
         content: value.into(),

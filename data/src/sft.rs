@@ -3,6 +3,8 @@
 //! One row is one of (detected by its fields, in this order):
 //! - `{"messages": [{"role", "content"}, ...]}`: a conversation (loss on assistant turns);
 //! - `{"prompt", "completion"}`: each a string or a message list (loss on the completion);
+//! - `{"conversations": [{"from", "value"}, ...], "system"?}`: ShareGPT, as LLaMA-Factory reads it
+//!   (`human`/`gpt`/`system`/`observation` become `user`/`assistant`/`system`/`tool`);
 //! - `{"instruction", "input"?, "output", "system"?, "history"?}`: Alpaca / LLaMA-Factory, turned
 //!   into a conversation the way LLaMA-Factory does (`instruction + "\n" + input` as the user turn);
 //! - `{"text"}`: plain language modelling (loss on every token).
@@ -82,6 +84,11 @@ fn parse_object(obj: &Map<String, Value>) -> std::result::Result<SftExample, Str
         check_conversation("messages", &messages)?;
         return Ok(SftExample::Messages(messages));
     }
+    if let Some(v) = obj.get("conversations") {
+        let messages = sharegpt(obj, v)?;
+        check_conversation("conversations", &messages)?;
+        return Ok(SftExample::Messages(messages));
+    }
     if obj.contains_key("prompt") || obj.contains_key("completion") {
         return prompt_completion(obj);
     }
@@ -97,8 +104,8 @@ fn parse_object(obj: &Map<String, Value>) -> std::result::Result<SftExample, Str
     }
     let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     Err(format!(
-        "no SFT fields (expected `text`, `prompt`+`completion`, `messages`, or Alpaca \
-         `instruction`+`output`); the row has {keys:?}"
+        "no SFT fields (expected `text`, `prompt`+`completion`, `messages`, ShareGPT \
+         `conversations`, or Alpaca `instruction`+`output`); the row has {keys:?}"
     ))
 }
 
@@ -196,6 +203,41 @@ fn text_or_messages(field: &str, v: &Value) -> std::result::Result<TextOrMessage
             kind(other)
         )),
     }
+}
+
+/// ShareGPT role names (LLaMA-Factory's defaults) to chat-template roles.
+pub(crate) fn sharegpt_role(from: &str) -> Option<&'static str> {
+    match from {
+        "human" | "user" => Some("user"),
+        "gpt" | "assistant" => Some("assistant"),
+        "system" => Some("system"),
+        "observation" | "tool" => Some("tool"),
+        _ => None,
+    }
+}
+
+/// A ShareGPT conversation: `{"from", "value"}` turns after the row's optional `system`.
+fn sharegpt(obj: &Map<String, Value>, v: &Value) -> std::result::Result<Vec<Message>, String> {
+    let turns = v.as_array().ok_or_else(|| {
+        format!(
+            "field `conversations`: expected a list of turns, got {}",
+            kind(v)
+        )
+    })?;
+    let mut out = vec![];
+    if let Some(sys) = obj.get("system").filter(|v| !v.is_null()) {
+        out.push(msg("system", string("system", sys)?));
+    }
+    for (i, t) in turns.iter().enumerate() {
+        let at = format!("conversations[{i}]");
+        let get = |k: &str| string(&format!("{at}.{k}"), t.get(k).unwrap_or(&Value::Null));
+        let from = get("from")?;
+        let role = sharegpt_role(&from).ok_or_else(|| {
+            format!("field `{at}.from`: unknown role `{from}` (human, gpt, system, observation)")
+        })?;
+        out.push(msg(role, get("value")?));
+    }
+    Ok(out)
 }
 
 /// A message list with known roles and string contents.

@@ -20,6 +20,7 @@ fn every_format_parses() -> Result<()> {
         r#"{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}"#,
         r#"{"instruction": "Add", "input": "2 and 2", "output": "4"}"#,
         r#"{"instruction": "Say hi", "input": "", "output": "hi", "system": "be nice", "history": [["q0", "a0"]]}"#,
+        r#"{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}, {"from": "human", "value": "q2"}, {"from": "gpt", "value": "a2"}], "system": "s"}"#,
     ]
     .join("\n");
     let (_d, path) = write("train.jsonl", &text);
@@ -27,7 +28,7 @@ fn every_format_parses() -> Result<()> {
     let ex: Vec<SftExample> = f.rows.iter().map(|r| r.example.clone()).collect();
     assert_eq!(
         f.rows.iter().map(|r| r.line).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6]
+        [1, 2, 3, 4, 5, 6, 7]
     );
     assert_eq!(ex[0], SftExample::Text("hello".into()));
     assert_eq!(
@@ -57,6 +58,15 @@ fn every_format_parses() -> Result<()> {
         m("assistant", "hi"),
     ];
     assert_eq!(ex[5], SftExample::Messages(expected));
+    // ShareGPT (LLaMA-Factory's default tags): the row's system first, then the turns.
+    let expected = vec![
+        m("system", "s"),
+        m("user", "q"),
+        m("assistant", "a"),
+        m("user", "q2"),
+        m("assistant", "a2"),
+    ];
+    assert_eq!(ex[6], SftExample::Messages(expected));
     Ok(())
 }
 
@@ -96,6 +106,18 @@ fn bad_rows_name_file_line_and_field() -> Result<()> {
         ),
         (r#"{"instruction": "x", "output": ""}"#, "empty completion"),
         (r#"{"foo": 1}"#, "no SFT fields"),
+        (
+            r#"{"conversations": [{"from": "bot", "value": "x"}]}"#,
+            "`conversations[0].from`: unknown role `bot`",
+        ),
+        (
+            r#"{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt"}]}"#,
+            "`conversations[1].value`: missing",
+        ),
+        (
+            r#"{"conversations": [{"from": "human", "value": "q"}]}"#,
+            "no assistant turn",
+        ),
         (r#"[1, 2]"#, "expected a JSON object"),
         (r#"{"text": "#, "invalid JSON"),
     ];
