@@ -1,0 +1,72 @@
+"""Renders real models' chat templates with transformers and with Rudder's engine
+(`lm/examples/render_chat.rs`) on a few conversations, and reports every difference.
+
+The templates are the ones llama.cpp keeps for its own template tests
+(`vendor/llama.cpp/models/templates/*.jinja` in the sdist of PyPI package `llama-cpp-python`),
+fetched at run time, not committed. Usage:
+    .venv/bin/python scripts/check_chat_templates.py [TEMPLATE_DIR]
+"""
+import glob, io, json, os, subprocess, sys, tarfile, urllib.request
+
+from transformers.utils.chat_template_utils import render_jinja_template
+
+CASES = [
+    ([{"role": "user", "content": "Hi <b>there</b>!"}], True),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+      {"role": "assistant", "content": "4"}], False),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+      {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}], False),
+    ([{"role": "system", "content": "S"}, {"role": "user", "content": "q"}], True),
+]
+BOS, EOS = "<s>", "</s>"
+
+
+def fetch(dest: str) -> str:
+    """llama.cpp's template folder from the llama-cpp-python sdist (PyPI)."""
+    meta = json.load(urllib.request.urlopen("https://pypi.org/pypi/llama-cpp-python/json"))
+    url = next(u["url"] for u in meta["urls"] if u["packagetype"] == "sdist")
+    data = urllib.request.urlopen(url).read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for m in tar.getmembers():
+            if "/models/templates/" in m.name and m.name.endswith(".jinja"):
+                m.name = os.path.basename(m.name)
+                tar.extract(m, dest)
+    return dest
+
+
+def hf_render(template: str, messages, gen: bool) -> dict:
+    try:
+        out, _ = render_jinja_template([messages], chat_template=template,
+                                       add_generation_prompt=gen, bos_token=BOS, eos_token=EOS)
+        return {"ok": out[0]}
+    except Exception as e:  # the template refuses the conversation (raise_exception, ...)
+        return {"err": f"{type(e).__name__}: {e}"}
+
+
+def main() -> None:
+    folder = sys.argv[1] if len(sys.argv) > 1 else fetch(".cache/chat_templates")
+    files = sorted(glob.glob(os.path.join(folder, "*.jinja")))
+    cases, want = [], []
+    for f in files:
+        template = open(f).read()
+        for messages, gen in CASES:
+            cases.append({"file": os.path.basename(f), "template": template, "messages": messages,
+                          "add_generation_prompt": gen, "bos_token": BOS, "eos_token": EOS})
+            want.append(hf_render(template, messages, gen))
+    run = subprocess.run(["cargo", "run", "-q", "--release", "-p", "lm", "--example", "render_chat"],
+                         input="".join(json.dumps(c) + "\n" for c in cases),
+                         capture_output=True, text=True, check=True)
+    got = [json.loads(line) for line in run.stdout.splitlines()]
+    bad = 0
+    for c, w, g in zip(cases, want, got):
+        same = ("ok" in w and w == g) or ("err" in w and "err" in g)
+        if not same:
+            bad += 1
+            print(f"DIFF {c['file']} case {CASES.index((c['messages'], c['add_generation_prompt']))}")
+            print("  transformers:", json.dumps(w)[:600])
+            print("  rudder:      ", json.dumps(g)[:600])
+    print(f"{len(cases) - bad}/{len(cases)} renders agree ({len(files)} templates)")
+
+
+if __name__ == "__main__":
+    main()
