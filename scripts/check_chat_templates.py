@@ -1,5 +1,6 @@
 """Renders real models' chat templates with transformers and with Rudder's engine
-(`lm/examples/render_chat.rs`) on a few conversations, and reports every difference.
+(`lm/examples/render_chat.rs`) on a few conversations (one with a tool call, its result and
+tool schemas), and reports every difference.
 
 The templates are the ones llama.cpp keeps for its own template tests
 (`vendor/llama.cpp/models/templates/*.jinja` in the sdist of PyPI package `llama-cpp-python`),
@@ -17,7 +18,17 @@ CASES = [
     ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
       {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}], False),
     ([{"role": "system", "content": "S"}, {"role": "user", "content": "q"}], True),
+    # A tool call and its result (OpenAI / TRL format), rendered with TOOLS.
+    ([{"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "id": "call_1",
+       "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+      {"role": "tool", "name": "get_weather", "tool_call_id": "call_1", "content": "22 C"},
+      {"role": "assistant", "content": "It is 22 C in Paris."}], False),
 ]
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string",
+                   "description": "The city"}}, "required": ["city"]}}}]
 BOS, EOS = "<s>", "</s>"
 
 
@@ -34,9 +45,13 @@ def fetch(dest: str) -> str:
     return dest
 
 
+def tools_for(messages):
+    return TOOLS if any("tool_calls" in m for m in messages) else None
+
+
 def hf_render(template: str, messages, gen: bool) -> dict:
     try:
-        out, _ = render_jinja_template([messages], chat_template=template,
+        out, _ = render_jinja_template([messages], chat_template=template, tools=tools_for(messages),
                                        add_generation_prompt=gen, bos_token=BOS, eos_token=EOS)
         return {"ok": out[0]}
     except Exception as e:  # the template refuses the conversation (raise_exception, ...)
@@ -51,7 +66,8 @@ def main() -> None:
         template = open(f).read()
         for messages, gen in CASES:
             cases.append({"file": os.path.basename(f), "template": template, "messages": messages,
-                          "add_generation_prompt": gen, "bos_token": BOS, "eos_token": EOS})
+                          "tools": tools_for(messages), "add_generation_prompt": gen,
+                          "bos_token": BOS, "eos_token": EOS})
             want.append(hf_render(template, messages, gen))
     run = subprocess.run(["cargo", "run", "-q", "--release", "-p", "lm", "--example", "render_chat"],
                          input="".join(json.dumps(c) + "\n" for c in cases),

@@ -87,10 +87,7 @@ fn sampling(a: &GenerateArgs) -> Result<SamplingConfig> {
 fn prompt_rows(a: &GenerateArgs) -> Result<Vec<(serde_json::Value, TextOrMessages)>> {
     if let Some(p) = &a.prompt {
         let prompt = if a.chat {
-            TextOrMessages::Messages(vec![lm::Message {
-                role: "user".into(),
-                content: p.clone(),
-            }])
+            TextOrMessages::Messages(vec![lm::Message::new("user", p.clone())])
         } else {
             TextOrMessages::Text(p.clone())
         };

@@ -271,10 +271,7 @@ fn lf_message(path: &Path, line: usize, field: &str, v: &Value) -> Result<Messag
     };
     let role = crate::sft::sharegpt_role(from)
         .ok_or_else(|| bad(path, line, field, format!("unknown role `{from}`")))?;
-    Ok(Message {
-        role: role.into(),
-        content: value.into(),
-    })
+    Ok(Message::new(role, value))
 }
 
 fn llama_factory_parts(path: &Path, line: usize, obj: &Object) -> Result<Parts> {
@@ -287,10 +284,7 @@ fn llama_factory_parts(path: &Path, line: usize, obj: &Object) -> Result<Parts> 
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
     {
-        prompt.push(Message {
-            role: "system".into(),
-            content: sys.into(),
-        });
+        prompt.push(Message::new("system", sys));
     }
     for (i, t) in turns.iter().enumerate() {
         prompt.push(lf_message(path, line, &format!("conversations[{i}]"), t)?);

@@ -42,10 +42,9 @@ pub fn ranking_examples(path: &Path, line: usize, obj: &Object) -> Result<Vec<Pr
     let group = group_of(path, line, obj)?;
     let side = |i: usize| match &prompt {
         // As the expanded export writes them: TRL's conversational format.
-        TextOrMessages::Messages(_) => TextOrMessages::Messages(vec![Message {
-            role: "assistant".into(),
-            content: responses[i].clone(),
-        }]),
+        TextOrMessages::Messages(_) => {
+            TextOrMessages::Messages(vec![Message::new("assistant", responses[i].clone())])
+        }
         TextOrMessages::Text(_) => TextOrMessages::Text(responses[i].clone()),
     };
     let mut out = vec![];

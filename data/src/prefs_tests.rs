@@ -23,10 +23,7 @@ fn msgs(pairs: &[(&str, &str)]) -> TextOrMessages {
     TextOrMessages::Messages(
         pairs
             .iter()
-            .map(|(r, c)| Message {
-                role: r.to_string(),
-                content: c.to_string(),
-            })
+            .map(|(r, c)| Message::new(r.to_string(), c.to_string()))
             .collect(),
     )
 }

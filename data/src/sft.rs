@@ -29,8 +29,22 @@ pub enum SftExample {
         prompt: TextOrMessages,
         completion: TextOrMessages,
     },
-    /// A conversation; by default only the assistant turns are trained on.
-    Messages(Vec<Message>),
+    /// A conversation; by default only the assistant turns are trained on. `tools` are the
+    /// row's tool schemas (TRL's `tools` column), handed to the chat template.
+    Messages {
+        messages: Vec<Message>,
+        tools: Option<Value>,
+    },
+}
+
+impl SftExample {
+    /// A conversation without tools.
+    pub fn conversation(messages: Vec<Message>) -> Self {
+        SftExample::Messages {
+            messages,
+            tools: None,
+        }
+    }
 }
 
 /// An example and the line it came from.
@@ -82,12 +96,14 @@ fn parse_object(obj: &Map<String, Value>) -> std::result::Result<SftExample, Str
     if let Some(v) = obj.get("messages") {
         let messages = messages("messages", v)?;
         check_conversation("messages", &messages)?;
-        return Ok(SftExample::Messages(messages));
+        let tools = tools(obj)?;
+        return Ok(SftExample::Messages { messages, tools });
     }
     if let Some(v) = obj.get("conversations") {
         let messages = sharegpt(obj, v)?;
         check_conversation("conversations", &messages)?;
-        return Ok(SftExample::Messages(messages));
+        let tools = tools(obj)?;
+        return Ok(SftExample::Messages { messages, tools });
     }
     if obj.contains_key("prompt") || obj.contains_key("completion") {
         return prompt_completion(obj);
@@ -162,7 +178,7 @@ fn alpaca(obj: &Map<String, Value>) -> std::result::Result<SftExample, String> {
     }
     msgs.push(msg("user", user));
     msgs.push(msg("assistant", output));
-    Ok(SftExample::Messages(msgs))
+    Ok(SftExample::conversation(msgs))
 }
 
 fn history(v: &Value) -> std::result::Result<Vec<Message>, String> {
@@ -188,10 +204,7 @@ fn history(v: &Value) -> std::result::Result<Vec<Message>, String> {
 }
 
 fn msg(role: &str, content: String) -> Message {
-    Message {
-        role: role.into(),
-        content,
-    }
+    Message::new(role, content)
 }
 
 fn text_or_messages(field: &str, v: &Value) -> std::result::Result<TextOrMessages, String> {
@@ -232,12 +245,44 @@ fn sharegpt(obj: &Map<String, Value>, v: &Value) -> std::result::Result<Vec<Mess
         let at = format!("conversations[{i}]");
         let get = |k: &str| string(&format!("{at}.{k}"), t.get(k).unwrap_or(&Value::Null));
         let from = get("from")?;
+        if from == "function_call" {
+            out.push(function_call(&at, &get("value")?)?);
+            continue;
+        }
         let role = sharegpt_role(&from).ok_or_else(|| {
-            format!("field `{at}.from`: unknown role `{from}` (human, gpt, system, observation)")
+            format!(
+                "field `{at}.from`: unknown role `{from}` (human, gpt, system, function_call, \
+                 observation)"
+            )
         })?;
         out.push(msg(role, get("value")?));
     }
     Ok(out)
+}
+
+/// A ShareGPT `function_call` turn (`{"name", "arguments"}` or a list of them, as JSON text)
+/// as an assistant turn with OpenAI-style `tool_calls`, which chat templates render.
+fn function_call(at: &str, value: &str) -> std::result::Result<Message, String> {
+    let parsed: Value = serde_json::from_str(value)
+        .map_err(|e| format!("field `{at}.value`: a function call that is not JSON: {e}"))?;
+    let calls = match parsed {
+        Value::Array(list) => list,
+        one => vec![one],
+    };
+    let mut tool_calls = vec![];
+    for c in calls {
+        let (Some(name), Some(arguments)) = (c.get("name"), c.get("arguments")) else {
+            return Err(format!(
+                "field `{at}.value`: expected {{\"name\", \"arguments\"}} for a function call"
+            ));
+        };
+        let function = serde_json::json!({"name": name, "arguments": arguments});
+        tool_calls.push(serde_json::json!({"type": "function", "function": function}));
+    }
+    let mut m = msg("assistant", String::new());
+    m.extra
+        .insert("tool_calls".into(), Value::Array(tool_calls));
+    Ok(m)
 }
 
 /// A message list with known roles and string contents.
@@ -260,24 +305,52 @@ pub fn messages(field: &str, v: &Value) -> std::result::Result<Vec<Message>, Str
                 "field `{at}.role`: unknown role `{role}` (expected one of {ROLES:?})"
             ));
         }
-        let content = string(
-            &format!("{at}.content"),
-            o.get("content").unwrap_or(&Value::Null),
-        )?;
-        out.push(Message { role, content });
+        let calls = o.get("tool_calls").is_some_and(|c| !c.is_null());
+        let content = match o.get("content") {
+            // An assistant turn that only calls tools has no content (OpenAI's format).
+            None | Some(Value::Null) if calls => String::new(),
+            c => string(&format!("{at}.content"), c.unwrap_or(&Value::Null))?,
+        };
+        let mut m = Message::new(role, content);
+        // `tool_calls`, `name`, `tool_call_id`, `reasoning_content`, ...: for the template.
+        m.extra = o
+            .iter()
+            .filter(|(k, _)| k.as_str() != "role" && k.as_str() != "content")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.push(m);
     }
     Ok(out)
 }
 
-/// A trainable conversation has an assistant turn, and no assistant turn is empty.
+/// The row's `tools`: a list of tool schemas, or that list as a JSON string (LLaMA-Factory).
+fn tools(obj: &Map<String, Value>) -> std::result::Result<Option<Value>, String> {
+    let parsed = match obj.get("tools") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => serde_json::from_str(s)
+            .map_err(|e| format!("field `tools`: a string that is not JSON: {e}"))?,
+        Some(v) => v.clone(),
+    };
+    match parsed {
+        Value::Array(list) if list.is_empty() => Ok(None),
+        list @ Value::Array(_) => Ok(Some(list)),
+        other => Err(format!(
+            "field `tools`: expected a list of tool schemas, got {}",
+            kind(&other)
+        )),
+    }
+}
+
+/// A trainable conversation has an assistant turn, and no assistant turn is empty (one that
+/// calls tools may have no text).
 fn check_conversation(field: &str, msgs: &[Message]) -> std::result::Result<(), String> {
     if !msgs.iter().any(|m| m.role == "assistant") {
         return Err(format!("field `{field}`: no assistant turn to train on"));
     }
-    if let Some(i) = msgs
-        .iter()
-        .position(|m| m.role == "assistant" && m.content.is_empty())
-    {
+    if let Some(i) = msgs.iter().position(|m| {
+        m.role == "assistant" && m.content.is_empty() && !m.extra.contains_key("tool_calls")
+    }) {
         return Err(format!(
             "field `{field}[{i}].content`: empty assistant turn"
         ));

@@ -43,12 +43,12 @@ fn every_format_parses() -> Result<()> {
     );
     assert_eq!(
         ex[3],
-        SftExample::Messages(vec![m("system", "s"), m("user", "q"), m("assistant", "a")])
+        SftExample::conversation(vec![m("system", "s"), m("user", "q"), m("assistant", "a")])
     );
     // LLaMA-Factory joins instruction and input with a newline.
     assert_eq!(
         ex[4],
-        SftExample::Messages(vec![m("user", "Add\n2 and 2"), m("assistant", "4")])
+        SftExample::conversation(vec![m("user", "Add\n2 and 2"), m("assistant", "4")])
     );
     let expected = vec![
         m("system", "be nice"),
@@ -57,7 +57,7 @@ fn every_format_parses() -> Result<()> {
         m("user", "Say hi"),
         m("assistant", "hi"),
     ];
-    assert_eq!(ex[5], SftExample::Messages(expected));
+    assert_eq!(ex[5], SftExample::conversation(expected));
     // ShareGPT (LLaMA-Factory's default tags): the row's system first, then the turns.
     let expected = vec![
         m("system", "s"),
@@ -66,7 +66,7 @@ fn every_format_parses() -> Result<()> {
         m("user", "q2"),
         m("assistant", "a2"),
     ];
-    assert_eq!(ex[6], SftExample::Messages(expected));
+    assert_eq!(ex[6], SftExample::conversation(expected));
     Ok(())
 }
 
@@ -154,5 +154,70 @@ fn skip_bad_rows_counts_them() -> Result<()> {
         })
         .collect();
     assert_eq!(lines, [2, 4]);
+    Ok(())
+}
+
+/// Tool calling as TRL reads it: assistant `tool_calls` (content may be absent or null), `tool`
+/// turns with their extra fields, and the row's `tools` (a list, or a JSON string as
+/// LLaMA-Factory stores it); ShareGPT `function_call` turns become OpenAI-style `tool_calls`.
+#[test]
+fn tool_calls_and_tools_are_kept_for_the_template() -> Result<()> {
+    let call = r#"{"type": "function", "function": {"name": "w", "arguments": {"city": "Paris"}}}"#;
+    let text = [
+        format!(
+            r#"{{"messages": [{{"role": "user", "content": "q"}}, {{"role": "assistant", "content": null, "tool_calls": [{call}]}}, {{"role": "tool", "name": "w", "tool_call_id": "c1", "content": "22 C"}}, {{"role": "assistant", "content": "Warm."}}], "tools": [{{"type": "function", "function": {{"name": "w"}}}}]}}"#
+        ),
+        r#"{"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{\"name\": \"w\", \"arguments\": {\"city\": \"Paris\"}}"}, {"from": "observation", "value": "22 C"}, {"from": "gpt", "value": "Warm."}], "tools": "[{\"name\": \"w\"}]"}"#.to_string(),
+    ]
+    .join("\n");
+    let (_d, path) = write("tools.jsonl", &text);
+    let f = read_sft(&path, false)?;
+    let SftExample::Messages { messages, tools } = &f.rows[0].example else {
+        panic!("not a conversation")
+    };
+    assert_eq!(messages[1].content, "");
+    let want_call: serde_json::Value = serde_json::from_str(call).unwrap();
+    assert_eq!(
+        messages[1].extra["tool_calls"],
+        serde_json::json!([want_call])
+    );
+    assert_eq!(messages[2].extra["name"], "w");
+    assert_eq!(messages[2].extra["tool_call_id"], "c1");
+    assert_eq!(tools.as_ref().unwrap()[0]["function"]["name"], "w");
+    let SftExample::Messages { messages, tools } = &f.rows[1].example else {
+        panic!("not a conversation")
+    };
+    let roles: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
+    assert_eq!(
+        messages[1].extra["tool_calls"],
+        serde_json::json!([want_call])
+    );
+    assert_eq!(tools.as_ref().unwrap(), &serde_json::json!([{"name": "w"}]));
+
+    // Bad tool rows name their field.
+    let bad = [
+        (
+            r#"{"messages": [{"role": "assistant", "content": "a"}], "tools": 3}"#,
+            "`tools`",
+        ),
+        (
+            r#"{"messages": [{"role": "assistant", "content": "a"}], "tools": "[oops"}"#,
+            "`tools`: a string that is not JSON",
+        ),
+        (
+            r#"{"messages": [{"role": "assistant", "content": null}]}"#,
+            "messages[0].content",
+        ),
+        (
+            r#"{"conversations": [{"from": "function_call", "value": "{\"x\": 1}"}]}"#,
+            "conversations[0].value",
+        ),
+    ];
+    for (row, reason) in bad {
+        let (_d, path) = write("bad.jsonl", row);
+        let e = read_sft(&path, false).expect_err(row).to_string();
+        assert!(e.contains("bad.jsonl:1:") && e.contains(reason), "{e}");
+    }
     Ok(())
 }

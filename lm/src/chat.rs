@@ -85,10 +85,11 @@ fn generation_blocks_as_if(template: &str) -> String {
     out
 }
 
-/// Renders `template` for `messages`.
+/// Renders `template` for `messages`, with the tool schemas `tools` when given.
 pub fn render(
     template: &str,
     messages: &[Message],
+    tools: Option<&serde_json::Value>,
     add_generation_prompt: bool,
     bos_token: &str,
     eos_token: &str,
@@ -102,6 +103,13 @@ pub fn render(
     env.add_filter("length", length);
     env.add_filter("count", length);
     env.add_test("iterable", is_iterable);
+    env.add_filter("tojson", crate::chat_json::tojson);
+    env.add_filter("string", |v: Value| crate::chat_json::python_str(&v));
+    env.add_filter("indent", crate::chat_json::indent);
+    env.set_formatter(|out, _state, v| {
+        out.write_str(&crate::chat_json::python_str(v))
+            .map_err(|e| minijinja::Error::new(ErrorKind::WriteFailure, e.to_string()))
+    });
     let template = generation_blocks_as_if(template);
     env.add_template_owned("chat", template)
         .map_err(|e| Error::Template(e.to_string()))?;
@@ -111,7 +119,7 @@ pub fn render(
     tmpl.render(context! {
         messages => messages,
         // transformers passes these even when unused: `tools is defined` holds, `tools` is none.
-        tools => Value::from(()),
+        tools => tools.map(Value::from_serialize).unwrap_or(Value::from(())),
         documents => Value::from(()),
         add_generation_prompt => add_generation_prompt,
         bos_token => bos_token,
@@ -125,10 +133,7 @@ mod tests {
     use super::*;
 
     fn msg(role: &str, content: &str) -> Message {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
+        Message::new(role, content)
     }
 
     /// Jinja2 behaviours minijinja lacks, against transformers 5.24:
@@ -149,8 +154,44 @@ mod tests {
                  {%- if m.role == 'assistant' %}\n  {%- generation -%}\n  {{ m.content }}</s>\n  \
                  {%- endgeneration %}\n{%- else %}{{ m.content }}{% endif %}\n{% endfor %}";
         let msgs = [msg("user", "hi"), msg("assistant", "yo")];
-        let out = render(t, &msgs, false, "", "").unwrap();
+        let out = render(t, &msgs, None, false, "", "").unwrap();
         assert_eq!(out, "[no tools][0]<user>hi<assistant>yo</s>");
+    }
+
+    /// Printing and JSON as Python does them, against transformers 5.24:
+    /// ```python
+    /// T = ("{{ tools | tojson }}|{{ tools[0] | tojson(indent=2) }}|{{ tools[0] }}|{{ flag }}|"
+    ///      "{{ nothing }}|{{ 'a\\nb\\n' | indent(2, first=true) }}|"
+    ///      "{{ messages[0].tool_calls[0].function.arguments | tojson }}")
+    /// tools = [{"name": "f", "description": "Say \"hi\" in 日本語",
+    ///           "parameters": {"z": 1, "a": [1.5, True, None]}}]
+    /// msgs = [{"role": "assistant", "content": "", "tool_calls": [{"type": "function",
+    ///          "function": {"name": "f", "arguments": {"city": "Zürich", "n": 2}}}]}]
+    /// render_jinja_template([msgs], chat_template=T, tools=tools, add_generation_prompt=False,
+    ///                       flag=True, nothing=None)[0][0]
+    /// ```
+    /// (`flag`/`nothing` are given here as literals; keys keep their order, `z` before `a`.)
+    #[test]
+    fn tojson_printing_and_indent_match_python() {
+        let t = "{{ tools | tojson }}|{{ tools[0] | tojson(indent=2) }}|{{ tools[0] }}|\
+                 {{ true }}|{{ none }}|{{ 'a\nb\n' | indent(2, first=true) }}|\
+                 {{ messages[0].tool_calls[0].function.arguments | tojson }}";
+        let tools = serde_json::json!([{"name": "f", "description": "Say \"hi\" in 日本語",
+            "parameters": {"z": 1, "a": [1.5, true, null]}}]);
+        let mut m = msg("assistant", "");
+        m.extra.insert(
+            "tool_calls".into(),
+            serde_json::json!([{"type": "function",
+                "function": {"name": "f", "arguments": {"city": "Zürich", "n": 2}}}]),
+        );
+        let out = render(t, &[m], Some(&tools), false, "", "").unwrap();
+        let want = "[{\"name\": \"f\", \"description\": \"Say \\\"hi\\\" in 日本語\", \"parameters\": \
+                    {\"z\": 1, \"a\": [1.5, true, null]}}]|{\n  \"name\": \"f\",\n  \"description\": \
+                    \"Say \\\"hi\\\" in 日本語\",\n  \"parameters\": {\n    \"z\": 1,\n    \"a\": [\n      \
+                    1.5,\n      true,\n      null\n    ]\n  }\n}|{'name': 'f', 'description': 'Say \"hi\" in \
+                    日本語', 'parameters': {'z': 1, 'a': [1.5, True, None]}}|True|None|  a\n  b\n|\
+                    {\"city\": \"Zürich\", \"n\": 2}";
+        assert_eq!(out, want);
     }
 
     #[test]
@@ -169,7 +210,7 @@ mod tests {
     fn strftime_now_is_today_in_the_given_format() {
         let t = "{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%d %b %Y') }}";
         let before = chrono::Local::now().date_naive();
-        let out = render(t, &[], false, "", "").unwrap();
+        let out = render(t, &[], None, false, "", "").unwrap();
         let after = chrono::Local::now().date_naive();
         let (iso, human) = out.split_once('|').unwrap();
         let day = chrono::NaiveDate::parse_from_str(iso, "%Y-%m-%d").unwrap();

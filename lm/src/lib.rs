@@ -5,6 +5,7 @@
 pub mod attn_decode;
 pub mod backbone;
 pub mod chat;
+mod chat_json;
 pub mod checkpoint;
 pub mod config;
 pub mod dropout;

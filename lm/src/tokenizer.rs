@@ -4,11 +4,31 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::str::FromStr;
 
-/// One chat turn, as in TRL's conversational datasets.
+/// One chat turn, as in TRL's conversational datasets. Fields besides `role` and `content`
+/// (`tool_calls`, `name`, `tool_call_id`, `reasoning_content`, ...) are kept and handed to the
+/// chat template as they are; a missing or null `content` (an assistant turn that only calls
+/// tools) reads as empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
+    #[serde(flatten, default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Message {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Message {
+            role: role.into(),
+            content: content.into(),
+            extra: Default::default(),
+        }
+    }
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A prompt or completion: plain text or a message list (TRL accepts both).
@@ -182,6 +202,16 @@ impl Tokenizer {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String> {
+        self.apply_chat_template_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`Self::apply_chat_template`] with tool schemas (`apply_chat_template(..., tools=...)`).
+    pub fn apply_chat_template_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
@@ -189,6 +219,7 @@ impl Tokenizer {
         crate::chat::render(
             template,
             messages,
+            tools,
             add_generation_prompt,
             self.bos_token.as_deref().unwrap_or(""),
             self.eos_token.as_deref().unwrap_or(""),

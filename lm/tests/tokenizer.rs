@@ -70,14 +70,8 @@ fn special_ids_and_eos() {
 #[test]
 fn pair_encoding_splits_prompt_and_completion() {
     let tok = tokenizer();
-    let user = Message {
-        role: "user".into(),
-        content: "What is 2+2?".into(),
-    };
-    let asst = Message {
-        role: "assistant".into(),
-        content: "4".into(),
-    };
+    let user = Message::new("user", "What is 2+2?");
+    let asst = Message::new("assistant", "4");
     let pc = tok
         .encode_pair(
             &TextOrMessages::Messages(vec![user.clone()]),

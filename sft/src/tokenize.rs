@@ -53,7 +53,7 @@ pub fn encode(tok: &Tokenizer, ex: &SftExample, loss_on_all: bool) -> lm::Result
                 loss,
             }
         }
-        SftExample::Messages(m) => encode_messages(tok, m)?,
+        SftExample::Messages { messages, tools } => encode_messages(tok, messages, tools.as_ref())?,
     };
     if loss_on_all {
         s.loss.iter_mut().for_each(|m| *m = true);
@@ -78,6 +78,7 @@ fn push_eos(tok: &Tokenizer, ids: &mut Vec<u32>) {
 fn assistant_spans(
     tok: &Tokenizer,
     msgs: &[Message],
+    tools: Option<&serde_json::Value>,
     full: &str,
 ) -> lm::Result<Vec<(usize, usize)>> {
     let mut spans = vec![];
@@ -86,8 +87,8 @@ fn assistant_spans(
         .enumerate()
         .filter(|(_, m)| m.role == "assistant")
     {
-        let before = tok.apply_chat_template(&msgs[..i], true)?;
-        let upto = tok.apply_chat_template(&msgs[..=i], false)?;
+        let before = tok.apply_chat_template_tools(&msgs[..i], tools, true)?;
+        let upto = tok.apply_chat_template_tools(&msgs[..=i], tools, false)?;
         if !(upto.starts_with(&before) && full.starts_with(&upto)) {
             return Err(lm::Error::Template(format!(
                 "rendering messages[..{i}] is not a prefix of the whole conversation, so the \
@@ -100,9 +101,13 @@ fn assistant_spans(
     Ok(spans)
 }
 
-fn encode_messages(tok: &Tokenizer, msgs: &[Message]) -> lm::Result<Sample> {
-    let full = tok.apply_chat_template(msgs, false)?;
-    let spans = assistant_spans(tok, msgs, &full)?;
+fn encode_messages(
+    tok: &Tokenizer,
+    msgs: &[Message],
+    tools: Option<&serde_json::Value>,
+) -> lm::Result<Sample> {
+    let full = tok.apply_chat_template_tools(msgs, tools, false)?;
+    let spans = assistant_spans(tok, msgs, tools, &full)?;
     // Templated text carries its own special tokens, as in transformers.
     let enc = tok
         .inner

@@ -56,10 +56,7 @@ fn masked_text(tok: &lm::Tokenizer, s: &Sample) -> String {
 }
 
 fn msg(role: &str, content: &str) -> Message {
-    Message {
-        role: role.into(),
-        content: content.into(),
-    }
+    Message::new(role, content)
 }
 
 #[test]
@@ -83,18 +80,70 @@ fn fixture_rows_train_on_completions_and_assistant_turns() {
         msg("user", "Grass?"),
         msg("assistant", "Green."),
     ];
-    let s = encode(&tok, &SftExample::Messages(conv.clone()), false).expect("encode");
+    let s = encode(&tok, &SftExample::conversation(conv.clone()), false).expect("encode");
     let rendered = tok.apply_chat_template(&conv, false).expect("render");
     assert_eq!(tok.decode(&s.ids, false).expect("decode"), rendered);
     // Both assistant turns (content, end-of-turn, newline), nothing of the user turns.
     assert_eq!(masked_text(&tok, &s), "Blue.<|im_end|>\nGreen.<|im_end|>\n");
 
-    let all = encode(&tok, &SftExample::Messages(conv), true).expect("encode");
+    let all = encode(&tok, &SftExample::conversation(conv), true).expect("encode");
     assert!(all.loss.iter().all(|&m| m));
 
     let text = encode(&tok, &SftExample::Text("plain words".into()), false).expect("encode");
     assert_eq!(text.ids.last(), Some(&2), "eos appended to text rows");
     assert!(text.loss.iter().all(|&m| m));
+}
+
+/// A tool-calling conversation (TRL's `messages` with `tool_calls` + `tools`): the template sees
+/// the tool schemas and the calls, both assistant turns are trained on, the tool's result is not.
+/// Golden render and assistant text from transformers 5.24 on the same template:
+/// ```python
+/// tools = [{"type": "function", "function": {"name": "w", "parameters": {"city": "string"}}}]
+/// msgs = [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "",
+///          "tool_calls": [{"type": "function", "function": {"name": "w",
+///                          "arguments": {"city": "Paris"}}}]},
+///         {"role": "tool", "name": "w", "content": "22 C"},
+///         {"role": "assistant", "content": "Warm."}]
+/// render_jinja_template([msgs], chat_template=T, tools=tools)[0][0]
+/// ```
+#[test]
+fn tool_calls_render_with_their_schemas_and_train_the_calling_turn() {
+    let mut tok = tiny("tiny-llama", false).tokenizer;
+    tok.chat_template = Some(
+        "{%- if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}\n\
+         {%- for m in messages %}\n{%- if m.role == 'assistant' and m.tool_calls %}\
+         <|im_start|>assistant\n{% for c in m.tool_calls %}<call>{{ c.function | tojson }}</call>\
+         {% endfor %}<|im_end|>\n{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n\
+         {% endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}<|im_start|>assistant\n\
+         {% endif %}\n"
+            .into(),
+    );
+    let mut call = msg("assistant", "");
+    call.extra.insert(
+        "tool_calls".into(),
+        serde_json::json!([{"type": "function",
+            "function": {"name": "w", "arguments": {"city": "Paris"}}}]),
+    );
+    let mut result = msg("tool", "22 C");
+    result.extra.insert("name".into(), "w".into());
+    let messages = vec![msg("user", "Sky?"), call, result, msg("assistant", "Warm.")];
+    let tools = serde_json::json!([{"type": "function",
+        "function": {"name": "w", "parameters": {"city": "string"}}}]);
+    let ex = SftExample::Messages {
+        messages,
+        tools: Some(tools),
+    };
+    let s = encode(&tok, &ex, false).expect("encode");
+    let want = "<|im_start|>system\nTools: [{\"type\": \"function\", \"function\": {\"name\": \"w\", \
+                \"parameters\": {\"city\": \"string\"}}}]<|im_end|>\n<|im_start|>user\nSky?<|im_end|>\n\
+                <|im_start|>assistant\n<call>{\"name\": \"w\", \"arguments\": {\"city\": \"Paris\"}}\
+                </call><|im_end|>\n<|im_start|>tool\n22 C<|im_end|>\n<|im_start|>assistant\n\
+                Warm.<|im_end|>\n";
+    assert_eq!(tok.decode(&s.ids, false).expect("decode"), want);
+    assert_eq!(
+        masked_text(&tok, &s),
+        "<call>{\"name\": \"w\", \"arguments\": {\"city\": \"Paris\"}}</call><|im_end|>\nWarm.<|im_end|>\n"
+    );
 }
 
 #[test]
