@@ -40,12 +40,14 @@ pub fn load_samples(
         cfg.skip_bad_rows,
     )?;
     tracing::info!(
-        "{}: {} rows, {} skipped as bad, {} truncated to max_seq_len {}, {} tokens ({} trained on)",
+        "{}: {} rows, {} skipped as bad, {} truncated to max_seq_len {} ({} of them dropped: \
+         nothing left to train on), {} tokens ({} trained on)",
         path.display(),
         stats.rows,
         stats.skipped,
         stats.truncated,
         cfg.max_seq_len,
+        stats.dropped,
         stats.tokens,
         stats.loss_tokens
     );

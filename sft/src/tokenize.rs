@@ -27,6 +27,9 @@ pub struct DataStats {
     pub skipped: usize,
     /// Rows cut to `max_seq_len`.
     pub truncated: usize,
+    /// Truncated rows left out because the cut removed every token they train on (a long
+    /// prompt or tool list): they would only dilute a batch (TRL keeps them).
+    pub dropped: usize,
     pub tokens: usize,
     pub loss_tokens: usize,
 }
@@ -166,6 +169,10 @@ pub fn prepare(
             s.ids.truncate(max_seq_len);
             s.loss.truncate(max_seq_len);
             stats.truncated += 1;
+            if s.loss_tokens() == 0 {
+                stats.dropped += 1;
+                continue;
+            }
         }
         stats.tokens += s.ids.len();
         stats.loss_tokens += s.loss_tokens();

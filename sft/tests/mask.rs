@@ -158,6 +158,16 @@ fn truncation_is_counted_and_bad_rows_name_their_line() {
     let (_, full) = prepare(&tok, &path, longer, 4096, false, false).expect("prepare");
     assert!(stats.truncated > 0 && full.truncated == 0);
     assert_eq!(stats.truncated, full_lengths_over(&tok, &path, 12));
+    assert!(samples.iter().all(|s| s.loss_tokens() > 0));
+
+    // A prompt longer than max_seq_len leaves nothing to train on: the row is dropped, counted.
+    let long = "{\"prompt\": \"one two three four five six seven eight nine ten eleven\", \
+                \"completion\": \" done\"}\n{\"prompt\": \"a\", \"completion\": \" b\"}\n";
+    let p = write(dir.path(), "long.jsonl", long);
+    let (kept, st) = prepare(&tok, &p, read_sft(&p, false).unwrap(), 12, false, false).unwrap();
+    assert_eq!((st.rows, st.truncated, st.dropped), (1, 1, 1));
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].loss_tokens() > 0);
 
     // Line 2 lacks its completion (a parse error); line 3 needs a template that fails.
     let text = "{\"text\": \"fine\"}\n{\"prompt\": \"p\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\"}]}\n";
