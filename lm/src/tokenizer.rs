@@ -6,14 +6,14 @@ use std::str::FromStr;
 
 /// One chat turn, as in TRL's conversational datasets. Fields besides `role` and `content`
 /// (`tool_calls`, `name`, `tool_call_id`, `reasoning_content`, ...) are kept and handed to the
-/// chat template as they are; a missing or null `content` (an assistant turn that only calls
-/// tools) reads as empty.
+/// chat template as they are. `content` is required, except on a turn that calls tools, where
+/// it may be missing or null (OpenAI's format) and reads as empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawMessage")]
 pub struct Message {
     pub role: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
-    #[serde(flatten, default)]
+    #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -27,8 +27,31 @@ impl Message {
     }
 }
 
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+/// A message as written, before the `content` rule is checked.
+#[derive(Deserialize)]
+struct RawMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TryFrom<RawMessage> for Message {
+    type Error = String;
+
+    fn try_from(r: RawMessage) -> std::result::Result<Self, String> {
+        let content = match r.content {
+            Some(c) => c,
+            None if r.extra.get("tool_calls").is_some_and(|c| !c.is_null()) => String::new(),
+            None => return Err(format!("a `{}` message without `content`", r.role)),
+        };
+        Ok(Message {
+            role: r.role,
+            content,
+            extra: r.extra,
+        })
+    }
 }
 
 /// A prompt or completion: plain text or a message list (TRL accepts both).

@@ -92,3 +92,29 @@ fn pair_encoding_splits_prompt_and_completion() {
         .unwrap();
     assert_eq!(*plain.completion.last().unwrap(), 2);
 }
+
+/// A message needs `content`, except a turn that calls tools; other fields are kept.
+#[test]
+fn messages_keep_extra_fields_and_need_content_unless_calling_tools() {
+    let ok: lm::Message = serde_json::from_str(
+        r#"{"role": "assistant", "content": null, "tool_calls": [{"function": {"name": "f"}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(ok.content, "");
+    assert_eq!(ok.extra["tool_calls"][0]["function"]["name"], "f");
+    let tool: lm::Message =
+        serde_json::from_str(r#"{"role": "tool", "name": "f", "content": "1"}"#).unwrap();
+    assert_eq!(
+        (tool.content.as_str(), &tool.extra["name"]),
+        ("1", &"f".into())
+    );
+    for bad in [
+        r#"{"role": "user"}"#,
+        r#"{"role": "user", "content": null}"#,
+    ] {
+        let e = serde_json::from_str::<lm::Message>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without `content`"), "{e}");
+    }
+}
