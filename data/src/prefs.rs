@@ -65,6 +65,9 @@ pub struct PrefExample {
     pub tie: bool,
     /// Optional group id (e.g. several pairs ranked for one prompt).
     pub group: Option<String>,
+    /// Tool schemas for the chat template (TRL's `tools` column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Value>,
 }
 
 impl PrefExample {
@@ -189,6 +192,11 @@ pub fn parse_pref_row(path: &Path, row: &Row) -> Result<PrefExample> {
         agreement: opt_num(path, line, obj, "agreement")?,
         tie: opt_bool(path, line, obj, "tie")?,
         group: opt_group(path, line, obj)?,
+        tools: crate::sft::tools(obj).map_err(|reason| Error::Data {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        })?,
     })
 }
 

@@ -62,6 +62,7 @@ pub fn ranking_examples(path: &Path, line: usize, obj: &Object) -> Result<Vec<Pr
                         agreement: None,
                         tie: false,
                         group: Some(group.clone()),
+                        tools: None,
                     });
                 }
             }

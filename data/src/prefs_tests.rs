@@ -226,6 +226,7 @@ fn tokenizes_like_the_dpo_goldens() -> Result<()> {
             agreement: None,
             tie: false,
             group: None,
+            tools: None,
         };
         let (p, c, r) = tokenize_pair(&tok, &ex)?;
         assert_eq!(p, ids(&pair["prompt_ids"]));
@@ -250,6 +251,7 @@ fn example(
         agreement: None,
         tie: false,
         group: None,
+        tools: None,
     }
 }
 
@@ -336,5 +338,42 @@ fn max_seq_len_truncates_the_prompt_from_the_left_or_drops() -> Result<()> {
         (out.dropped, out.pairs.len(), out.pairs[0].index),
         (vec![1], 1, 1)
     );
+    Ok(())
+}
+
+/// TRL's `tools` column reaches the chat template of a preference pair (the rendered prompt
+/// carries the schemas), and a bad one names its line and field.
+#[test]
+fn tools_column_reaches_the_template() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::Invalid(e.to_string()))?;
+    let path = dir.path().join("p.jsonl");
+    let rows = concat!(
+        r#"{"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}], "tools": [{"name": "w"}]}"#,
+        "\n"
+    );
+    std::fs::write(&path, rows).map_err(|e| Error::Invalid(e.to_string()))?;
+    let data = read_prefs(&path, &ReadOptions::default())?;
+    let ex = &data.examples[0];
+    assert_eq!(ex.tools, Some(serde_json::json!([{"name": "w"}])));
+    let mut tok = fixture_tokenizer();
+    tok.chat_template = Some(
+        "{% if tools %}T{{ tools | tojson }}|{% endif %}{% for m in messages %}{{ m.content }};\
+         {% endfor %}{% if add_generation_prompt %}>{% endif %}"
+            .into(),
+    );
+    let (p, c, r) = tokenize_pair(&tok, ex)?;
+    let text = |ids: &[u32]| tok.decode(ids, false);
+    // The prompt is what it shares with both sides (this template's generation prompt `>` is
+    // not part of the rendered answers), as for pairs without tools.
+    assert_eq!(text(&p)?, "T[{\"name\": \"w\"}]|q;");
+    // Each side's ids follow the prompt's: the completion alone.
+    assert_eq!((text(&c)?, text(&r)?), ("a;".into(), "b;".into()));
+
+    std::fs::write(&path, rows.replace("[{\"name\": \"w\"}]", "7"))
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let e = read_prefs(&path, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("p.jsonl:1:") && e.contains("`tools`"), "{e}");
     Ok(())
 }

@@ -63,13 +63,14 @@ pub fn tokenize_pair(tok: &Tokenizer, ex: &PrefExample) -> Result<(Vec<u32>, Vec
         Text(_) => &TEXT_EMPTY,
         Messages(_) => &empty,
     });
+    let tools = ex.tools.as_ref();
     let (p, c, r) = match (prompt, &ex.chosen, &ex.rejected) {
         (Messages(p), Messages(c), Messages(r)) => {
             let render = |side: &[lm::Message]| -> Result<Vec<u32>> {
                 let all: Vec<lm::Message> = p.iter().chain(side).cloned().collect();
-                tok.encode(&tok.apply_chat_template(&all, false)?, false)
+                tok.encode(&tok.apply_chat_template_tools(&all, tools, false)?, false)
             };
-            let p_ids = tok.encode(&tok.apply_chat_template(p, true)?, false)?;
+            let p_ids = tok.encode(&tok.apply_chat_template_tools(p, tools, true)?, false)?;
             (p_ids, render(c)?, render(r)?)
         }
         (Text(p), Text(c), Text(r)) => {
@@ -86,7 +87,7 @@ pub fn tokenize_pair(tok: &Tokenizer, ex: &PrefExample) -> Result<(Vec<u32>, Vec
             (p_ids, full(c)?, full(r)?)
         }
         (Messages(p), Text(c), Text(r)) => {
-            let p_ids = tok.encode(&tok.apply_chat_template(p, true)?, false)?;
+            let p_ids = tok.encode(&tok.apply_chat_template_tools(p, tools, true)?, false)?;
             let side = |s: &str| -> Result<Vec<u32>> {
                 let mut ids = p_ids.clone();
                 ids.extend(tok.encode(s, false)?);

@@ -324,7 +324,7 @@ pub fn messages(field: &str, v: &Value) -> std::result::Result<Vec<Message>, Str
 }
 
 /// The row's `tools`: a list of tool schemas, or that list as a JSON string (LLaMA-Factory).
-fn tools(obj: &Map<String, Value>) -> std::result::Result<Option<Value>, String> {
+pub(crate) fn tools(obj: &Map<String, Value>) -> std::result::Result<Option<Value>, String> {
     let parsed = match obj.get("tools") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),

@@ -37,6 +37,7 @@ pub fn row_ids(model: &RewardModel, path: &Path, row: &Row) -> Result<Vec<u32>> 
         agreement: None,
         tie: false,
         group: None,
+        tools: None,
     };
     let (p, c, _) = tokenize_pair(&model.tokenizer, &ex).map_err(|e| Error::Data {
         path: path.to_path_buf(),
