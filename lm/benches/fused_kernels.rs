@@ -32,7 +32,7 @@ fn rope_strided() -> Result<()> {
     let inv_freq: Vec<f32> = (0..d / 2)
         .map(|i| 1.0 / 1e4f32.powf(i as f32 / 32.0))
         .collect();
-    let (cos, sin) = lm::ops::rope_tables(&inv_freq, &positions, b, t, &dev)?;
+    let (cos, sin) = lm::ops::rope_tables(&inv_freq, 1.0, &positions, b, t, &dev)?;
     let x = Tensor::randn(0f32, 1.0, (b, t, h, d), &dev)?.transpose(1, 2)?;
     let strided = time(50, &|| lm::fused::rope(&x, &cos, &sin).map(|_| ()))?;
     let copied = time(50, &|| {

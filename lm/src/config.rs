@@ -69,6 +69,29 @@ pub enum RopeScaling {
     },
     /// Position interpolation: every frequency divided by `factor`.
     Linear { factor: f64 },
+    /// YaRN (Qwen's long-context setting): frequencies ramp from kept to divided by `factor`
+    /// between the dimensions `beta_fast` and `beta_slow` rotations select, and cos/sin are
+    /// scaled by `attention_factor`.
+    Yarn {
+        factor: f64,
+        original_max_position_embeddings: f64,
+        beta_fast: f64,
+        beta_slow: f64,
+        truncate: bool,
+        attention_factor: f64,
+    },
+}
+
+impl RopeScaling {
+    /// What cos and sin are multiplied by (transformers' `attention_scaling`).
+    pub fn attention_factor(&self) -> f64 {
+        match self {
+            RopeScaling::Yarn {
+                attention_factor, ..
+            } => *attention_factor,
+            _ => 1.0,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +236,7 @@ impl ModelConfig {
             return Err(bad(path, "mlp_bias", "true is unsupported"));
         }
         let rope = c.rope_scaling.as_ref().or(c.rope_parameters.as_ref());
+        let max_positions = c.max_position_embeddings.unwrap_or(4096);
         let rope_theta = c
             .rope_theta
             .or_else(|| {
@@ -232,8 +256,8 @@ impl ModelConfig {
             head_dim,
             rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
-            rope_scaling: parse_rope_scaling(rope, path)?,
-            max_position_embeddings: c.max_position_embeddings.unwrap_or(4096),
+            rope_scaling: parse_rope_scaling(rope, &raw, max_positions, path)?,
+            max_position_embeddings: max_positions,
             tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
             qkv_bias: match arch {
                 Arch::Qwen2 => true,
@@ -344,7 +368,12 @@ fn detect_arch(c: &RawConfig, path: &Path) -> Result<Arch> {
     Ok(arch)
 }
 
-fn parse_rope_scaling(v: Option<&serde_json::Value>, path: &Path) -> Result<Option<RopeScaling>> {
+fn parse_rope_scaling(
+    v: Option<&serde_json::Value>,
+    raw: &serde_json::Value,
+    max_positions: usize,
+    path: &Path,
+) -> Result<Option<RopeScaling>> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -373,11 +402,56 @@ fn parse_rope_scaling(v: Option<&serde_json::Value>, path: &Path) -> Result<Opti
         "linear" => Ok(Some(RopeScaling::Linear {
             factor: num("factor")?,
         })),
+        "yarn" => Ok(Some(yarn(v, raw, max_positions, num("factor")?))),
         other => Err(bad(
             path,
             "rope_scaling.rope_type",
-            format!("`{other}` unsupported (llama3, linear)"),
+            format!("`{other}` unsupported (llama3, linear, yarn)"),
         )),
+    }
+}
+
+/// YaRN's parameters with transformers 5.24's defaults: the original context from the rope dict,
+/// else a top-level `original_max_position_embeddings` (Phi-3 style), else
+/// `max_position_embeddings`; betas 32 and 1; truncation on; the attention factor given, or
+/// `0.1 ln(factor) + 1` (a ratio of two such terms with `mscale` and `mscale_all_dim`).
+fn yarn(
+    v: &serde_json::Value,
+    raw: &serde_json::Value,
+    max_positions: usize,
+    factor: f64,
+) -> RopeScaling {
+    let get = |k: &str| v.get(k).and_then(|x| x.as_f64());
+    let original = get("original_max_position_embeddings")
+        .or_else(|| {
+            raw.get("original_max_position_embeddings")
+                .and_then(|x| x.as_f64())
+        })
+        .unwrap_or(max_positions as f64);
+    let mscale = |scale: f64, m: f64| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            0.1 * m * scale.ln() + 1.0
+        }
+    };
+    let attention_factor = get("attention_factor").unwrap_or_else(|| {
+        match (
+            get("mscale").filter(|m| *m != 0.0),
+            get("mscale_all_dim").filter(|m| *m != 0.0),
+        ) {
+            (Some(m), Some(all)) => mscale(factor, m) / mscale(factor, all),
+            _ => mscale(factor, 1.0),
+        }
+    });
+    RopeScaling::Yarn {
+        factor,
+        original_max_position_embeddings: original,
+        // `or 32` / `or 1` in transformers: a 0 also takes the default.
+        beta_fast: get("beta_fast").filter(|b| *b != 0.0).unwrap_or(32.0),
+        beta_slow: get("beta_slow").filter(|b| *b != 0.0).unwrap_or(1.0),
+        truncate: v.get("truncate").and_then(|t| t.as_bool()).unwrap_or(true),
+        attention_factor,
     }
 }
 

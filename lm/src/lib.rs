@@ -24,6 +24,7 @@ pub mod lora;
 pub mod model;
 pub mod moe;
 pub mod ops;
+mod rope;
 pub mod sample;
 pub mod save;
 pub mod tokenizer;

@@ -2,7 +2,7 @@
 //! masks, per-row position ids, and a KV cache used only by generation. One implementation for
 //! the Llama family, GPT-2 (`gpt2.rs`: learned positions, LayerNorm, fused `c_attn`) and sparse
 //! Mixture-of-Experts blocks (`moe.rs`).
-use crate::config::{ModelConfig, RopeScaling};
+use crate::config::ModelConfig;
 pub use crate::kv_cache::KvCache;
 use crate::kv_cache::{CacheShape, LayerCache};
 use crate::linear::{Adapters, Linear};
@@ -292,38 +292,6 @@ impl Layer {
     }
 }
 
-/// RoPE inverse frequencies, with transformers' llama3 / linear scaling.
-pub(crate) fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
-    let d = cfg.head_dim;
-    let base = cfg.rope_theta as f32;
-    let freqs = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32));
-    match &cfg.rope_scaling {
-        None => freqs.collect(),
-        Some(RopeScaling::Linear { factor }) => freqs.map(|f| f / *factor as f32).collect(),
-        Some(RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings: old,
-        }) => freqs
-            .map(|f| {
-                let (f, factor) = (f as f64, *factor);
-                let wavelen = 2.0 * std::f64::consts::PI / f;
-                let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
-                if wavelen < high_wl {
-                    f as f32
-                } else if wavelen > low_wl {
-                    (f / factor) as f32
-                } else {
-                    let s =
-                        (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
-                    ((1.0 - s) * f / factor + s * f) as f32
-                }
-            })
-            .collect(),
-    }
-}
-
 impl CausalLm {
     /// Why `other` cannot read this model's token ids (the vocabulary sizes differ), if so:
     /// a reference, critic or reward model must share the policy's tokenizer.
@@ -413,7 +381,17 @@ impl CausalLm {
             .map_err(candle_core::Error::wrap)?;
         let rope = match self.wpe {
             Some(_) => None,
-            None => Some(ops::rope_tables(&self.inv_freq, positions, b, t, dev)?),
+            None => Some(ops::rope_tables(
+                &self.inv_freq,
+                self.config
+                    .rope_scaling
+                    .as_ref()
+                    .map_or(1.0, |r| r.attention_factor()) as f32,
+                positions,
+                b,
+                t,
+                dev,
+            )?),
         };
         let mask = ops::attention_mask(query_seg, key_seg, b, t, tk, self.dtype, dev)?;
         let ctx = Ctx {

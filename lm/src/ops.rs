@@ -91,6 +91,7 @@ pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
 /// cos/sin tables `(B, 1, T, D/2)` for the given positions `(B*T)`.
 pub fn rope_tables(
     inv_freq: &[f32],
+    scale: f32,
     positions: &[u32],
     b: usize,
     t: usize,
@@ -103,8 +104,9 @@ pub fn rope_tables(
         for &f in inv_freq {
             // f32 product, as transformers computes `inv_freq @ position_ids` in float32.
             let angle = (p as f32) * f;
-            cos.push(angle.cos());
-            sin.push(angle.sin());
+            // `scale`: YaRN's attention factor (1 otherwise), as transformers scales cos and sin.
+            cos.push(angle.cos() * scale);
+            sin.push(angle.sin() * scale);
         }
     }
     let cos = Tensor::from_vec(cos, (b, 1, t, half), device)?;

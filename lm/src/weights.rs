@@ -2,7 +2,8 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::linear::Linear;
-use crate::model::{inv_freq, Attention, CausalLm, Ffn, Layer, Mlp, Norm, Qkv};
+use crate::model::{Attention, CausalLm, Ffn, Layer, Mlp, Norm, Qkv};
+use crate::rope::inv_freq;
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

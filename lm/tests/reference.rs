@@ -316,3 +316,52 @@ fn sharded_bf16_folder_loads_as_its_rounded_weights() {
         .unwrap();
     assert!(max_diff_masked(&la, &f32_logits, &[vec![1; 6]]) > 1e-4);
 }
+
+/// YaRN end to end (inverse frequencies and the attention factor on cos/sin): the tiny-qwen2
+/// fixture with yarn rope parameters, against transformers 5.24 (eager, f32):
+/// ```python
+/// c["rope_parameters"] = {"rope_type": "yarn", "factor": 4.0,
+///                         "original_max_position_embeddings": 32, "rope_theta": 1e6}
+/// m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+/// out = m(torch.tensor([[5, 9, 2, 77, 31, 8, 100, 200, 17, 3]])).logits
+/// out[0, -1, :6]      # [-4.406957, -2.32752, -2.865339, 0.572392, 0.101663, -1.277583]
+/// out.abs().sum()     # 7284.4
+/// ```
+#[test]
+fn yarn_logits_match_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("tiny-qwen2");
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0,
+        "original_max_position_embeddings": 32, "rope_theta": 1e6});
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let p = lm::load(dir.path().to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let ids = vec![vec![5, 9, 2, 77, 31, 8, 100, 200, 17, 3]];
+    let logits = p
+        .model
+        .forward(&InputBatch::padded(&ids, 0, false))
+        .unwrap();
+    let last: Vec<f32> = logits.get(0).unwrap().get(9).unwrap().to_vec1().unwrap();
+    let want = [
+        -4.406957, -2.32752, -2.865339, 0.572392, 0.101663, -1.277583,
+    ];
+    for (g, w) in last.iter().zip(want) {
+        assert!((g - w).abs() < 1e-4, "{:?} vs {want:?}", &last[..6]);
+    }
+    let sum = logits
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!((sum - 7284.4).abs() < 0.05, "{sum}");
+}

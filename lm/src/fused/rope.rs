@@ -110,7 +110,7 @@ mod tests {
         let (b, h, t, d) = (3, 5, 7, 10);
         let positions: Vec<u32> = (0..(b * t) as u32).map(|p| p * 3 % 11).collect();
         let inv_freq: Vec<f32> = (0..d / 2).map(|i| 1.0 / 7f32.powi(i as i32)).collect();
-        let (cos, sin) = crate::ops::rope_tables(&inv_freq, &positions, b, t, &dev)?;
+        let (cos, sin) = crate::ops::rope_tables(&inv_freq, 1.0, &positions, b, t, &dev)?;
         // x as attention builds it: (B, T, H, D) heads transposed to (B, H, T, D).
         let raw = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, h, d), &dev)?)?;
         let strided = raw.as_tensor().transpose(1, 2)?;
