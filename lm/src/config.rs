@@ -69,6 +69,9 @@ pub enum RopeScaling {
     },
     /// Position interpolation: every frequency divided by `factor`.
     Linear { factor: f64 },
+    /// Dynamic NTK: plain frequencies up to `max_position_embeddings`, a larger base past it
+    /// (which is not implemented: such positions are refused).
+    Dynamic { factor: f64 },
     /// YaRN (Qwen's long-context setting): frequencies ramp from kept to divided by `factor`
     /// between the dimensions `beta_fast` and `beta_slow` rotations select, and cos/sin are
     /// scaled by `attention_factor`.
@@ -287,17 +290,23 @@ impl ModelConfig {
         let Some(&last) = positions.iter().max() else {
             return Ok(());
         };
-        let c = self;
-        let (limit, why) = match (c.gpt2.is_some(), c.sliding_window) {
-            (true, _) => (
-                c.max_position_embeddings,
-                "n_positions (GPT-2's learned positions)",
-            ),
-            (false, Some(w)) => (
+        let max = self.max_position_embeddings;
+        let mut limits = vec![];
+        if self.gpt2.is_some() {
+            limits.push((max, "n_positions (GPT-2's learned positions)"));
+        }
+        if let Some(w) = self.sliding_window {
+            limits.push((
                 w,
                 "sliding_window (sliding-window attention is not implemented)",
-            ),
-            (false, None) => return Ok(()),
+            ));
+        }
+        if matches!(self.rope_scaling, Some(RopeScaling::Dynamic { .. })) {
+            let why = "max_position_embeddings (dynamic RoPE scaling past it is not implemented)";
+            limits.push((max, why));
+        }
+        let Some((limit, why)) = limits.into_iter().min_by_key(|l| l.0) else {
+            return Ok(());
         };
         if last as usize >= limit {
             return Err(Error::Invalid(format!(
@@ -403,10 +412,13 @@ fn parse_rope_scaling(
             factor: num("factor")?,
         })),
         "yarn" => Ok(Some(yarn(v, raw, max_positions, num("factor")?))),
+        "dynamic" => Ok(Some(RopeScaling::Dynamic {
+            factor: num("factor")?,
+        })),
         other => Err(bad(
             path,
             "rope_scaling.rope_type",
-            format!("`{other}` unsupported (llama3, linear, yarn)"),
+            format!("`{other}` unsupported (llama3, linear, yarn, dynamic)"),
         )),
     }
 }

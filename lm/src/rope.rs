@@ -8,7 +8,8 @@ pub(crate) fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
     let base = cfg.rope_theta as f32;
     let freqs = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32));
     match &cfg.rope_scaling {
-        None => freqs.collect(),
+        // Dynamic NTK changes nothing below max_position_embeddings (past it: refused).
+        None | Some(RopeScaling::Dynamic { .. }) => freqs.collect(),
         Some(RopeScaling::Linear { factor }) => freqs.map(|f| f / *factor as f32).collect(),
         Some(RopeScaling::Llama3 {
             factor,

@@ -232,3 +232,26 @@ fn truncated_weights_file_is_named() {
     let e = load_err(d.path());
     assert!(e.contains("model.safetensors"), "{e}");
 }
+
+/// Dynamic NTK scaling is plain RoPE up to `max_position_embeddings` (transformers recomputes
+/// the frequencies only past it): the same logits as without scaling there; past it, refused.
+#[test]
+fn dynamic_rope_is_plain_rope_within_max_positions_and_refused_past_them() {
+    let plain = edited("tiny-mistral", |v| v["max_position_embeddings"] = 16.into());
+    let dynamic = edited("tiny-mistral", |v| {
+        v["max_position_embeddings"] = 16.into();
+        v["rope_parameters"] =
+            serde_json::json!({"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0});
+    });
+    let logits = |d: &Path, len: usize| {
+        let m = lm::load(d.to_str().unwrap(), &LoadOptions::default()).unwrap();
+        let row: Vec<u32> = (0..len as u32).map(|i| 3 + i % 50).collect();
+        m.model
+            .forward(&lm::InputBatch::padded(&[row], 0, false))
+            .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(logits(dynamic.path(), 16), logits(plain.path(), 16));
+    let e = logits(dynamic.path(), 17).unwrap_err();
+    assert!(e.contains("dynamic RoPE") && e.contains("16"), "{e}");
+}
