@@ -7,7 +7,7 @@ The templates are the ones llama.cpp keeps for its own template tests
 fetched at run time, not committed. Usage:
     .venv/bin/python scripts/check_chat_templates.py [TEMPLATE_DIR]
 """
-import glob, io, json, os, subprocess, sys, tarfile, urllib.request
+import glob, io, json, os, subprocess, sys, tarfile, urllib.parse, urllib.request
 
 from transformers.utils.chat_template_utils import render_jinja_template
 
@@ -34,8 +34,10 @@ BOS, EOS = "<s>", "</s>"
 
 def fetch(dest: str) -> str:
     """llama.cpp's template folder from the llama-cpp-python sdist (PyPI)."""
-    meta = json.load(urllib.request.urlopen("https://pypi.org/pypi/llama-cpp-python/json"))
-    url = next(u["url"] for u in meta["urls"] if u["packagetype"] == "sdist")
+    index = "https://pypi.org/pypi/llama-cpp-python/json"
+    meta = json.load(urllib.request.urlopen(index))
+    # A mirror may answer with a relative address.
+    url = urllib.parse.urljoin(index, next(u["url"] for u in meta["urls"] if u["packagetype"] == "sdist"))
     data = urllib.request.urlopen(url).read()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for m in tar.getmembers():
