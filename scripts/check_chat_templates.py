@@ -1,6 +1,7 @@
 """Renders real models' chat templates with transformers and with Rudder's engine
 (`lm/examples/render_chat.rs`) on a few conversations (one with a tool call, its result and
-tool schemas), and reports every difference.
+tool schemas), and reports every difference, including the `{% generation %}` blocks that
+transformers' assistant-token mask (and Rudder's SFT loss mask) covers.
 
 The templates are the ones llama.cpp keeps for its own template tests
 (`vendor/llama.cpp/models/templates/*.jinja` in the sdist of PyPI package `llama-cpp-python`),
@@ -52,9 +53,13 @@ def tools_for(messages):
 
 
 def hf_render(template: str, messages, gen: bool) -> dict:
+    marked = "{% generation" in template or "{%- generation" in template
     try:
-        out, _ = render_jinja_template([messages], chat_template=template, tools=tools_for(messages),
-                                       add_generation_prompt=gen, bos_token=BOS, eos_token=EOS)
+        out, spans = render_jinja_template([messages], chat_template=template, tools=tools_for(messages),
+                                           add_generation_prompt=gen, bos_token=BOS, eos_token=EOS,
+                                           return_assistant_tokens_mask=marked)
+        if marked:  # the text of each {% generation %} block, as its assistant-token mask covers
+            return {"ok": out[0], "generation": [out[0][a:b] for a, b in spans[0]]}
         return {"ok": out[0]}
     except Exception as e:  # the template refuses the conversation (raise_exception, ...)
         return {"err": f"{type(e).__name__}: {e}"}

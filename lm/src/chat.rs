@@ -49,10 +49,27 @@ fn is_iterable(v: Value) -> bool {
     }
 }
 
+/// Marks the start and end of a `{% generation %}` block in a render (Private Use characters
+/// and a word no template writes), removed again by [`render_generation_spans`].
+const GEN_OPEN: &str = "\u{F8F0}gen-open\u{F8F1}";
+const GEN_CLOSE: &str = "\u{F8F0}gen-close\u{F8F1}";
+
+/// A render and the byte spans of its `{% generation %}` blocks.
+pub type MarkedRender = (String, Vec<(usize, usize)>);
+
+/// Whether the template has transformers' `{% generation %}` blocks.
+pub fn has_generation_blocks(template: &str) -> bool {
+    let plain = generation_blocks_as_if(template, false);
+    plain != template
+}
+
 /// transformers' `{% generation %}...{% endgeneration %}` marks assistant text for its
 /// assistant-token mask and renders its body unchanged; minijinja has no such tag, so each one
-/// becomes an `if true` / `endif` with the same whitespace control.
-fn generation_blocks_as_if(template: &str) -> String {
+/// becomes an `if true` / `endif` with the same whitespace control. With `mark`, a marker is
+/// printed right after each tag, the tag's own right-hand trimming carried over to it (`-}}`
+/// for `-%}`; trim_blocks' one newline dropped from the text), so the render is the unmarked
+/// one with markers at the block's edges.
+fn generation_blocks_as_if(template: &str, mark: bool) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(at) = rest.find("{%") {
@@ -63,26 +80,73 @@ fn generation_blocks_as_if(template: &str) -> String {
         let word_end = inner
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(inner.len());
-        let replacement = match &inner[..word_end] {
-            "generation" => Some("if true"),
-            "endgeneration" => Some("endif"),
-            _ => None,
-        };
-        match replacement {
-            Some(r) => {
-                let word_at = at + body_start + (tag[body_start..].len() - inner.len());
-                out.push_str(&rest[at..word_at]);
-                out.push_str(r);
-                rest = &rest[word_at + word_end..];
-            }
-            None => {
+        let (replacement, marker) = match &inner[..word_end] {
+            "generation" => ("if true", GEN_OPEN),
+            "endgeneration" => ("endif", GEN_CLOSE),
+            _ => {
                 out.push_str("{%");
                 rest = &rest[at + 2..];
+                continue;
+            }
+        };
+        let word_at = at + body_start + (tag[body_start..].len() - inner.len());
+        out.push_str(&rest[at..word_at]);
+        out.push_str(replacement);
+        rest = &rest[word_at + word_end..];
+        let Some(close) = rest.find("%}") else {
+            continue;
+        };
+        out.push_str(&rest[..close + 2]);
+        let trim_right = rest[..close].ends_with('-');
+        let keep_newline = rest[..close].ends_with('+');
+        rest = &rest[close + 2..];
+        if mark {
+            if trim_right {
+                out.push_str(&format!("{{{{- \"{marker}\" -}}}}"));
+            } else {
+                out.push_str(&format!("{{{{ \"{marker}\" }}}}"));
+                if !keep_newline {
+                    rest = rest
+                        .strip_prefix("\r\n")
+                        .or_else(|| rest.strip_prefix('\n'))
+                        .unwrap_or(rest);
+                }
             }
         }
     }
     out.push_str(rest);
     out
+}
+
+/// Renders like [`render`] and returns, besides the text, the byte spans of its
+/// `{% generation %}` blocks (what transformers' `return_assistant_tokens_mask` trains on).
+pub fn render_generation_spans(
+    template: &str,
+    messages: &[Message],
+    tools: Option<&serde_json::Value>,
+    add_generation_prompt: bool,
+    specials: (&str, &str),
+) -> Result<MarkedRender> {
+    let marked = generation_blocks_as_if(template, true);
+    let text = render_prepared(&marked, messages, tools, add_generation_prompt, specials)?;
+    let (mut clean, mut spans, mut open) = (String::with_capacity(text.len()), vec![], None);
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find('\u{F8F0}') {
+        clean.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix(GEN_OPEN) {
+            open = Some(clean.len());
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix(GEN_CLOSE) {
+            spans.extend(open.take().map(|start| (start, clean.len())));
+            rest = after;
+        } else {
+            clean.push('\u{F8F0}');
+            rest = &rest['\u{F8F0}'.len_utf8()..];
+        }
+    }
+    clean.push_str(rest);
+    Ok((clean, spans))
 }
 
 /// Renders `template` for `messages`, with the tool schemas `tools` when given.
@@ -93,6 +157,19 @@ pub fn render(
     add_generation_prompt: bool,
     bos_token: &str,
     eos_token: &str,
+) -> Result<String> {
+    let plain = generation_blocks_as_if(template, false);
+    let specials = (bos_token, eos_token);
+    render_prepared(&plain, messages, tools, add_generation_prompt, specials)
+}
+
+/// Renders a template whose `{% generation %}` tags are already rewritten.
+fn render_prepared(
+    template: &str,
+    messages: &[Message],
+    tools: Option<&serde_json::Value>,
+    add_generation_prompt: bool,
+    (bos_token, eos_token): (&str, &str),
 ) -> Result<String> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
@@ -110,8 +187,7 @@ pub fn render(
         out.write_str(&crate::chat_json::python_str(v))
             .map_err(|e| minijinja::Error::new(ErrorKind::WriteFailure, e.to_string()))
     });
-    let template = generation_blocks_as_if(template);
-    env.add_template_owned("chat", template)
+    env.add_template_owned("chat", template.to_string())
         .map_err(|e| Error::Template(e.to_string()))?;
     let tmpl = env
         .get_template("chat")
@@ -199,9 +275,35 @@ mod tests {
         let t =
             "a{%- generation -%} b {%+ endgeneration %}{% if x %}{% endif %}{# {% generation %} #}";
         assert_eq!(
-            generation_blocks_as_if(t),
+            generation_blocks_as_if(t, false),
             "a{%- if true -%} b {%+ endif %}{% if x %}{% endif %}{# {% if true %} #}"
         );
+    }
+
+    /// Marking `{% generation %}` blocks changes nothing else in the render, whatever the tags'
+    /// whitespace control, and the spans cover exactly the blocks' output.
+    #[test]
+    fn generation_spans_leave_the_render_unchanged() {
+        let bodies = [
+            "{% generation %}\n  A{{ x }}\n{% endgeneration %}\n  B",
+            "{%- generation -%}\n  A{{ x }}\n  {%- endgeneration -%}\n  B",
+            "{%+ generation +%}\n  A{{ x }}\n  {%+ endgeneration +%}\n  B",
+            "  {% generation %}\nA{{ x }}\n  {% endgeneration %}\nB",
+        ];
+        for body in bodies {
+            let t = format!("x{{% set x = 1 %}}[{body}]{{% for m in messages %}}{{{{ m.content }}}}{{% endfor %}}");
+            let msgs = [msg("user", "hi")];
+            let plain = render(&t, &msgs, None, false, "", "").unwrap();
+            let (text, spans) = render_generation_spans(&t, &msgs, None, false, ("", "")).unwrap();
+            assert_eq!(text, plain, "{body}");
+            assert_eq!(spans.len(), 1, "{body}");
+            let (a, b) = spans[0];
+            assert!(
+                text[a..b].contains("A1") && !text[a..b].contains('B'),
+                "{body}: {:?}",
+                &text[a..b]
+            );
+        }
     }
 
     /// `strftime_now` is today's local date in the template's format, as transformers renders

@@ -249,6 +249,26 @@ impl Tokenizer {
         )
     }
 
+    /// The template's render of a whole conversation and the byte spans of its
+    /// `{% generation %}` blocks, or `None` when the template has no such blocks.
+    pub fn render_generation_spans(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Option<crate::chat::MarkedRender>> {
+        let Some(template) = self.chat_template.as_deref() else {
+            return Ok(None);
+        };
+        if !crate::chat::has_generation_blocks(template) {
+            return Ok(None);
+        }
+        let specials = (
+            self.bos_token.as_deref().unwrap_or(""),
+            self.eos_token.as_deref().unwrap_or(""),
+        );
+        crate::chat::render_generation_spans(template, messages, tools, false, specials).map(Some)
+    }
+
     /// Prompt text for generation: a string is used as is, messages go through the template.
     pub fn prompt_text(&self, prompt: &TextOrMessages) -> Result<String> {
         match prompt {

@@ -109,8 +109,17 @@ fn encode_messages(
     msgs: &[Message],
     tools: Option<&serde_json::Value>,
 ) -> lm::Result<Sample> {
-    let full = tok.apply_chat_template_tools(msgs, tools, false)?;
-    let spans = assistant_spans(tok, msgs, tools, &full)?;
+    // A template with `{% generation %}` blocks says itself what is assistant text (as for
+    // transformers' `return_assistant_tokens_mask`); otherwise each turn is found by rendering
+    // the conversation up to it.
+    let (full, spans) = match tok.render_generation_spans(msgs, tools)? {
+        Some(marked) => marked,
+        None => {
+            let full = tok.apply_chat_template_tools(msgs, tools, false)?;
+            let spans = assistant_spans(tok, msgs, tools, &full)?;
+            (full, spans)
+        }
+    };
     // Templated text carries its own special tokens, as in transformers.
     let enc = tok
         .inner

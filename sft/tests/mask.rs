@@ -146,6 +146,43 @@ fn tool_calls_render_with_their_schemas_and_train_the_calling_turn() {
     );
 }
 
+/// A template with `{% generation %}` blocks marks the assistant text itself, as transformers'
+/// `return_assistant_tokens_mask` reads it. This one renders the last turn differently from an
+/// earlier one (a `<think></think>` line), so the render up to an earlier turn is no prefix of
+/// the whole and only the blocks can locate it. Golden from transformers 5.24:
+/// ```python
+/// out = tok.apply_chat_template(msgs, chat_template=T, tokenize=True, return_dict=True,
+///                               return_assistant_tokens_mask=True)
+/// tok.decode([i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m])
+/// # 'Blue.<|im_end|>Green.<|im_end|>'
+/// ```
+#[test]
+fn generation_blocks_mark_the_assistant_tokens_as_transformers_does() {
+    let mut tok = tiny("tiny-llama", false).tokenizer;
+    tok.chat_template = Some(
+        "{%- for m in messages %}\n{%- if m.role == 'assistant' %}<|im_start|>assistant\n\
+         {% if loop.last %}<think></think>\n{% endif %}\n{%- generation -%}\n\
+         {{ m.content }}<|im_end|>\n{%- endgeneration %}\n\n{% else %}<|im_start|>{{ m.role }}\n\
+         {{ m.content }}<|im_end|>\n{% endif %}\n{%- endfor %}\n\
+         {%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}\n"
+            .into(),
+    );
+    let conv = vec![
+        msg("user", "Sky?"),
+        msg("assistant", "Blue."),
+        msg("user", "Grass?"),
+        msg("assistant", "Green."),
+    ];
+    let s = encode(&tok, &SftExample::conversation(conv), false).expect("encode");
+    assert_eq!(
+        tok.decode(&s.ids, false).expect("decode"),
+        "<|im_start|>user\nSky?<|im_end|>\n<|im_start|>assistant\nBlue.<|im_end|>\n\
+         <|im_start|>user\nGrass?<|im_end|>\n<|im_start|>assistant\n<think></think>\n\
+         Green.<|im_end|>\n"
+    );
+    assert_eq!(masked_text(&tok, &s), "Blue.<|im_end|>Green.<|im_end|>");
+}
+
 #[test]
 fn truncation_is_counted_and_bad_rows_name_their_line() {
     let dir = tempfile::tempdir().expect("tempdir");
