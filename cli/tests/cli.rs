@@ -27,6 +27,16 @@ fn ok(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Asserts that the command failed with one clear error (no panic) naming every `needle`.
+fn fails(out: &std::process::Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "no `{n}` in: {err}");
+    }
+}
+
 fn rows(p: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(p)
         .unwrap()
@@ -167,19 +177,9 @@ fn bad_input_is_one_clear_error() {
         "--prompts",
         p.to_str().unwrap(),
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.jsonl:2") && err.contains("prompt"),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
+    fails(&out, &["bad.jsonl:2", "prompt"]);
     let out = rudder(&["generate", "--model", "/no/such/model", "--prompt", "x"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("/no/such/model") && !err.contains("panicked"),
-        "{err}"
-    );
+    fails(&out, &["/no/such/model"]);
 }
 
 #[test]
@@ -276,11 +276,7 @@ fn lora_dropout_trains_sft_and_is_refused_where_it_cannot_apply() {
     let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(cfg["lora_dropout"], 0.1, "{text}");
     let bad = sft("1.5");
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        !bad.status.success() && err.contains("lora_dropout"),
-        "{err}"
-    );
+    fails(&bad, &["lora_dropout"]);
     let prompts = d.path().join("p.jsonl");
     std::fs::write(&prompts, "{\"prompt\":\"a\"}\n").unwrap();
     let ppo = rudder(&[
@@ -298,11 +294,7 @@ fn lora_dropout_trains_sft_and_is_refused_where_it_cannot_apply() {
         "--lora-dropout",
         "0.1",
     ]);
-    let err = String::from_utf8_lossy(&ppo.stderr);
-    assert!(
-        !ppo.status.success() && err.contains("lora_dropout") && !err.contains("panicked"),
-        "{err}"
-    );
+    fails(&ppo, &["lora_dropout"]);
 }
 
 /// `rudder bench generate` on a prompts file with LoRA adapters: the first `--batch` prompts,
@@ -343,11 +335,7 @@ fn bench_generate_runs_a_prompts_file_with_adapters() {
         "--prompts",
         "/no/such/prompts.jsonl",
     ]);
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        !bad.status.success() && err.contains("/no/such/prompts.jsonl"),
-        "{err}"
-    );
+    fails(&bad, &["/no/such/prompts.jsonl"]);
     // Fewer prompts than the batch: an error, not a smaller batch reported as the asked one.
     let short = rudder(&[
         "bench",
@@ -359,9 +347,5 @@ fn bench_generate_runs_a_prompts_file_with_adapters() {
         "--batch",
         "3",
     ]);
-    let err = String::from_utf8_lossy(&short.stderr);
-    assert!(
-        !short.status.success() && err.contains("has 2 prompts"),
-        "{err}"
-    );
+    fails(&short, &["has 2 prompts"]);
 }

@@ -29,6 +29,23 @@ fn rows_u32(t: &Tensor) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Σ |t| over every element.
+fn abs_sum(t: &Tensor) -> f32 {
+    t.abs().unwrap().sum_all().unwrap().to_scalar().unwrap()
+}
+
+/// max |a - b| over every element.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 /// Largest |a - b| over positions where `mask` (B, T) is 1; a, b are (B, T, V).
 fn max_diff_masked(a: &Tensor, b: &Tensor, mask: &[Vec<u32>]) -> f32 {
     let (a, b) = (a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
@@ -109,13 +126,7 @@ fn padded_rows_equal_rows_alone() {
                 .unwrap();
             let start = if left { batch.t - r.len() } else { 0 };
             let got = logits.get(i).unwrap().narrow(0, start, r.len()).unwrap();
-            let d = (got - alone.get(0).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap();
-            let d = d.to_scalar::<f32>().unwrap();
+            let d = max_abs_diff(&got, &alone.get(0).unwrap());
             assert!(d < 1e-5, "row {i} left={left}: {d}");
         }
     }
@@ -203,13 +214,7 @@ fn every_parameter_gets_a_gradient() {
             let g = grads
                 .get(v.as_tensor())
                 .unwrap_or_else(|| panic!("{name}: no gradient for {n}"));
-            let s = g
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let s = abs_sum(g);
             assert!(
                 s > 0.0 && s.is_finite(),
                 "{name}: zero or non-finite gradient for {n}: {s}"
@@ -232,14 +237,7 @@ fn save_and_reload_is_bit_exact() {
     let b: HashMap<String, Tensor> = q.model.named_tensors().unwrap().into_iter().collect();
     assert_eq!(a.len(), b.len());
     for (n, t) in a {
-        let d = (t - &b[&n])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_abs_diff(&t, &b[&n]);
         assert_eq!(d, 0.0, "{n}");
     }
     assert_eq!(q.tokenizer.chat_template, p.tokenizer.chat_template);
@@ -356,12 +354,6 @@ fn yarn_logits_match_transformers() {
     for (g, w) in last.iter().zip(want) {
         assert!((g - w).abs() < 1e-4, "{:?} vs {want:?}", &last[..6]);
     }
-    let sum = logits
-        .abs()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let sum = abs_sum(&logits);
     assert!((sum - 7284.4).abs() < 0.05, "{sum}");
 }
