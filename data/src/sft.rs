@@ -238,8 +238,12 @@ fn sharegpt(obj: &Map<String, Value>, v: &Value) -> std::result::Result<Vec<Mess
         )
     })?;
     let mut out = vec![];
+    // An empty `system` means none, as for LLaMA-Factory and the pairwise reader.
     if let Some(sys) = obj.get("system").filter(|v| !v.is_null()) {
-        out.push(msg("system", string("system", sys)?));
+        let sys = string("system", sys)?;
+        if !sys.is_empty() {
+            out.push(msg("system", sys));
+        }
     }
     for (i, t) in turns.iter().enumerate() {
         let at = format!("conversations[{i}]");

@@ -221,3 +221,17 @@ fn tool_calls_and_tools_are_kept_for_the_template() -> Result<()> {
     }
     Ok(())
 }
+
+/// An empty ShareGPT `system` is no system turn (LLaMA-Factory's reading, and the pairwise
+/// reader's).
+#[test]
+fn empty_sharegpt_system_adds_no_turn() -> Result<()> {
+    let row = r#"{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}], "system": ""}"#;
+    let (_d, path) = write("sys.jsonl", row);
+    let f = read_sft(&path, false)?;
+    assert_eq!(
+        f.rows[0].example,
+        SftExample::conversation(vec![m("user", "q"), m("assistant", "a")])
+    );
+    Ok(())
+}
