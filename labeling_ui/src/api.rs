@@ -284,11 +284,13 @@ async fn submitted(
     Ok(Json(answer))
 }
 
+/// Counts characters, not bytes, as the README promises: 100 "é" (200 bytes) are fine.
 fn check_client_id(client_id: &str) -> Result<()> {
-    if client_id.is_empty() || client_id.len() > 100 {
-        return Err(AppError::BadRequest(
-            "client_id must be 1-100 characters".into(),
-        ));
+    let n = client_id.chars().count();
+    if !(1..=100).contains(&n) {
+        return Err(AppError::BadRequest(format!(
+            "client_id must be 1-100 characters (got {n}); send e.g. a UUID per click"
+        )));
     }
     Ok(())
 }

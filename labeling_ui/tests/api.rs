@@ -255,6 +255,43 @@ async fn a_retried_submission_counts_once(pool: SqlitePool) {
     assert_eq!(n, 1);
 }
 
+/// The README promises 1-100 characters: multi-byte ids (60 "é" = 120 bytes) are fine, and a
+/// 101-character one is refused by name, on both the pairwise and the ranking route.
+#[sqlx::test(migrations = "../migrations")]
+async fn client_id_limit_counts_characters_not_bytes(pool: SqlitePool) {
+    let (router, admin) = setup(pool.clone()).await;
+    project(&admin, "p", 1, ITEMS).await;
+    let ann = labeler(&pool, &router, "ann").await;
+    let first = next(&ann, "p").await.expect("work")["assignment_id"]
+        .as_i64()
+        .expect("id");
+    for bad in ["é".repeat(101), String::new()] {
+        for route in ["/api/labels", "/api/rankings"] {
+            let body = json!({ "assignment_id": first, "choice": "A", "ranking": [[0], [1]],
+                               "client_id": bad });
+            let r = ann.post(route, body).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{route}: {}", r.text);
+            let msg = r.json()["error"].as_str().expect("message").to_owned();
+            assert!(
+                msg.contains("client_id") && msg.contains("1-100 characters"),
+                "{msg}"
+            );
+        }
+    }
+    let sixty = label(&ann, first, "A", &"é".repeat(60)).await;
+    assert_eq!(sixty.status, StatusCode::OK, "{}", sixty.text);
+    let second = next(&ann, "p").await.expect("work")["assignment_id"]
+        .as_i64()
+        .expect("id");
+    let hundred = label(&ann, second, "B", &"é".repeat(100)).await;
+    assert_eq!(hundred.status, StatusCode::OK, "{}", hundred.text);
+    let stored: Vec<String> = sqlx::query_scalar("SELECT client_id FROM labels ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("labels");
+    assert_eq!(stored, ["é".repeat(60), "é".repeat(100)]);
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn labelers_only_touch_their_own_assignments(pool: SqlitePool) {
     let (router, admin) = setup(pool.clone()).await;
