@@ -1,7 +1,7 @@
 //! Users, passwords (argon2), cookie sessions, and the CSRF check on state-changing requests.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
@@ -123,6 +123,42 @@ pub async fn add_user(pool: &SqlitePool, name: &str, role: Role) -> Result<Strin
     }
 }
 
+/// A hash of a password nobody has, with the same parameters as real ones (computed once).
+/// Sign-in verifies against it when the user does not exist, so a missing user costs the same
+/// argon2 run as a wrong password and timings do not reveal which accounts exist.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        // A fixed salt is fine: this hash only has to cost the same to verify, never to match.
+        let salt = SaltString::encode_b64(b"rudder-no-user!!").ok();
+        salt.and_then(|salt| {
+            Argon2::default()
+                .hash_password(b"no such user", &salt)
+                .ok()
+                .map(|h| h.to_string())
+        })
+        .unwrap_or_default()
+    })
+}
+
+/// Runs argon2 on a blocking thread: `stored` is the user's hash, or `None` for a missing user
+/// (then the dummy hash is checked, and the answer is always false).
+async fn password_matches(stored: Option<String>, password: &str) -> Result<bool> {
+    let pw = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (hash, real) = match &stored {
+            Some(h) => (h.as_str(), true),
+            None => (dummy_hash(), false),
+        };
+        let ok = PasswordHash::new(hash)
+            .map(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
+            .unwrap_or(false);
+        ok && real
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))
+}
+
 /// Checks the password and opens a session. Returns the cookie token and the user.
 pub async fn login(state: &AppState, name: &str, password: &str) -> Result<(String, CurrentUser)> {
     let row = sqlx::query!(
@@ -131,38 +167,17 @@ pub async fn login(state: &AppState, name: &str, password: &str) -> Result<(Stri
     )
     .fetch_optional(&state.pool)
     .await?;
-    let bad = || AppError::Rejected {
-        status: axum::http::StatusCode::UNAUTHORIZED,
-        message: "wrong user name or password".into(),
+    let stored = row.as_ref().map(|r| r.password_hash.clone());
+    let row = match (password_matches(stored, password).await?, row) {
+        (true, Some(row)) => row,
+        _ => {
+            return Err(AppError::Rejected {
+                status: axum::http::StatusCode::UNAUTHORIZED,
+                message: "wrong user name or password".into(),
+            })
+        }
     };
-    let row = row.ok_or_else(bad)?;
-    let (stored, pw) = (row.password_hash, password.to_owned());
-    let ok = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&stored)
-            .map(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
-            .unwrap_or(false)
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))?;
-    if !ok {
-        return Err(bad());
-    }
-    // Sign-in is rare, so it is a fine moment to drop expired sessions.
-    let now = now_ms();
-    sqlx::query!("DELETE FROM sessions WHERE expires_at <= ?", now)
-        .execute(&state.pool)
-        .await?;
-    let (token, csrf) = (random_hex(32), random_hex(16));
-    let (token_hash, expires_at) = (hash_token(&token), now_ms() + SESSION_TTL_MS);
-    sqlx::query!(
-        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES (?, ?, ?, ?)",
-        token_hash,
-        row.id,
-        csrf,
-        expires_at
-    )
-    .execute(&state.pool)
-    .await?;
+    let (token, csrf, expires_at) = open_session(&state.pool, row.id).await?;
     let user = CurrentUser {
         id: row.id,
         name: name.to_owned(),
@@ -171,6 +186,27 @@ pub async fn login(state: &AppState, name: &str, password: &str) -> Result<(Stri
         expires_at,
     };
     Ok((token, user))
+}
+
+/// Stores a new session for `user_id`; returns (cookie token, CSRF token, expiry).
+async fn open_session(pool: &SqlitePool, user_id: i64) -> Result<(String, String, i64)> {
+    // Sign-in is rare, so it is a fine moment to drop expired sessions.
+    let now = now_ms();
+    sqlx::query!("DELETE FROM sessions WHERE expires_at <= ?", now)
+        .execute(pool)
+        .await?;
+    let (token, csrf) = (random_hex(32), random_hex(16));
+    let (token_hash, expires_at) = (hash_token(&token), now_ms() + SESSION_TTL_MS);
+    sqlx::query!(
+        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES (?, ?, ?, ?)",
+        token_hash,
+        user_id,
+        csrf,
+        expires_at
+    )
+    .execute(pool)
+    .await?;
+    Ok((token, csrf, expires_at))
 }
 
 /// Ends the session behind `token`.

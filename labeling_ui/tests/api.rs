@@ -47,6 +47,46 @@ async fn login_sets_httponly_strict_cookie_and_rejects_bad_password(pool: Sqlite
     );
 }
 
+/// A missing user and a wrong password both cost one argon2 run, so response times do not tell
+/// which accounts exist (before: ~0.5 ms vs ~19 ms). Tries alternate, and the fastest of each
+/// side is compared: other tests running alongside can only add time, so the minimum is each
+/// path's own cost (medians flaked at 0.4 with a parallel test hashing passwords). The factor
+/// of 2 is far inside the old gap of ~40.
+#[sqlx::test(migrations = "../migrations")]
+async fn login_timing_does_not_reveal_which_users_exist(pool: SqlitePool) {
+    let (router, _admin) = setup(pool).await;
+    let anon = Client::anonymous(router);
+    let attempt = |name: &'static str| {
+        let anon = &anon;
+        async move {
+            let start = std::time::Instant::now();
+            let r = anon
+                .post("/api/login", json!({ "name": name, "password": "wrong" }))
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+            start.elapsed().as_secs_f64()
+        }
+    };
+    attempt("nobody").await; // the dummy hash is made once, on first need
+    let (mut missing, mut wrong) = (vec![], vec![]);
+    for _ in 0..25 {
+        wrong.push(attempt("root").await);
+        missing.push(attempt("nobody").await);
+    }
+    missing.sort_by(f64::total_cmp);
+    wrong.sort_by(f64::total_cmp);
+    let ratio = missing[0] / wrong[0];
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "fastest missing-user try {:.2} ms vs wrong password {:.2} ms (ratio {ratio:.2}; \
+         medians {:.2} / {:.2} ms)",
+        missing[0] * 1e3,
+        wrong[0] * 1e3,
+        missing[12] * 1e3,
+        wrong[12] * 1e3
+    );
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn session_cookie_flags(pool: SqlitePool) {
     let router = labeling_ui::app(labeling_ui::AppState::new(pool.clone()));
