@@ -4,7 +4,8 @@
 //! database, signs in N labelers and has each loop `next` -> `submit` until the time is up.
 //! With `--kill-at S` it SIGKILLs the server S seconds in, restarts it on the same database,
 //! and clients retry unacknowledged submissions with the same client id. At the end it checks
-//! that every acknowledged label is in the database exactly once.
+//! that every acknowledged label is in the database exactly once, and reports the -wal file's
+//! size (largest seen while serving, and at the end, before the server is stopped).
 //!
 //! `cargo run -p labeling_ui --example loadgen -- --labelers 64 --seconds 15 [--kill-at 7]
 //!  [--rate 3200] [--items 120000]`
@@ -380,6 +381,7 @@ async fn bench(o: Opts) -> Result<()> {
     let start = Instant::now();
     let (mut server_cpu, client_cpu0) = (-server.cpu_secs(), cpu_secs("/proc/self/stat"));
     let deadline = start + Duration::from_secs(o.seconds);
+    let wal = WalWatch::start(format!("{db_path}-wal"));
     // Paced: each labeler sends every labelers/rate seconds, start times spread evenly.
     let every = o
         .rate
@@ -404,13 +406,46 @@ async fn bench(o: Opts) -> Result<()> {
     }
     let all = collect(tasks).await?;
     let elapsed = start.elapsed().as_secs_f64();
+    wal.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let wal = (
+        wal.task.await?,
+        file_len(&format!("{db_path}-wal")),
+        file_len(&db_path),
+    );
     print_timeline(start, &all.done);
     let cpu = (
         server_cpu + server.cpu_secs(),
         cpu_secs("/proc/self/stat") - client_cpu0,
     );
     server.kill();
-    report(&db_path, o, all, elapsed, restart_ms, cpu).await
+    report(&db_path, o, all, elapsed, restart_ms, (cpu, wal)).await
+}
+
+fn file_len(path: &str) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Samples the -wal file's size every 50 ms while the load runs (issue #22: it grew without
+/// bound under sustained load); the task returns the largest size seen.
+struct WalWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl WalWatch {
+    fn start(path: String) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut max = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                max = max.max(file_len(&path));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            max
+        });
+        WalWatch { stop, task }
+    }
 }
 
 async fn sign_in_all(http: &Http, base: &str, users: &[(String, String)]) -> Result<Vec<Labeler>> {
@@ -441,7 +476,8 @@ async fn report(
     mut t: Tally,
     elapsed: f64,
     restart_ms: Option<u128>,
-    cpu: (f64, f64),
+    // (server, loadgen) CPU seconds; (largest, final) -wal size and database size in bytes.
+    (cpu, wal): ((f64, f64), (u64, u64, u64)),
 ) -> Result<()> {
     let pool = db::open(db_path).await?;
     let rows: Vec<String> =
@@ -461,6 +497,7 @@ async fn report(
         "server_cpu_s": cpu.0, "loadgen_cpu_s": cpu.1,
         "server_cpu_ms_per_label": cpu.0 * 1000.0 / t.acked.len().max(1) as f64,
         "retried_requests": t.retries, "duplicate_answers": t.duplicates, "unacked_at_deadline": t.in_flight_at_end,
+        "wal_mb_max": wal.0 as f64 / 1e6, "wal_mb_end": wal.1 as f64 / 1e6, "db_mb_end": wal.2 as f64 / 1e6,
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if lost > 0 || doubled > 0 || per_assignment > 0 {

@@ -54,11 +54,12 @@ pub struct AppState {
 impl AppState {
     /// Wraps a migrated pool and starts the writer task (call inside a Tokio runtime).
     pub fn new(pool: SqlitePool) -> Self {
-        tokio::spawn(db::checkpointer(pool.clone()));
+        let gate = db::WriteGate::default();
+        tokio::spawn(db::checkpointer(pool.clone(), gate.clone()));
         // The first sign-in of a missing user would otherwise also pay for making the dummy.
         tokio::task::spawn_blocking(|| auth::dummy_hash().len());
         AppState {
-            writer: writer::Writer::spawn(pool.clone()),
+            writer: writer::Writer::spawn(pool.clone(), gate),
             pool,
             sessions: Arc::default(),
             projects: Arc::default(),

@@ -7,6 +7,7 @@
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::db::WriteGate;
 use crate::error::{AppError, Result};
 use crate::queue::{apply, Op, Outcome};
 
@@ -24,10 +25,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task. Must be called inside a Tokio runtime.
-    pub fn spawn(pool: SqlitePool) -> Self {
+    /// Starts the writer task. Must be called inside a Tokio runtime. `gate` is held around
+    /// each batch, so the WAL checkpointer can pause the writer between two batches.
+    pub fn spawn(pool: SqlitePool, gate: WriteGate) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer_loop(pool, rx));
+        tokio::spawn(writer_loop(pool, rx, gate));
         Writer { tx }
     }
 
@@ -61,7 +63,7 @@ impl Writer {
     }
 }
 
-async fn writer_loop(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+async fn writer_loop(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, gate: WriteGate) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -72,7 +74,11 @@ async fn writer_loop(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
-        match run_batch(&pool, &ops).await {
+        let result = {
+            let _turn = gate.lock().await;
+            run_batch(&pool, &ops).await
+        };
+        match result {
             Ok(results) => {
                 for (job, res) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(res);
