@@ -132,60 +132,31 @@ pub fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn random_rows(n: usize, len: usize, vocab: usize, seed: u64) -> Vec<Vec<u32>> {
-    let mut s = train::data::SplitMix64::new(seed);
-    (0..n)
-        .map(|_| {
-            (0..len)
-                .map(|_| 3 + s.below(vocab as u64 - 3) as u32)
-                .collect()
-        })
-        .collect()
-}
-
 fn bench_train(b: TrainBench) -> Result<()> {
     let m = build(&b.pick, true)?;
-    let params = train::Params::new(m.params).context("collecting parameters")?;
-    let mut opt = train::AdamW::new(train::AdamWConfig::default())?;
-    let rows = random_rows(b.batch, b.seq + 1, m.model.config.vocab_size, 1);
-    let pcs: Vec<_> = rows
-        .iter()
-        .map(|r| lm::logprobs::PromptCompletion {
-            prompt: r[..1].to_vec(),
-            completion: r[1..].to_vec(),
-        })
-        .collect();
-    let batch = lm::logprobs::CompletionBatch::new(&pcs, 0)?;
+    let mut step = train::synthetic::SyntheticStep::new(&m.model, m.params, b.batch, b.seq, 1e-5)?;
     let device = b.pick.device.device()?;
     let memory = PeakDeviceMemory::start(&device);
     let mut times = vec![];
-    for step in 0..=b.steps {
+    for i in 0..=b.steps {
         let t0 = Instant::now();
-        // forward (B, T, V) -> mean next-token NLL -> backward -> AdamW
-        let logits = m.model.forward(&batch.input)?;
-        let (lp, mask) = batch.logprobs(&logits)?;
-        let loss = (lp.sum_all()?.neg()? / mask.sum_all()?.to_scalar::<f32>()? as f64)?;
-        let grads = loss.backward()?;
-        let acc = train::GradAccumulator::from_store(&params, &grads)?;
-        opt.step(&params, &acc, 1e-5)?;
+        let loss = step.run(&m.model)?;
         // GPU kernels run asynchronously: wait for the step's work before timing it.
         device.synchronize()?;
         let dt = t0.elapsed().as_secs_f64();
-        eprintln!(
-            "step {step}: loss {:.4} {:.2}s",
-            loss.to_scalar::<f32>()?,
-            dt
-        );
-        if step > 0 {
+        eprintln!("step {i}: loss {loss:.4} {dt:.2}s");
+        if i > 0 {
             times.push(dt);
         }
     }
     let tokens = (b.batch * b.seq) as f64;
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-    // Model FLOPs of a full-training step (train::cost's 2N/4N + attention rule).
-    let dims = crate::estimate::dims(&m.model.config);
-    let flops = train::cost::forward_flops(&dims, true, tokens, b.seq as f64)
-        + train::cost::backward_flops(&dims, true, u64::MAX, tokens, b.seq as f64);
+    let fm = cost::FlopModel {
+        dims: cost::model_dims(&m.model.config),
+        stage: cost::StageKind::Sft,
+        recompute: false,
+    };
+    let flops = cost::calibrate::step_flops(&fm, b.batch, b.seq);
     let peak = peak_flops(&device);
     println!(
         "{}",
@@ -199,7 +170,10 @@ fn bench_train(b: TrainBench) -> Result<()> {
             "peak": peak.peak_source,
         })
     );
-    crate::estimate::store_bench(&m.model, &device, b.batch, b.seq, mean);
+    match cost::calibrate::store_bench(&fm, &device, b.batch, b.seq, mean) {
+        Ok(p) => eprintln!("stored for `rudder estimate --from-bench`: {}", p.display()),
+        Err(e) => eprintln!("could not store the bench result: {e}"),
+    }
     Ok(())
 }
 
@@ -276,7 +250,7 @@ fn bench_inputs(b: &GenBench, m: &mut Built) -> Result<(Vec<Vec<u32>>, Tokenizer
             // Fixed length runs: no EOS stopping.
             tok.eos_ids.clear();
             let vocab = m.model.config.vocab_size.min(tok.vocab_size());
-            random_rows(b.batch, b.prompt_len, vocab, 2)
+            train::synthetic::random_rows(b.batch, b.prompt_len, vocab, 2)
         }
     };
     Ok((prompts, tok))
@@ -297,15 +271,13 @@ fn placeholder_tokenizer(vocab: usize) -> Result<Tokenizer> {
 
 /// The device's peak FLOP/s that MFU is measured against: the GPU class's dense bf16 peak
 /// (NVML name), or the CPU's nominal f32 peak.
-fn peak_flops(device: &Device) -> train::cost::DeviceInfo {
+fn peak_flops(device: &Device) -> cost::DeviceInfo {
     match device.location() {
         DeviceLocation::Cuda { gpu_id } => {
-            let name = train::cost::NvmlGpu::open(gpu_id)
-                .ok()
-                .and_then(|g| g.name());
-            train::cost::gpu_info(gpu_id, name.as_deref())
+            let name = cost::NvmlGpu::open(gpu_id).ok().and_then(|g| g.name());
+            cost::gpu_info(gpu_id, name.as_deref())
         }
-        _ => train::cost::this_cpu(),
+        _ => cost::this_cpu(),
     }
 }
 
@@ -320,7 +292,7 @@ impl PeakDeviceMemory {
     fn start(device: &Device) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let gpu = match device.location() {
-            DeviceLocation::Cuda { gpu_id } => train::cost::NvmlGpu::open(gpu_id).ok(),
+            DeviceLocation::Cuda { gpu_id } => cost::NvmlGpu::open(gpu_id).ok(),
             _ => None,
         };
         let poller = gpu.map(|gpu| {

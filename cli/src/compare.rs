@@ -5,40 +5,16 @@
 use crate::common::DeviceArgs;
 use anyhow::{Context, Result};
 use clap::Args;
-use compare::{CompareSettings, ModelSpec, Report};
-use std::path::{Path, PathBuf};
+use compare::{CompareSettings, ModelSpec};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     /// NAME=MODEL, repeatable; the first is the base every other model is compared with.
     #[arg(long = "model", required = true)]
     pub models: Vec<ModelSpec>,
-    /// Prompt rows {"prompt", "id"?, "group"?, "variant"?, "category"?} [the built-in edge-case set].
-    #[arg(long)]
-    pub prompts: Option<PathBuf>,
-    /// Reward model scoring every completion (a `rudder reward train` output).
-    #[arg(long)]
-    pub reward_model: Option<String>,
-    /// Completions per prompt and model; sample j uses seed + j for every model [1].
-    #[arg(long, default_value_t = 1)]
-    pub samples: usize,
-    #[arg(long, default_value_t = 128)]
-    pub max_new_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.7)]
-    pub temperature: f32,
-    #[arg(long, default_value_t = 0.9)]
-    pub top_p: f32,
-    /// 0 = off.
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Rows per generation and scoring batch.
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub settings: CompareSettings,
     /// Report folder: results.jsonl, summary.json, index.html.
     #[arg(long)]
     pub out: PathBuf,
@@ -54,90 +30,23 @@ pub struct CompareArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
     #[command(flatten)]
-    pub cost: crate::trainer_flags::CostFlags,
-}
-
-impl CompareArgs {
-    fn settings(&self) -> CompareSettings {
-        CompareSettings {
-            prompts: self.prompts.clone(),
-            reward_model: self.reward_model.clone(),
-            samples: self.samples,
-            max_new_tokens: self.max_new_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            repetition_penalty: self.repetition_penalty,
-            seed: self.seed,
-            batch_size: self.batch_size,
-        }
-    }
+    pub cost: cost::CostSettings,
 }
 
 pub fn run(a: CompareArgs) -> Result<()> {
-    let cost = a.cost.settings();
-    let report = compare_models(&a.models, &a.settings(), &a.out, &a.device, &cost)?;
+    let opts = a.device.load_options(false)?;
+    let done = compare::report::compare_models(&a.models, &a.settings, &a.out, &opts, &a.cost)
+        .context("compare")?;
+    done.lines.iter().for_each(|l| println!("{l}"));
     if a.to_labeling {
         let (db, project) = (
             a.db.as_deref().unwrap_or_default(),
             a.project.as_deref().unwrap_or_default(),
         );
-        let n = push(db, project, &report.samples)?;
+        let n = push(db, project, &done.report.samples)?;
         println!("labeling: imported {n} blind base-vs-model pairs into project `{project}` ({db}); serve with `rudder label serve --db {db}`, then `rudder label winrate --project {project} --db {db}`");
     }
     Ok(())
-}
-
-/// Samples, scores and writes the report (with each model's sampling cost under `cost`);
-/// shared with `rudder pipeline`.
-pub fn compare_models(
-    models: &[ModelSpec],
-    settings: &CompareSettings,
-    out: &Path,
-    device: &DeviceArgs,
-    cost: &train::cost::CostSettings,
-) -> Result<Report> {
-    settings.validate().context("compare")?;
-    let prompts = compare::prompts::load(settings.prompts.as_deref())?;
-    let source = settings
-        .prompts
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| compare::prompts::DEFAULT_SOURCE.into());
-    let opts = device.load_options(false)?;
-    let sampled =
-        compare::run::run_models(models, &prompts, settings, &opts, cost).context("compare")?;
-    let report =
-        Report::build(models, sampled.samples, settings, &source).with_costs(sampled.costs);
-    compare::write_report(out, &report)
-        .with_context(|| format!("writing the report in {}", out.display()))?;
-    for m in &report.models {
-        let f = |e: &Option<compare::stats::Estimate>| {
-            e.map(|e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi))
-                .unwrap_or("-".into())
-        };
-        println!(
-            "{:>12}: reward {}, KL to base {}, tokens {}",
-            m.name,
-            f(&m.reward),
-            f(&m.kl),
-            f(&m.completion_tokens)
-        );
-        if let Some(c) = &m.cost {
-            let line = crate::estimate::cost_line(&c.cost);
-            println!(
-                "{:>12}  sampling {} new tokens: {line}",
-                "", c.generated_tokens
-            );
-        }
-    }
-    println!(
-        "compare: {} prompts x {} models; wrote {}",
-        prompts.len(),
-        models.len(),
-        out.join("index.html").display()
-    );
-    Ok(report)
 }
 
 fn push(db: &str, project: &str, samples: &[compare::Sample]) -> Result<usize> {

@@ -61,7 +61,7 @@ pub struct GenerateArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
     #[command(flatten)]
-    pub cost: crate::trainer_flags::CostFlags,
+    pub cost: cost::CostSettings,
 }
 
 fn sampling(a: &GenerateArgs) -> Result<SamplingConfig> {
@@ -119,7 +119,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     let rows = prompt_rows(&a)?;
     let opts = a.device.load_options(false)?;
     let p = load_model(&a.model, &opts)?;
-    let mut meter = SamplingMeter::start(&opts.device, &p.model.config, &a.cost.settings());
+    let mut meter = SamplingMeter::start(&opts.device, &p.model.config, &a.cost);
     if let Some(k) = a.show_top {
         return crate::topview::run(&p, &rows, &cfg, &a.temperature, k, a.json);
     }

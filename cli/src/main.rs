@@ -7,16 +7,14 @@ mod estimate;
 mod infer;
 mod label;
 mod pipeline;
-mod pipeline_label;
-mod pipeline_stages;
 mod ppo;
 mod reward;
+mod settings;
 mod sft;
 mod topview;
-mod trainer_flags;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -67,24 +65,26 @@ fn main() {
     common::tune_threads();
     common::tune_allocator();
     common::init_logging();
-    let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    // The matches say which settings were given on the command line (they override --config).
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = run(cli, settings::leaf(&matches)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, m: &clap::ArgMatches) -> Result<()> {
     match cli.command {
         Command::Generate(a) => infer::generate(a),
         Command::Logprobs(a) => infer::logprobs(a),
         Command::Export(a) => infer::export(a),
         Command::Bench(b) => bench::run(b),
-        Command::Sft(a) => sft::run(a),
+        Command::Sft(a) => sft::run(a, m),
         Command::Merge(a) => sft::merge(a),
-        Command::Reward(c) => reward::run(c),
-        Command::Dpo(a) => dpo::run(a),
-        Command::Ppo(a) => ppo::run(*a),
+        Command::Reward(c) => reward::run(c, m),
+        Command::Dpo(a) => dpo::run(a, m),
+        Command::Ppo(a) => ppo::run(*a, m),
         Command::Estimate(a) => estimate::run(*a),
         Command::Label(a) => label::run(a),
         Command::Compare(a) => compare::run(*a),

@@ -1,11 +1,10 @@
 //! `rudder reward train` (Bradley–Terry reward model on preference pairs, full or LoRA) and
 //! `rudder reward score` (adds `"reward"` to `{"prompt","completion"}` rows).
 use crate::common::DeviceArgs;
-use crate::trainer_flags::{resolve, write_resolved, LoraFlags, TrainFlags};
+use crate::settings::resolve;
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::{ArgMatches, Args, Subcommand};
 use reward_model::RewardConfig;
-use serde::Serialize;
 use std::path::PathBuf;
 use train::TrainerConfig;
 
@@ -18,55 +17,16 @@ pub enum RewardCommand {
     Score(ScoreArgs),
 }
 
-/// The reward stage's own flags; each overrides the TOML field of the same name.
-#[derive(Args, Debug, Clone, Default, Serialize)]
-pub struct RewardFlags {
-    /// Backbone: HF folder, hub id or .gguf, usually the SFT output (required, here or in --config).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Preference pairs, JSONL or JSON array (required).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Held-out pairs: accuracy, margin, reward stats (and by agreement) at --eval-every and the end.
-    #[arg(long)]
-    pub eval_data: Option<PathBuf>,
-    /// Longest prompt+completion in tokens; longer pairs lose prompt tokens from the left [1024].
-    #[arg(long)]
-    pub max_seq_len: Option<usize>,
-    /// Drop pairs longer than --max-seq-len instead of truncating them [off].
-    #[arg(long)]
-    pub drop_long: bool,
-    /// Count and skip bad rows (identical chosen/rejected, missing fields) [off: stop at the first].
-    #[arg(long)]
-    pub skip_bad_rows: bool,
-    /// Keep each ranking's pairs (rows sharing a "group", as `rudder label export` writes them)
-    /// in one batch element; --batch-size then counts rankings [off].
-    #[arg(long)]
-    pub group_pairs: bool,
-    /// TRL's center_rewards_coefficient: adds coef * mean((r_c + r_r)^2) [none].
-    #[arg(long)]
-    pub center_rewards_coefficient: Option<f64>,
-    /// Seed of the score head's init [42].
-    #[arg(long)]
-    pub head_seed: Option<u64>,
-    /// Pairs per forward pass when evaluating [8].
-    #[arg(long)]
-    pub eval_batch_size: Option<usize>,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub lora: LoraFlags,
-}
-
 /// `rudder reward train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
-    pub stage: RewardFlags,
-    /// Ignore the rows' "margin" field [off: subtract it inside the sigmoid, as TRL].
+    pub stage: RewardConfig,
+    /// Ignore the rows' "margin" field (shorthand for --use-margin false).
     #[arg(long)]
     pub no_margin: bool,
     #[command(flatten)]
-    pub train: TrainFlags,
+    pub train: crate::settings::LoopArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -94,23 +54,21 @@ pub struct ScoreArgs {
     pub device: DeviceArgs,
 }
 
-pub fn run(cmd: RewardCommand) -> Result<()> {
+pub fn run(cmd: RewardCommand, m: &ArgMatches) -> Result<()> {
     match cmd {
-        RewardCommand::Train(a) => train(*a),
+        RewardCommand::Train(a) => {
+            let (trainer, mut cfg) = resolve(&a.train, &a.stage, m, "reward")?;
+            cfg.use_margin &= !a.no_margin;
+            train(&trainer, &cfg, &a.device)
+        }
         RewardCommand::Score(a) => score(a),
     }
 }
 
-fn train(args: TrainArgs) -> Result<()> {
-    let (trainer, mut cfg): (TrainerConfig, RewardConfig) =
-        resolve(&args.train, &args.stage, "reward")?;
-    cfg.use_margin &= !args.no_margin;
-    cfg.validate().context("[reward] config")?;
-    let opts = args.device.load_options(true)?;
-    std::fs::create_dir_all(&trainer.out)
-        .with_context(|| format!("creating {}", trainer.out.display()))?;
-    write_resolved("reward", &trainer, &cfg)?;
-    let o = reward_model::train_reward(&cfg, &trainer, &opts).context("reward train")?;
+/// Trains a reward model from resolved settings (also the pipeline's entry point) and prints
+/// the outcome.
+pub fn train(trainer: &TrainerConfig, cfg: &RewardConfig, device: &DeviceArgs) -> Result<()> {
+    let o = reward_model::run(cfg, trainer, &device.load_options(true)?).context("reward train")?;
     let s = &o.summary;
     let acc = o
         .eval

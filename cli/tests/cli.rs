@@ -244,6 +244,52 @@ fn every_trainer_writes_a_resolved_config_that_runs_again() {
     }
 }
 
+/// A flag given on the command line overrides `--config` in both directions (a bool switched off
+/// as well as on); a setting the command line leaves alone keeps the file's value, not the
+/// flag's default.
+#[test]
+fn flags_override_the_config_file_both_ways() {
+    let d = tempfile::tempdir().unwrap();
+    let prefs = d.path().join("p.jsonl");
+    std::fs::write(
+        &prefs,
+        "{\"prompt\":\"a\",\"chosen\":\" good\",\"rejected\":\" bad\"}\n",
+    )
+    .unwrap();
+    let model = fixture("tiny-llama");
+    for (file_value, flags, want) in [
+        ("true", vec!["--precompute-ref", "false"], "false"),
+        ("false", vec!["--precompute-ref"], "true"),
+        ("true", vec![], "true"),
+    ] {
+        let cfg = d.path().join("dpo.toml");
+        std::fs::write(
+            &cfg,
+            format!("precompute_ref = {file_value}\nbeta = 0.3\nmax_steps = 1\nquiet = true\n"),
+        )
+        .unwrap();
+        let out = d.path().join(format!("run-{file_value}-{}", flags.len()));
+        let (cfg_s, data, out_s) = (
+            cfg.display().to_string(),
+            prefs.display().to_string(),
+            out.display().to_string(),
+        );
+        let mut cmd = vec![
+            "dpo", "--config", &cfg_s, "--model", &model, "--data", &data,
+        ];
+        cmd.extend(["--out", &out_s]);
+        cmd.extend(flags.iter().copied());
+        ok(&rudder(&cmd));
+        let resolved = std::fs::read_to_string(out.join("dpo.toml")).unwrap();
+        assert!(
+            resolved.contains(&format!("precompute_ref = {want}")),
+            "{resolved}"
+        );
+        assert!(resolved.contains("beta = 0.3") && resolved.contains("max_steps = 1"));
+        assert_eq!(out.join("ref_logps.json").exists(), want == "true");
+    }
+}
+
 /// `--lora-dropout` trains (and is recorded for PEFT); out of range, or in PPO, it is one clear
 /// error naming the field.
 #[test]

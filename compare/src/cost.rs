@@ -1,32 +1,9 @@
 //! What each model's sampling cost in a comparison: tokens (prompt + new, and the padded
 //! grid), generation FLOPs, wall time, energy (measured or estimated), CO2-eq and price, from
-//! `train::cost`'s meter.
+//! `cost`'s meter.
+use cost::{CostReport, CostSettings, GenerationCount, Meter, ModelDims, Phase};
 use lm::ModelConfig;
 use serde::{Deserialize, Serialize};
-use train::cost::{CostReport, CostSettings, GenerationCount, Meter, ModelDims, Phase};
-
-/// The FLOP shape of a decoder config: the MLP a token passes through (MoE: its `top_k`
-/// experts plus any shared expert) and the attention sizes.
-pub fn model_dims(c: &ModelConfig) -> ModelDims {
-    let (mlp_matrices, intermediate) = match (&c.gpt2, &c.moe) {
-        (Some(_), _) => (2, c.intermediate_size),
-        (None, Some(m)) => (
-            3,
-            m.top_k * m.expert_size + m.shared_expert_size.unwrap_or(0),
-        ),
-        (None, None) => (3, c.intermediate_size),
-    };
-    ModelDims {
-        hidden_size: c.hidden_size,
-        intermediate_size: intermediate,
-        mlp_matrices,
-        num_layers: c.num_layers,
-        num_heads: c.num_heads,
-        num_kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        vocab_size: c.vocab_size,
-    }
-}
 
 /// One model's sampling cost, in `summary.json` and the report's cost section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +29,7 @@ impl SamplingMeter {
         Self {
             meter: Meter::start(device, s.clone()),
             count: GenerationCount::default(),
-            dims: model_dims(config),
+            dims: cost::model_dims(config),
         }
     }
 

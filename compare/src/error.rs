@@ -20,7 +20,8 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] lm::Error),
     #[error(transparent)]
-    Reward(#[from] reward_model::error::Error),
+    /// The reward model, or anything else the stage core reports.
+    Stage(#[from] train::Error),
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
     #[error(transparent)]

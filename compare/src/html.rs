@@ -4,9 +4,9 @@ use crate::cost::SamplingCost;
 use crate::report::{GroupShift, Report};
 use crate::stats::Estimate;
 use crate::svg::{color, histograms, scatter, Series};
+use cost::{human_co2, human_energy, CostReport};
 use lm::TextOrMessages;
 use std::fmt::Write;
-use train::cost::{human_co2, human_energy, CostReport};
 
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn esc(s: &str) -> String {

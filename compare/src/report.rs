@@ -201,3 +201,67 @@ pub fn write_report(out: &Path, report: &Report) -> Result<()> {
     let index = out.join("index.html");
     std::fs::write(&index, crate::html::render(report)).map_err(|e| Error::io(&index, e))
 }
+
+/// What `rudder compare` (and the pipeline's `[compare]` stage) did: the report written into
+/// `out`, and one line per model plus a closing line for the terminal.
+pub struct Compared {
+    pub report: Report,
+    pub lines: Vec<String>,
+}
+
+/// Samples every model on the prompts, scores, and writes the report (with each model's
+/// sampling cost) into `out`.
+pub fn compare_models(
+    models: &[ModelSpec],
+    settings: &CompareSettings,
+    out: &Path,
+    opts: &lm::LoadOptions,
+    cost: &cost::CostSettings,
+) -> Result<Compared> {
+    settings.validate()?;
+    let prompts = crate::prompts::load(settings.prompts.as_deref())?;
+    let source = settings
+        .prompts
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| crate::prompts::DEFAULT_SOURCE.into());
+    let sampled = crate::run::run_models(models, &prompts, settings, opts, cost)?;
+    let report =
+        Report::build(models, sampled.samples, settings, &source).with_costs(sampled.costs);
+    write_report(out, &report)?;
+    let mut lines = report
+        .models
+        .iter()
+        .flat_map(model_lines)
+        .collect::<Vec<_>>();
+    lines.push(format!(
+        "compare: {} prompts x {} models; wrote {}",
+        prompts.len(),
+        models.len(),
+        out.join("index.html").display()
+    ));
+    Ok(Compared { report, lines })
+}
+
+/// `name: reward r [lo, hi], KL to base …, tokens …`, and its sampling cost when metered.
+fn model_lines(m: &ModelSummary) -> Vec<String> {
+    let f = |e: &Option<Estimate>| {
+        e.map(|e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi))
+            .unwrap_or("-".into())
+    };
+    let mut lines = vec![format!(
+        "{:>12}: reward {}, KL to base {}, tokens {}",
+        m.name,
+        f(&m.reward),
+        f(&m.kl),
+        f(&m.completion_tokens)
+    )];
+    if let Some(c) = &m.cost {
+        let line = cost::cost_line(&c.cost);
+        lines.push(format!(
+            "{:>12}  sampling {} new tokens: {line}",
+            "", c.generated_tokens
+        ));
+    }
+    lines
+}

@@ -5,49 +5,56 @@ use crate::cost::{SamplingCost, SamplingMeter};
 use crate::error::{Error, Result};
 use crate::prompts::EvalPrompt;
 use candle_core::DType;
+use cost::CostSettings;
 use lm::generate::{generate, Generation, SamplingConfig};
 use lm::logprobs::{CompletionBatch, PromptCompletion};
 use lm::{LoadOptions, Pretrained, TextOrMessages};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use train::cost::CostSettings;
 
-/// What `rudder compare` takes besides the models and the output folder; the same names are
-/// the flags (with `-`) and the `[compare]` section of a pipeline config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What `rudder compare` takes besides the models and the output folder: its flags, and the
+/// `[compare]` section of a pipeline config (the same names, with `_`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompareSettings {
-    /// Prompt file; None: the built-in edge-case set.
+    /// Prompt rows {"prompt", "id"?, "group"?, "variant"?, "category"?} [the built-in edge-case
+    /// set].
+    #[arg(long)]
     pub prompts: Option<PathBuf>,
-    /// Reward model folder scoring every completion; None: no rewards.
+    /// Reward model scoring every completion (a `rudder reward train` output) [none: no
+    /// rewards].
+    #[arg(long)]
     pub reward_model: Option<String>,
-    /// Completions per prompt and model (sample j uses seed `seed + j` for every model).
+    /// Completions per prompt and model; sample j uses seed + j for every model.
+    #[arg(long, default_value_t = 1)]
     pub samples: usize,
+    /// New tokens per completion.
+    #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.7)]
     pub temperature: f32,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 0.9)]
     pub top_p: f32,
+    /// Sample from the k most likely tokens; 0 = off.
+    #[arg(long, default_value_t = 0)]
     pub top_k: usize,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f32,
+    /// Seed of the first sample.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Rows per generation / scoring batch.
+    /// Rows per generation and scoring batch.
+    #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
 }
 
 impl Default for CompareSettings {
     fn default() -> Self {
-        Self {
-            prompts: None,
-            reward_model: None,
-            samples: 1,
-            max_new_tokens: 128,
-            temperature: 0.7,
-            top_p: 0.9,
-            top_k: 0,
-            repetition_penalty: 1.0,
-            seed: 0,
-            batch_size: 8,
-        }
+        lm::settings::defaults()
     }
 }
 

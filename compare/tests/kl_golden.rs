@@ -40,7 +40,7 @@ fn kl_and_logprobs_match_transformers() {
         batch_size: 2,
         ..Default::default()
     };
-    let cost = train::cost::CostSettings::default();
+    let cost = cost::CostSettings::default();
     let rows = run::run_models(&models, &ps, &s, &lm::LoadOptions::default(), &cost)
         .unwrap()
         .samples;

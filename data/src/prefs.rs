@@ -23,9 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
 
-#[path = "prefs_ranking.rs"]
 mod ranking;
-#[path = "prefs_tokens.rs"]
 mod tokens;
 pub use tokens::{tokenize_all, tokenize_pair, PrefTokens, TokenizeOptions, TokenizedPrefs};
 
@@ -377,5 +375,4 @@ fn opt_group(path: &Path, line: usize, obj: &Object) -> Result<Option<String>> {
 }
 
 #[cfg(test)]
-#[path = "prefs_tests.rs"]
 mod tests;

@@ -385,5 +385,4 @@ fn kind(v: &Value) -> &'static str {
 }
 
 #[cfg(test)]
-#[path = "sft_tests.rs"]
 mod tests;

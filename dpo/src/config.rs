@@ -1,12 +1,12 @@
 //! The DPO stage's own settings (the loop's are `train::TrainerConfig`). The field names are
 //! the TOML keys and, with `-` for `_`, the `rudder dpo` flags.
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 use lm::lora::{LoraConfig, LoraSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The preference loss (`--loss`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LossType {
     /// DPO: `-log σ(β d)`; with `label_smoothing` the conservative (cDPO) form.
@@ -23,7 +23,7 @@ pub enum LossType {
 }
 
 /// What to do with the labeling export's ties (`"tie": true`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Ties {
     /// Leave tied pairs out (logged). Default.
@@ -33,69 +33,73 @@ pub enum Ties {
     Soft,
 }
 
-/// DPO settings; every field has a default so a TOML file lists only what it changes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// DPO settings: the `rudder dpo` flags and the TOML keys; every field has a default (its
+/// `#[arg]`) so a TOML file lists only what it changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct DpoConfig {
-    /// Policy to train: HF folder, hub id or `.gguf`. Required.
+    /// Policy to train: HF folder, hub id or .gguf (required, here or in --config).
+    #[arg(long)]
     pub model: Option<String>,
-    /// Frozen reference model (`--ref`). Default: the starting policy (with LoRA: the base model
-    /// with the adapter switched off, no second copy).
+    /// Frozen reference model [the starting policy; with LoRA its base, the adapter switched
+    /// off: no second copy].
+    #[arg(id = "ref", long = "ref", value_name = "MODEL")]
     #[serde(rename = "ref")]
     pub ref_model: Option<String>,
-    /// Preference pairs, JSONL or a JSON array (see `data::prefs`). Required.
+    /// Preference pairs, JSONL or a JSON array: {"prompt","chosen","rejected"} or
+    /// {"chosen","rejected"} (strings or message lists), the labeling export (+"votes",
+    /// "agreement", "tie"), or LLaMA-Factory {"conversations","chosen","rejected"} (required).
+    #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Evaluation pairs; evaluated before training, every `eval_every` steps and at the end.
-    /// Default none.
+    /// Evaluation pairs in the same formats; evaluated before training, every --eval-every
+    /// steps and at the end [none].
+    #[arg(long)]
     pub eval_data: Option<PathBuf>,
-    /// Loss: sigmoid, ipo, hinge, robust or simpo. Default sigmoid.
+    /// The preference loss.
+    #[arg(long, value_enum, default_value_t = LossType::Sigmoid)]
     pub loss: LossType,
-    /// β, the strength of the implicit KL penalty. Default 0.1 (TRL's; SimPO papers use 2.0).
+    /// Beta, the strength of the implicit KL penalty (TRL's 0.1; SimPO papers use 2.0).
+    #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
-    /// Assumed label-noise rate in `[0, 0.5)` for sigmoid (conservative DPO), robust and simpo.
-    /// Default 0.
+    /// Assumed label-noise rate in [0, 0.5) for sigmoid (conservative DPO), robust and simpo.
+    #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
-    /// SimPO target margin γ. Default 0.5 (TRL's `simpo_gamma`).
+    /// SimPO target margin gamma (TRL's simpo_gamma).
+    #[arg(long, default_value_t = 0.5)]
     pub gamma: f64,
-    /// Weight of an NLL term on the chosen completions (RPO), token-weighted over the batch.
-    /// Default 0 (off).
+    /// Weight of an NLL term on the chosen completions (RPO), token-weighted over the batch;
+    /// 0 is off.
+    #[arg(long, default_value_t = 0.0)]
     pub rpo_alpha: f64,
-    /// Labeling-export ties: drop or soft. Default drop.
+    /// Ties from the labeling export ("tie": true).
+    #[arg(long, value_enum, default_value_t = Ties::Drop)]
     pub ties: Ties,
-    /// Compute the reference log-probs once before training (cached in the run folder) and free
-    /// the reference model. Default false.
+    /// Compute the reference log-probs once before training (cached in --out) and free the
+    /// reference model.
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub precompute_ref: bool,
-    /// Longest `prompt + completion` in tokens; longer pairs lose prompt tokens from the left.
-    /// Default 1024 (TRL's `max_length`).
+    /// Longest prompt+completion in tokens; longer pairs lose prompt tokens from the left
+    /// (TRL's max_length).
+    #[arg(long, default_value_t = 1024)]
     pub max_seq_len: usize,
-    /// Drop pairs longer than `max_seq_len` instead of truncating them. Default false.
+    /// Drop pairs longer than --max-seq-len instead of truncating them.
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub drop_long: bool,
-    /// Count and skip bad rows instead of failing on the first one. Default false.
+    /// Count and skip bad rows instead of stopping at the first.
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub skip_bad_rows: bool,
     /// LoRA (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`); full training when unset.
     #[serde(flatten)]
+    #[command(flatten)]
     pub lora: LoraConfig,
 }
 
 impl Default for DpoConfig {
     fn default() -> Self {
-        Self {
-            model: None,
-            ref_model: None,
-            data: None,
-            eval_data: None,
-            loss: LossType::Sigmoid,
-            beta: 0.1,
-            label_smoothing: 0.0,
-            gamma: 0.5,
-            rpo_alpha: 0.0,
-            ties: Ties::Drop,
-            precompute_ref: false,
-            max_seq_len: 1024,
-            drop_long: false,
-            skip_bad_rows: false,
-            lora: LoraConfig::default(),
-        }
+        lm::settings::defaults()
     }
 }
 
@@ -103,43 +107,47 @@ impl DpoConfig {
     /// Checks every value; call before loading anything.
     pub fn validate(&self) -> Result<()> {
         if self.model.as_deref().is_none_or(str::is_empty) {
-            return Err(Error::config("model", "required (--model)"));
+            return Err(Error::setting("dpo", "model", "required (--model)"));
         }
         if self.data.is_none() {
-            return Err(Error::config("data", "required (--data)"));
+            return Err(Error::setting("dpo", "data", "required (--data)"));
         }
         if !(self.beta.is_finite() && self.beta > 0.0) {
-            return Err(Error::config(
+            return Err(Error::setting(
+                "dpo",
                 "beta",
                 format!("must be > 0, got {}", self.beta),
             ));
         }
         if !(0.0..0.5).contains(&self.label_smoothing) {
-            return Err(Error::config(
+            return Err(Error::setting(
+                "dpo",
                 "label_smoothing",
                 format!("must be in [0, 0.5), got {}", self.label_smoothing),
             ));
         }
         if self.label_smoothing > 0.0 && matches!(self.loss, LossType::Ipo | LossType::Hinge) {
-            return Err(Error::config(
+            return Err(Error::setting(
+                "dpo",
                 "label_smoothing",
                 "only sigmoid, robust and simpo use it",
             ));
         }
         if !self.gamma.is_finite() {
-            return Err(Error::config("gamma", "must be finite"));
+            return Err(Error::setting("dpo", "gamma", "must be finite"));
         }
         if !(self.rpo_alpha.is_finite() && self.rpo_alpha >= 0.0) {
-            return Err(Error::config(
+            return Err(Error::setting(
+                "dpo",
                 "rpo_alpha",
                 format!("must be >= 0, got {}", self.rpo_alpha),
             ));
         }
         if self.max_seq_len < 2 {
-            return Err(Error::config("max_seq_len", "must be at least 2"));
+            return Err(Error::setting("dpo", "max_seq_len", "must be at least 2"));
         }
         if self.uses_reference() && self.ref_model.as_deref() == Some("") {
-            return Err(Error::config("ref", "empty model spec"));
+            return Err(Error::setting("dpo", "ref", "empty model spec"));
         }
         self.lora()?;
         Ok(())
@@ -154,7 +162,7 @@ impl DpoConfig {
     pub fn lora(&self) -> Result<Option<LoraSpec>> {
         self.lora
             .spec()
-            .map_err(|(field, reason)| Error::config(field, reason))
+            .map_err(|(field, reason)| Error::setting("dpo", field, reason))
     }
 }
 

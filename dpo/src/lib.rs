@@ -4,7 +4,6 @@
 //! training through the one `train::run` loop.
 pub mod batch;
 pub mod config;
-pub mod error;
 pub mod loss;
 pub mod prepare;
 pub mod run;
@@ -12,8 +11,8 @@ pub mod stage;
 
 pub use batch::{sequence_logps, PairBatch};
 pub use config::{DpoConfig, LossType, Ties};
-pub use error::{Error, Result};
 pub use loss::{pair_losses, PairLogps};
 pub use prepare::{load_pairs, DataStats};
-pub use run::{train_dpo, DpoOutcome};
+pub use run::{run, train_dpo, DpoOutcome};
 pub use stage::{DpoStage, PairSet};
+pub use train::{Error, Result};

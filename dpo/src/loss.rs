@@ -9,6 +9,7 @@
 use crate::config::{DpoConfig, LossType};
 use candle_core::{DType, Tensor};
 use std::collections::BTreeMap;
+use train::loss::log_sigmoid;
 
 /// Per-pair inputs, each `(B,)` f32. `ref_*` are ignored by SimPO (may be zeros).
 #[derive(Debug, Clone)]
@@ -22,12 +23,6 @@ pub struct PairLogps {
     pub n_rejected: Tensor,
     /// Probability that chosen is preferred (1, or 0.5 for a soft tie).
     pub labels: Tensor,
-}
-
-/// `log σ(x) = -relu(-x) - log(1 + exp(-|x|))`, stable for large `|x|`.
-pub fn log_sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
-    let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    x.neg()?.relu()?.neg()? - tail
 }
 
 /// The signed quantity `z` each loss is a function of (flipping chosen and rejected negates it).

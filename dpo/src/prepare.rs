@@ -1,8 +1,8 @@
 //! Preference files to [`PairSet`]s (ties, length limits, bad rows logged), and the cache of
 //! precomputed reference log-probs.
 use crate::config::{DpoConfig, Ties};
-use crate::error::{Error, Result};
 use crate::stage::PairSet;
+use crate::{Error, Result};
 use data::prefs::{read_prefs, tokenize_all, ReadOptions, TokenizeOptions};
 use lm::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -56,11 +56,12 @@ pub fn load_pairs(tok: &Tokenizer, path: &Path, cfg: &DpoConfig) -> Result<(Pair
     stats.dropped_long = tokens.dropped.len();
     stats.pairs = tokens.pairs.len();
     if tokens.pairs.is_empty() {
-        return Err(Error::NoPairs {
+        return Err(Error::File {
             path: path.to_path_buf(),
-            skipped: stats.skipped,
-            dropped: stats.dropped_long,
-            ties: stats.ties_dropped,
+            reason: format!(
+                "no usable pairs ({} skipped as bad, {} dropped as too long, {} ties dropped)",
+                stats.skipped, stats.dropped_long, stats.ties_dropped
+            ),
         });
     }
     let labels = tokens
@@ -129,7 +130,7 @@ pub fn read_cache(path: &Path, fingerprint: &str) -> Option<RefCache> {
 /// Writes the cache atomically (temp file + rename), so a crash never leaves half a file.
 pub fn write_cache(path: &Path, cache: &RefCache) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_vec(cache).map_err(|e| Error::Cache {
+    let text = serde_json::to_vec(cache).map_err(|e| Error::File {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;

@@ -1,13 +1,13 @@
 //! One DPO run end to end: data, trainable parameters (full or LoRA), the reference (frozen
 //! copy, the LoRA base, or precomputed), `train::run`, and the outputs in the run folder.
 use crate::config::DpoConfig;
-use crate::error::{Error, Result};
 use crate::prepare::{fingerprint, load_pairs, read_cache, write_cache, DataStats, RefCache};
 use crate::stage::{DpoStage, PairSet};
+use crate::{Error, Result};
 use lm::{CausalLm, LoadOptions, Pretrained};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use train::{Params, TrainSummary, TrainerConfig};
+use train::{TrainSummary, TrainerConfig};
 
 /// What a run produced (also written to `dpo_run.json`).
 #[derive(Debug, serde::Serialize)]
@@ -26,6 +26,29 @@ pub struct DpoOutcome {
     pub model: CausalLm,
 }
 
+/// The files a DPO run writes besides the loop's.
+pub const FILES: train::RunFiles = train::RunFiles {
+    stage: "dpo",
+    plot: "dpo.svg",
+    series: &[
+        "rewards/margins",
+        "rewards/accuracies",
+        "eval_rewards/margins",
+        "eval_rewards/accuracies",
+    ],
+};
+
+/// `rudder dpo` as a library call: checks the settings, writes `dpo.toml` into the run folder,
+/// loads `cfg.model` (frozen with LoRA) and trains it ([`train_dpo`]).
+pub fn run(cfg: &DpoConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Result<DpoOutcome> {
+    cfg.validate()?;
+    let lora = cfg.lora()?;
+    train::start(&FILES, trainer, cfg)?;
+    let spec = train::required(cfg.model.as_deref(), FILES.stage, "model")?;
+    let pre = train::load_policy(spec, opts, lora.as_ref())?;
+    train_dpo(pre, opts, cfg, trainer)
+}
+
 /// Trains `pre` (loaded trainable for full fine-tuning, frozen for LoRA) with DPO. `opts` are
 /// used to load the reference (always frozen). Writes the model folder (full) or the PEFT
 /// adapter (LoRA), `dpo.svg` and `dpo_run.json` into `trainer.out`.
@@ -42,10 +65,7 @@ pub fn train_dpo(
         params,
         ..
     } = pre;
-    let data_path = cfg
-        .data
-        .as_deref()
-        .ok_or_else(|| Error::config("data", "required"))?;
+    let data_path = train::required(cfg.data.as_deref(), FILES.stage, "data")?;
     let (train_set, train_stats) = load_pairs(&tok, data_path, cfg)?;
     let (eval_set, eval_stats) = match &cfg.eval_data {
         Some(p) => {
@@ -55,12 +75,8 @@ pub fn train_dpo(
         None => (PairSet::default(), None),
     };
     let lora = cfg.lora()?;
-    let vars = model.trainable_vars(lora.as_ref(), params, trainer.seed)?;
-    let params = Params::new(vars)?;
-    std::fs::create_dir_all(&trainer.out).map_err(|source| Error::Io {
-        path: trainer.out.clone(),
-        source,
-    })?;
+    let params = train::trainable(&mut model, lora.as_ref(), params, trainer.seed)?;
+    std::fs::create_dir_all(&trainer.out).map_err(Error::io(&trainer.out))?;
     let mut stage = DpoStage {
         model,
         reference: None,
@@ -82,29 +98,15 @@ pub fn train_dpo(
         lora = lora.is_some(),
         "dpo"
     );
-    let summary = train::run(&mut stage, &params, trainer)?;
+    let base = cfg.model.as_deref().unwrap_or_default();
+    let (summary, plot) = train::train_and_save(&mut stage, &params, trainer, &FILES, |s, out| {
+        train::save_policy(&s.model, &tok, lora.as_ref(), base, out)
+    })?;
     let eval_after = match trainer.eval_every {
         Some(_) if !stage.eval.is_empty() => summary.eval.clone(),
         _ => stage.evaluate_set(&stage.eval)?,
     };
     log_eval("after training", &eval_after);
-    let out = &trainer.out;
-    match &lora {
-        Some(spec) => {
-            let base = cfg.model.clone().unwrap_or_default();
-            lm::lora::save_adapter(&stage.model, spec, &base, out)?;
-            lm::save::save_tokenizer(&stage.model, &tok, out)?;
-        }
-        None => lm::save::save_pretrained(&stage.model, &tok, out)?,
-    }
-    let plot = out.join("dpo.svg");
-    let series = [
-        "rewards/margins",
-        "rewards/accuracies",
-        "eval_rewards/margins",
-        "eval_rewards/accuracies",
-    ];
-    train::write_svg_plot(&out.join("metrics.jsonl"), &plot, &series)?;
     let outcome = DpoOutcome {
         summary,
         train_data: train_stats,
@@ -115,7 +117,7 @@ pub fn train_dpo(
         plot,
         model: stage.model,
     };
-    write_run_record(out, cfg, trainer, &outcome)?;
+    train::write_record(&FILES, trainer, cfg, &outcome)?;
     Ok(outcome)
 }
 
@@ -193,20 +195,11 @@ fn setup_reference(
 
 fn check_vocab(policy: &CausalLm, reference: &CausalLm, spec: &str) -> Result<()> {
     match policy.vocab_mismatch(reference) {
-        Some(why) => Err(Error::config("ref", format!("`{spec}`: {why}"))),
+        Some(why) => Err(Error::setting(
+            FILES.stage,
+            "ref",
+            format!("`{spec}`: {why}"),
+        )),
         None => Ok(()),
     }
-}
-
-/// `dpo_run.json`: the resolved configs, data statistics and before/after eval.
-fn write_run_record(
-    out: &Path,
-    cfg: &DpoConfig,
-    trainer: &TrainerConfig,
-    o: &DpoOutcome,
-) -> Result<()> {
-    let v = serde_json::json!({ "trainer": trainer, "dpo": cfg, "outcome": o });
-    let path = out.join("dpo_run.json");
-    let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-    std::fs::write(&path, text + "\n").map_err(|source| Error::Io { path, source })
 }

@@ -161,20 +161,6 @@ impl DpoStage {
 impl Stage for DpoStage {
     type Batch = PairBatch;
 
-    /// Adapter dropout (`lora_dropout`) runs in training forwards only, with masks drawn from
-    /// the micro-batch's position.
-    fn set_position(&mut self, position: Option<train::Position>) {
-        self.model.set_dropout_key(position.map(|p| p.key()));
-    }
-
-    /// The model may checkpoint its layers: their gradients come from recomputation.
-    fn backward(
-        &mut self,
-        loss: &candle_core::Tensor,
-    ) -> train::Result<candle_core::backprop::GradStore> {
-        Ok(lm::checkpoint::backward(loss)?)
-    }
-
     fn num_examples(&self) -> usize {
         self.train.len()
     }

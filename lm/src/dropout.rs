@@ -1,8 +1,10 @@
 //! Dropout on LoRA adapters' input (PEFT's `lora_dropout`), with masks that are a pure function
 //! of a key.
 //!
-//! A trainer sets the key of a micro-batch's forward and backward ([`CausalLm::set_dropout_key`],
-//! derived from the seed, the optimizer step and the micro-batch); each adapter draws its mask
+//! The training loop sets the key of a micro-batch's forward and backward ([`training_key`],
+//! derived from the seed, the optimizer step and the micro-batch) for the thread that runs
+//! them, as PyTorch's grad mode is per thread: no stage has to pass it to its models, so none
+//! can forget to. Each adapter draws its mask
 //! from that key, its module number and the element's index with a counter-based generator
 //! (SplitMix64 over the counter). Nothing is carried from one draw to the next, so:
 //! - an activation-checkpointed layer recomputed in the backward pass draws the very masks of
@@ -12,10 +14,36 @@
 //!
 //! Without a key (evaluation, scoring, generation) adapters run without dropout, as PEFT's do
 //! under `model.eval()`.
-//!
-//! [`CausalLm::set_dropout_key`]: crate::CausalLm::set_dropout_key
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::cell::Cell;
+
+thread_local! {
+    /// The key of the training micro-batch this thread is computing, if any.
+    static KEY: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Training mode for adapter dropout on this thread until the guard is dropped: forwards run
+/// their adapters with masks derived from `key` (`None`: evaluation mode). The previous key
+/// comes back on drop, so an early return cannot leave evaluation forwards dropping inputs.
+pub fn training_key(key: Option<u64>) -> KeyGuard {
+    KeyGuard(KEY.with(|k| k.replace(key)))
+}
+
+/// The key of the current training micro-batch on this thread (see [`training_key`]).
+pub fn current_key() -> Option<u64> {
+    KEY.with(Cell::get)
+}
+
+/// Restores the previous key when dropped (see [`training_key`]).
+#[must_use = "the key is reset when the guard is dropped"]
+pub struct KeyGuard(Option<u64>);
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        KEY.with(|k| k.set(self.0));
+    }
+}
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 

@@ -27,6 +27,7 @@ pub mod ops;
 mod rope;
 pub mod sample;
 pub mod save;
+pub mod settings;
 pub mod tokenizer;
 pub mod weights;
 

@@ -207,13 +207,6 @@ impl CausalLm {
         self.adapters_enabled = on;
     }
 
-    /// Training mode for the adapters' dropout: `Some(key)` around a micro-batch's forward and
-    /// backward (the masks derive from the key, see [`crate::dropout`]), `None` for evaluation.
-    /// Adapters with `dropout` 0 and generation never drop anything.
-    pub fn set_dropout_key(&mut self, key: Option<u64>) {
-        self.dropout_key = key;
-    }
-
     /// The adapter tensors under PEFT's names (empty without adapters).
     pub fn lora_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![];
@@ -416,35 +409,37 @@ pub fn read_adapter_config(path: &Path) -> Result<LoraSpec> {
     })
 }
 
+mod count;
+pub use count::{adaptable_projections, adapter_params};
+
 #[cfg(test)]
-#[path = "lora_tests.rs"]
 mod tests;
 
 /// LoRA settings as every trainer's config carries them (flattened into the stage config, so the
 /// TOML keys and flags are `lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default)]
 pub struct LoraConfig {
-    /// LoRA rank; unset means full fine-tuning. Default none.
+    /// LoRA rank; without it the whole model is trained (full fine-tuning).
+    #[arg(long)]
     pub lora_r: Option<usize>,
-    /// Scale numerator (update = alpha / r · B A). Default 16.
+    /// LoRA alpha; the update is scaled by alpha / r.
+    #[arg(long, default_value_t = 16.0)]
     pub lora_alpha: f64,
-    /// Dropout probability on the adapters' input while training, in [0, 1). Default 0
-    /// (PEFT's).
+    /// Dropout probability on the adapters' input while training, in [0, 1) (PEFT's
+    /// `lora_dropout`; not in PPO).
+    #[arg(long, default_value_t = 0.0)]
     pub lora_dropout: f64,
-    /// Projections that get adapters (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,
-    /// down_proj, or all-linear). Default q_proj, v_proj (PEFT's default for Llama/Qwen).
+    /// Comma-separated projections to adapt: q_proj, k_proj, v_proj, o_proj, gate_proj,
+    /// up_proj, down_proj (GPT-2: c_attn, c_proj, c_fc), or all-linear (PEFT's default for
+    /// Llama/Qwen: q_proj,v_proj).
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
     pub lora_targets: Vec<String>,
 }
 
 impl Default for LoraConfig {
     fn default() -> Self {
-        Self {
-            lora_r: None,
-            lora_alpha: 16.0,
-            lora_dropout: 0.0,
-            lora_targets: vec!["q_proj".into(), "v_proj".into()],
-        }
+        crate::settings::defaults()
     }
 }
 

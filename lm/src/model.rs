@@ -163,9 +163,6 @@ pub struct CausalLm {
     pub dtype: DType,
     /// Whether LoRA adapters (if any) take part in the forward pass.
     pub adapters_enabled: bool,
-    /// Training-mode adapter dropout: the key of the current micro-batch's masks, set by the
-    /// trainer around its forward and backward (see [`crate::dropout`]).
-    pub(crate) dropout_key: Option<u64>,
     /// Activation checkpointing in training forwards (transformers' `gradient_checkpointing`):
     /// see [`crate::checkpoint`]. Set only on the model being trained.
     pub checkpointing: bool,
@@ -400,7 +397,7 @@ impl CausalLm {
             adapters: Adapters {
                 on: self.adapters_enabled,
                 // Cached forwards generate: never with dropout.
-                dropout_key: self.dropout_key.filter(|_| cache.is_none()),
+                dropout_key: crate::dropout::current_key().filter(|_| cache.is_none()),
             },
             cfg: &self.config,
             router: Default::default(),

@@ -107,3 +107,22 @@ pub fn save_tokenizer(model: &CausalLm, tok: &Tokenizer, dir: &Path) -> Result<(
     }
     write_json(&dir.join("generation_config.json"), &gen)
 }
+
+/// Folds the PEFT LoRA adapter in `adapter` into its base model `base` (HF folder, hub id or
+/// `.gguf`) and writes the full model folder `out`; the base itself is not changed. Returns the
+/// adapter's spec.
+pub fn merge_adapter(
+    base: &str,
+    adapter: &Path,
+    out: &Path,
+    opts: &crate::LoadOptions,
+) -> Result<crate::lora::LoraSpec> {
+    let opts = crate::LoadOptions {
+        trainable: false,
+        ..opts.clone()
+    };
+    let mut pre = crate::load(base, &opts)?;
+    let (spec, _) = pre.model.load_adapter(adapter)?;
+    save_pretrained(&pre.model, &pre.tokenizer, out)?;
+    Ok(spec)
+}

@@ -310,7 +310,6 @@ impl CausalLm {
             lm_head,
             dtype: precision.compute,
             adapters_enabled: true,
-            dropout_key: None,
             checkpointing: false,
             router_log: Default::default(),
         };

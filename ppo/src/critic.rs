@@ -1,8 +1,8 @@
 //! The value function of PPO: a linear head on the policy's last hidden states (shared body,
 //! as TRL's `AutoModelForCausalLMWithValueHead`), or a separate critic model initialised from
 //! a reward model (TRL's PPOv2 layout: body plus `score` head, both trained).
-use crate::error::Result;
 use crate::frame::Frame;
+use crate::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use reward_model::RewardModel;
 use std::path::Path;

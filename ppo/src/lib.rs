@@ -4,12 +4,11 @@
 //! loop (one rollout per batch, `ppo_epochs × minibatches` optimizer steps from it).
 pub mod config;
 
-pub mod error;
 pub mod loss;
 pub mod math;
 
 pub use config::{Algo, KlEstimator, PpoConfig};
-pub use error::{Error, Result};
+pub use train::{Error, Result};
 pub mod critic;
 pub mod frame;
 pub mod prompts;
@@ -22,5 +21,5 @@ mod update;
 pub use critic::Critic;
 pub use prompts::{load_prompts, Prompt};
 pub use reward::{Item, RuleFn, Scorer};
-pub use run::{build_stage, train_ppo, train_ppo_with, PpoOutcome};
+pub use run::{build_stage, run, train_ppo, train_ppo_with, PpoOutcome};
 pub use stage::{PpoStage, PpoState, Rollout, Sample};

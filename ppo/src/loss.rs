@@ -1,7 +1,37 @@
-//! The update's losses on flat `(N,)` tensors, one entry per completion token of a minibatch:
-//! PPO's clipped surrogate and clipped value loss, GRPO's KL term. How tokens are weighted into
-//! one number is a `(N,)` weight vector (see [`weights`]).
+//! Every term of the PPO/RLOO/GRPO objective. The KL penalty in the reward (per-token
+//! estimators on plain numbers, [`kl`] and [`token_rewards`]); the update's losses on flat
+//! `(N,)` tensors, one entry per completion token of a minibatch: PPO's clipped surrogate and
+//! clipped value loss, GRPO's KL term [`k3`]. How tokens are weighted into one number is a
+//! `(N,)` weight vector (see [`weights`]).
+use crate::config::KlEstimator;
 use candle_core::{Result, Tensor};
+
+/// Per-token KL of the policy to the reference at the sampled tokens.
+/// k1: `log π − log π_ref`; k3: `r − 1 − log r` with `r = π_ref / π`.
+pub fn kl(est: KlEstimator, logp: &[f32], ref_logp: &[f32]) -> Vec<f32> {
+    logp.iter()
+        .zip(ref_logp)
+        .map(|(&p, &q)| {
+            let d = f64::from(p) - f64::from(q);
+            match est {
+                KlEstimator::K1 => d as f32,
+                KlEstimator::K3 => ((-d).exp() - 1.0 + d) as f32,
+            }
+        })
+        .collect()
+}
+
+/// PPO's per-token rewards: `−β · kl_t` on every token, plus the score on the last one.
+pub fn token_rewards(kl: &[f32], score: f32, kl_coef: f64) -> Vec<f32> {
+    let mut r: Vec<f32> = kl
+        .iter()
+        .map(|&k| (-kl_coef * f64::from(k)) as f32)
+        .collect();
+    if let Some(last) = r.last_mut() {
+        *last += score;
+    }
+    r
+}
 
 /// How per-token losses become one number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,5 +113,4 @@ pub fn k3(logp: &Tensor, ref_logp: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-#[path = "loss_tests.rs"]
 mod tests;

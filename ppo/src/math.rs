@@ -1,36 +1,8 @@
-//! The arithmetic of a rollout on plain numbers: KL estimators, per-token rewards, GAE,
-//! whitening, RLOO and GRPO baselines, the adaptive KL controller and running score moments.
+//! The arithmetic of a rollout on plain numbers: GAE, whitening, RLOO and GRPO baselines, the
+//! adaptive KL controller and running score moments (the KL terms are in [`crate::loss`]).
 //! Rows are completions of different lengths (`&[Vec<f32>]`, one value per completion token);
 //! sums are taken in f64.
-use crate::config::KlEstimator;
 use serde::{Deserialize, Serialize};
-
-/// Per-token KL of the policy to the reference at the sampled tokens.
-/// k1: `log π − log π_ref`; k3: `r − 1 − log r` with `r = π_ref / π`.
-pub fn kl(est: KlEstimator, logp: &[f32], ref_logp: &[f32]) -> Vec<f32> {
-    logp.iter()
-        .zip(ref_logp)
-        .map(|(&p, &q)| {
-            let d = f64::from(p) - f64::from(q);
-            match est {
-                KlEstimator::K1 => d as f32,
-                KlEstimator::K3 => ((-d).exp() - 1.0 + d) as f32,
-            }
-        })
-        .collect()
-}
-
-/// PPO's per-token rewards: `−β · kl_t` on every token, plus the score on the last one.
-pub fn token_rewards(kl: &[f32], score: f32, kl_coef: f64) -> Vec<f32> {
-    let mut r: Vec<f32> = kl
-        .iter()
-        .map(|&k| (-kl_coef * f64::from(k)) as f32)
-        .collect();
-    if let Some(last) = r.last_mut() {
-        *last += score;
-    }
-    r
-}
 
 /// Generalised advantage estimation over one completion (the value after the last token is
 /// 0): `δ_t = r_t + γ V_{t+1} − V_t`, `A_t = δ_t + γλ A_{t+1}`; returns `(A, A + V)`.
@@ -173,5 +145,4 @@ impl RunningMoments {
 }
 
 #[cfg(test)]
-#[path = "math_tests.rs"]
 mod tests;

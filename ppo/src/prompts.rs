@@ -1,6 +1,6 @@
 //! The prompts file: JSONL or a JSON array of `{"prompt": str | messages}` (other fields are
 //! kept for the reward command), tokenized once, left-truncated to `max_prompt_len`.
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 use lm::{TextOrMessages, Tokenizer};
 use std::path::Path;
 
@@ -22,8 +22,7 @@ pub fn load_prompts(path: &Path, tok: &Tokenizer, max_len: usize) -> Result<(Vec
     let bad = |line, reason: String| Error::Row {
         path: path.to_path_buf(),
         line,
-        field: "prompt",
-        reason,
+        reason: format!("field `prompt`: {reason}"),
     };
     let (mut out, mut truncated) = (Vec::with_capacity(rows.len()), 0);
     for r in rows {

@@ -1,7 +1,7 @@
 //! Scoring completions: the reward model on the final token, an external command
 //! (`--reward-cmd`), or a function (rule-based rewards from library users and tests).
-use crate::error::{Error, Result};
 use crate::prompts::Prompt;
+use crate::{Error, Result};
 use reward_model::RewardModel;
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
@@ -69,10 +69,7 @@ impl Scorer {
 }
 
 fn run_command(cmd: &str, items: &[Item]) -> Result<Vec<f64>> {
-    let fail = |reason: String| Error::RewardCmd {
-        cmd: cmd.to_string(),
-        reason,
-    };
+    let fail = |reason: String| Error::Halted(format!("reward command `{cmd}`: {reason}"));
     let mut input = Vec::new();
     for it in items {
         let row = serde_json::json!({"prompt": it.prompt.value, "completion": it.completion_text});

@@ -1,9 +1,9 @@
 //! Making a rollout: (1) sample with the KV cache → (2) score → (3) log-probs under policy and
 //! reference, per-token KL → (4) advantages. Phase 5 (update) is in `update.rs`.
-use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::reward::Item;
 use crate::stage::{PpoStage, Rollout, Sample};
+use crate::{Error, Result};
 use candle_core::{DType, Tensor, D};
 use lm::generate::{generate, SamplingConfig};
 use lm::logprobs::PromptCompletion;
@@ -126,11 +126,10 @@ impl PpoStage {
     }
 
     pub(crate) fn non_finite(&self, rollout: usize, what: String) -> Error {
-        Error::NonFinite {
-            rollout,
-            step: self.state.step + 1,
-            what,
-        }
+        let step = self.state.step + 1;
+        Error::Halted(format!(
+            "rollout {rollout} (before optimizer step {step}): non-finite {what}"
+        ))
     }
 
     /// Fills old/ref log-probs and values; returns the mean token entropy of the policy.
@@ -198,5 +197,4 @@ fn entropy(logits: &Tensor) -> candle_core::Result<Tensor> {
     (lse - (p * shifted)?.sum_keepdim(D::Minus1)?)?.squeeze(D::Minus1)
 }
 
-#[path = "advantages.rs"]
 mod advantages;

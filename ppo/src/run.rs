@@ -2,15 +2,15 @@
 //! value function), the frozen reference, the scorer, `train::run`, and the outputs.
 use crate::config::{Algo, PpoConfig};
 use crate::critic::Critic;
-use crate::error::{Error, Result};
 use crate::math::{KlController, RunningMoments};
 use crate::prompts::load_prompts;
 use crate::reward::Scorer;
 use crate::stage::{PpoStage, PpoState};
+use crate::{Error, Result};
 use lm::{CausalLm, LoadOptions, Pretrained};
 use reward_model::RewardModel;
-use std::path::{Path, PathBuf};
-use train::{Params, TrainSummary, TrainerConfig};
+use std::path::PathBuf;
+use train::{TrainSummary, TrainerConfig};
 
 /// What a run produced (also written to `ppo_run.json`).
 #[derive(Debug, serde::Serialize)]
@@ -23,6 +23,24 @@ pub struct PpoOutcome {
     pub state: PpoState,
     /// Scores and KL over steps.
     pub plot: PathBuf,
+}
+
+/// The files a PPO/RLOO/GRPO run writes besides the loop's (and `samples.jsonl`).
+pub const FILES: train::RunFiles = train::RunFiles {
+    stage: "ppo",
+    plot: "ppo.svg",
+    series: &["objective/scores", "objective/rlhf_reward", "objective/kl"],
+};
+
+/// `rudder ppo` as a library call: checks the settings, writes `ppo.toml` into the run folder,
+/// loads `cfg.model` (frozen with LoRA) and trains it ([`train_ppo`]).
+pub fn run(cfg: &PpoConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Result<PpoOutcome> {
+    cfg.validate(trainer)?;
+    let lora = cfg.lora()?;
+    train::start(&FILES, trainer, cfg)?;
+    let spec = train::required(cfg.model.as_deref(), FILES.stage, "model")?;
+    let pre = train::load_policy(spec, opts, lora.as_ref())?;
+    train_ppo(pre, opts, cfg, trainer)
 }
 
 /// Trains `pre` (loaded trainable for full training, frozen for LoRA) as `cfg` says, scoring
@@ -49,7 +67,7 @@ pub fn train_ppo_with(
     let mut stage = build_stage(pre, opts, cfg, trainer, scorer)?;
     let mut vars = stage.trainable.clone();
     vars.extend(stage.critic.iter().flat_map(Critic::named_vars));
-    let params = Params::new(vars)?;
+    let params = train::Params::new(vars)?;
     let trainable_params = params.num_elements();
     tracing::info!(
         prompts = stage.prompts.len(),
@@ -58,22 +76,12 @@ pub fn train_ppo_with(
         "ppo ({:?})",
         cfg.algo
     );
-    let summary = train::run(&mut stage, &params, trainer)?;
-    let out = &trainer.out;
-    match cfg.lora()? {
-        Some(spec) => {
-            let base = cfg.model.clone().unwrap_or_default();
-            lm::lora::save_adapter(&stage.policy, &spec, &base, out)?;
-            lm::save::save_tokenizer(&stage.policy, &stage.tok, out)?;
-        }
-        None => lm::save::save_pretrained(&stage.policy, &stage.tok, out)?,
-    }
-    if let Some(c) = &stage.critic {
-        c.save(out)?;
-    }
-    let plot = out.join("ppo.svg");
-    let series = ["objective/scores", "objective/rlhf_reward", "objective/kl"];
-    train::write_svg_plot(&out.join("metrics.jsonl"), &plot, &series)?;
+    let lora = cfg.lora()?;
+    let base = cfg.model.as_deref().unwrap_or_default();
+    let (summary, plot) = train::train_and_save(&mut stage, &params, trainer, &FILES, |s, out| {
+        train::save_policy(&s.policy, &s.tok, lora.as_ref(), base, out)?;
+        s.critic.as_ref().map_or(Ok(()), |c| c.save(out))
+    })?;
     let outcome = PpoOutcome {
         summary,
         prompts: stage.prompts.len(),
@@ -82,7 +90,7 @@ pub fn train_ppo_with(
         state: stage.state.clone(),
         plot,
     };
-    write_record(out, cfg, trainer, &outcome)?;
+    train::write_record(&FILES, trainer, cfg, &outcome)?;
     Ok(outcome)
 }
 
@@ -100,10 +108,7 @@ pub fn build_stage(
         params,
         ..
     } = pre;
-    let path = cfg
-        .prompts
-        .as_deref()
-        .ok_or_else(|| Error::config("prompts", "required"))?;
+    let path = train::required(cfg.prompts.as_deref(), FILES.stage, "prompts")?;
     let (prompts, truncated) = load_prompts(path, &tok, cfg.max_prompt_len)?;
     let lora = cfg.lora()?;
     let trainable = model.trainable_vars(lora.as_ref(), params, trainer.seed)?;
@@ -134,12 +139,9 @@ pub fn build_stage(
         (Some(s), _, _) => s,
         (None, Some(rm), _) => Scorer::model(RewardModel::load(rm, &frozen)?, &tok)?,
         (None, None, Some(cmd)) => Scorer::Command(cmd.clone()),
-        (None, None, None) => return Err(Error::config("reward_model", "required")),
+        (None, None, None) => return Err(Error::setting("ppo", "reward_model", "required")),
     };
-    std::fs::create_dir_all(&trainer.out).map_err(|source| Error::Io {
-        path: trainer.out.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&trainer.out).map_err(Error::io(&trainer.out))?;
     Ok(PpoStage {
         policy: model,
         reference,
@@ -188,7 +190,7 @@ fn make_critic(
         },
     )?;
     if let Some(why) = policy.vocab_mismatch(&rm.backbone) {
-        return Err(Error::config("critic", why));
+        return Err(Error::setting("ppo", "critic", why));
     }
     if let Some(spec) = lora {
         rm.backbone_params = rm
@@ -196,17 +198,4 @@ fn make_critic(
             .trainable_vars(Some(spec), vec![], seed ^ 0xC1)?;
     }
     Ok(Critic::Model(Box::new(rm)))
-}
-
-/// `ppo_run.json`: the resolved configs and the outcome.
-fn write_record(
-    out: &Path,
-    cfg: &PpoConfig,
-    trainer: &TrainerConfig,
-    o: &PpoOutcome,
-) -> Result<()> {
-    let v = serde_json::json!({ "trainer": trainer, "ppo": cfg, "outcome": o });
-    let path = out.join("ppo_run.json");
-    let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-    std::fs::write(&path, text + "\n").map_err(|source| Error::Io { path, source })
 }

@@ -100,25 +100,17 @@ impl PpoStage {
 impl Stage for PpoStage {
     type Batch = Rollout;
 
-    /// The model may checkpoint its layers: their gradients come from recomputation.
-    fn backward(
-        &mut self,
-        loss: &candle_core::Tensor,
-    ) -> train::Result<candle_core::backprop::GradStore> {
-        Ok(lm::checkpoint::backward(loss)?)
-    }
-
     fn num_examples(&self) -> usize {
         self.prompts.len()
     }
 
     fn make_batch(&mut self, indices: &[usize]) -> train::Result<Rollout> {
-        self.rollout(indices).map_err(train::Error::stage)
+        self.rollout(indices)
     }
 
     /// Sampling is generation; scoring and the log-prob passes are forward passes.
-    fn batch_phases(&self, batch: &Rollout) -> Vec<(train::cost::Phase, f64)> {
-        use train::cost::Phase;
+    fn batch_phases(&self, batch: &Rollout) -> Vec<(cost::Phase, f64)> {
+        use cost::Phase;
         let s = |k: &str| batch.metrics.get(k).copied().unwrap_or(0.0);
         vec![
             (Phase::Generation, s("time/generation_s")),
@@ -136,7 +128,6 @@ impl Stage for PpoStage {
 
     fn update_loss(&mut self, batch: &Rollout, update: usize) -> train::Result<StepOutput> {
         self.minibatch_loss(batch, update)
-            .map_err(train::Error::stage)
     }
 
     fn padded_shape(&self, batch: &Rollout, update: usize) -> Option<(usize, usize)> {

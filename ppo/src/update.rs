@@ -2,10 +2,10 @@
 //! surrogate plus clipped value loss, RLOO's clipped surrogate on sequence advantages, or
 //! GRPO's clipped surrogate plus β·KL to the reference.
 use crate::config::Algo;
-use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::loss::{clipped_policy_loss, clipped_value_loss, k3, weighted, weights, Reduce};
 use crate::stage::{PpoStage, Rollout, Sample};
+use crate::{Error, Result};
 use candle_core::Tensor;
 use lm::logprobs::PromptCompletion;
 use std::time::Instant;
@@ -77,7 +77,7 @@ impl PpoStage {
                 let critic = self
                     .critic
                     .as_ref()
-                    .ok_or_else(|| Error::config("critic", "ppo needs a value function"))?;
+                    .ok_or_else(|| Error::setting("ppo", "critic", "ppo needs a value function"))?;
                 let (vf, vf_clip) = clipped_value_loss(
                     &critic.values(&picked, &frame)?,
                     &flat(|s| &s.values)?,

@@ -1,62 +1,68 @@
 //! The reward stage's own settings (the loop's are `train::TrainerConfig`). Same names in the
 //! `--config` TOML table and as `rudder reward train` flags.
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 use lm::lora::{LoraConfig, LoraSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Reward-model training settings; every field has a default, so a TOML file only lists what it
-/// changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Reward-model training settings: the `rudder reward train` flags and the TOML keys; every
+/// field has a default (its `#[arg]`), so a TOML file only lists what it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct RewardConfig {
-    /// Backbone to start from: folder, hub id or GGUF (usually the SFT output). Required.
+    /// Backbone: HF folder, hub id or .gguf, usually the SFT output (required, here or in
+    /// --config).
+    #[arg(long)]
     pub model: Option<String>,
-    /// Training pairs (JSONL or JSON array; TRL, labeling-export or LLaMA-Factory rows). Required.
+    /// Preference pairs, JSONL or JSON array: TRL, labeling-export or LLaMA-Factory rows
+    /// (required).
+    #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Evaluation pairs, same formats. Default none (no evaluation).
+    /// Held-out pairs: accuracy, margin, reward stats (and by agreement) at --eval-every and the
+    /// end [none].
+    #[arg(long)]
     pub eval_data: Option<PathBuf>,
-    /// Longest `prompt + completion` in tokens; longer pairs lose prompt tokens from the left
-    /// (then completion tokens from the right) and are counted. Default 1024 (TRL's `max_length`).
+    /// Longest prompt+completion in tokens; longer pairs lose prompt tokens from the left (then
+    /// completion tokens from the right) and are counted (TRL's max_length).
+    #[arg(long, default_value = "1024")]
     pub max_seq_len: Option<usize>,
-    /// Drop pairs longer than `max_seq_len` instead of truncating them. Default false.
+    /// Drop pairs longer than --max-seq-len instead of truncating them.
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub drop_long: bool,
-    /// Skip (and report) rows that fail to parse, e.g. chosen == rejected. Default false.
+    /// Count and skip bad rows (identical chosen/rejected, missing fields) instead of stopping
+    /// at the first.
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub skip_bad_rows: bool,
-    /// Subtract the row's `margin` inside the sigmoid when the data has one. Default true.
+    /// Subtract the row's "margin" inside the sigmoid when the data has one, as TRL.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub use_margin: bool,
-    /// TRL's `center_rewards_coefficient`: adds `coef · mean((r_c + r_r)²)`. Default none.
+    /// TRL's center_rewards_coefficient: adds coef * mean((r_c + r_r)^2) [none].
+    #[arg(long)]
     pub center_rewards_coefficient: Option<f64>,
-    /// Seed of the score head's normal(0, initializer_range) init. Default 42.
+    /// Seed of the score head's normal(0, initializer_range) init.
+    #[arg(long, default_value_t = 42)]
     pub head_seed: u64,
-    /// Pairs per forward pass during evaluation. Default 8.
+    /// Pairs per forward pass when evaluating.
+    #[arg(long, default_value_t = 8)]
     pub eval_batch_size: usize,
-    /// Keep the pairs of one `group` (e.g. all pairs of one ranking from `rudder label export`)
-    /// together: each group is one training example, so `batch_size` counts groups and a
-    /// ranking's K(K-1)/2 pairs share a batch (InstructGPT's scheme against overfitting on
-    /// correlated pairs). Pairs without a group are groups of one. Default false.
+    /// Keep each ranking's pairs (rows sharing a "group", as `rudder label export` writes them)
+    /// in one batch element: --batch-size then counts rankings, and a ranking's K(K-1)/2 pairs
+    /// share a batch (InstructGPT's scheme against overfitting on correlated pairs).
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub group_pairs: bool,
     /// LoRA (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`); full training when unset.
     #[serde(flatten)]
+    #[command(flatten)]
     pub lora: LoraConfig,
 }
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        Self {
-            model: None,
-            data: None,
-            eval_data: None,
-            max_seq_len: Some(1024),
-            drop_long: false,
-            skip_bad_rows: false,
-            use_margin: true,
-            center_rewards_coefficient: None,
-            head_seed: 42,
-            eval_batch_size: 8,
-            group_pairs: false,
-            lora: LoraConfig::default(),
-        }
+        lm::settings::defaults()
     }
 }
 
@@ -64,28 +70,34 @@ impl RewardConfig {
     /// Rejects settings that cannot work, before anything is loaded.
     pub fn validate(&self) -> Result<()> {
         if self.model.as_deref().is_none_or(str::is_empty) {
-            return Err(Error::config(
+            return Err(Error::setting(
+                "reward",
                 "model",
                 "required (a folder, hub id or .gguf)",
             ));
         }
         if self.data.is_none() {
-            return Err(Error::config("data", "required (a preference JSONL file)"));
+            return Err(Error::setting(
+                "reward",
+                "data",
+                "required (a preference JSONL file)",
+            ));
         }
         if self.max_seq_len == Some(0) {
-            return Err(Error::config("max_seq_len", "must be > 0"));
+            return Err(Error::setting("reward", "max_seq_len", "must be > 0"));
         }
         if self.drop_long && self.max_seq_len.is_none() {
-            return Err(Error::config("drop_long", "needs max_seq_len"));
+            return Err(Error::setting("reward", "drop_long", "needs max_seq_len"));
         }
         if self.eval_batch_size == 0 {
-            return Err(Error::config("eval_batch_size", "must be > 0"));
+            return Err(Error::setting("reward", "eval_batch_size", "must be > 0"));
         }
         if let Some(c) = self
             .center_rewards_coefficient
             .filter(|c| !(c.is_finite() && *c >= 0.0))
         {
-            return Err(Error::config(
+            return Err(Error::setting(
+                "reward",
                 "center_rewards_coefficient",
                 format!("must be >= 0, got {c}"),
             ));
@@ -98,6 +110,6 @@ impl RewardConfig {
     pub fn lora(&self) -> Result<Option<LoraSpec>> {
         self.lora
             .spec()
-            .map_err(|(field, reason)| Error::config(field, reason))
+            .map_err(|(field, reason)| Error::setting("reward", field, reason))
     }
 }

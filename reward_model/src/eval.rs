@@ -1,8 +1,8 @@
 //! Evaluation of a reward model on held-out pairs: pairwise accuracy, mean margin, reward
 //! statistics, and accuracy split by how much the labelers agreed.
-use crate::error::Result;
 use crate::model::RewardModel;
 use crate::pairs::Pair;
+use crate::Result;
 use std::collections::BTreeMap;
 
 /// Agreement buckets (share of labelers who preferred `chosen`): unanimous (1.0), majority

@@ -5,7 +5,6 @@
 //!
 //! Library API for later stages (PPO, compare): [`RewardModel::load`], [`RewardModel::score`].
 pub mod config;
-pub mod error;
 pub mod eval;
 pub mod loss;
 pub mod model;
@@ -16,10 +15,10 @@ pub mod score_rows;
 pub mod stage;
 
 pub use config::RewardConfig;
-pub use error::{Error, Result};
 pub use eval::evaluate_pairs;
 pub use loss::{batch_metrics, pairwise_loss};
 pub use model::{reward_index, HeadInit, RewardModel, SCORE_WEIGHT};
 pub use pairs::{group_indices, load_pairs, Pair, PairData};
-pub use run::{build_stage, train_reward, TrainOutcome};
+pub use run::{build_stage, run, train_reward, TrainOutcome};
 pub use stage::{PairBatch, RewardStage};
+pub use train::{Error, Result};

@@ -1,15 +1,8 @@
 //! The Bradley–Terry pairwise loss of TRL 1.16's `RewardTrainer.compute_loss`, and the numbers
 //! logged with it.
-use crate::error::Result;
+use crate::Result;
 use candle_core::Tensor;
 use std::collections::BTreeMap;
-
-/// `-log σ(x)` computed stably as `softplus(-x) = relu(-x) + log(1 + exp(-|x|))`.
-pub fn neg_log_sigmoid(x: &Tensor) -> Result<Tensor> {
-    let neg = x.neg()?;
-    let tail = ((x.abs()?.neg()?.exp()? + 1.0)?).log()?;
-    Ok((neg.relu()? + tail)?)
-}
 
 /// Mean over pairs of `-log σ(r_c - r_r - margin)`, plus `coef · mean((r_c + r_r)²)` when
 /// `center_coef` is set (TRL's `center_rewards_coefficient`, which keeps rewards near zero).
@@ -24,7 +17,7 @@ pub fn pairwise_loss(
     if let Some(m) = margin {
         diff = (diff - m)?;
     }
-    let mut loss = neg_log_sigmoid(&diff)?.mean_all()?;
+    let mut loss = train::loss::log_sigmoid(&diff)?.neg()?.mean_all()?;
     if let Some(c) = center_coef {
         let center = (chosen + rejected)?.sqr()?.mean_all()?;
         loss = (loss + (center * c)?)?;
@@ -50,21 +43,4 @@ pub fn batch_metrics(chosen: &[f32], rejected: &[f32]) -> BTreeMap<String, f64> 
         ("mean_reward".to_string(), mean),
         ("max_reward".to_string(), max),
     ])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn neg_log_sigmoid_is_stable_at_extremes() -> Result<()> {
-        let x = Tensor::new(&[-100f32, -1.0, 0.0, 1.0, 100.0], &Device::Cpu)?;
-        let got = neg_log_sigmoid(&x)?.to_vec1::<f32>()?;
-        let want = [100.0f32, 1.3132616, std::f32::consts::LN_2, 0.31326166, 0.0];
-        for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() < 1e-5, "{got:?}");
-        }
-        Ok(())
-    }
 }

@@ -1,6 +1,6 @@
 //! The reward model: a decoder body plus a bias-free linear `score` head `(1, H)` read at one token
 //! per sequence, as transformers' `LlamaForSequenceClassification` with `num_labels = 1`.
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use lm::backbone::{load_backbone, Backbone};
 use lm::{CausalLm, InputBatch, LoadOptions, ModelSource, Tokenizer};
@@ -59,43 +59,44 @@ impl RewardModel {
         let cfg = &pretrained.model.config;
         let h = cfg.hidden_size;
         let origin = source_path(&pretrained.source);
-        let score =
-            match (extra.get(SCORE_WEIGHT), init) {
-                (Some(w), _) => {
-                    if w.dims() != [1, h] {
-                        return Err(Error::Head {
-                            path: origin,
-                            name: SCORE_WEIGHT.into(),
-                            reason: format!(
-                                "shape {:?}, expected [1, {h}] (num_labels must be 1)",
-                                w.dims()
-                            ),
-                        });
-                    }
-                    w.to_dtype(DType::F32)?
-                }
-                (None, Some(init)) => {
-                    let std = init.std.unwrap_or_else(|| {
-                        cfg.raw
-                            .get("initializer_range")
-                            .and_then(|v| v.as_f64())
-                            .unwrap_or(0.02)
+        let score = match (extra.get(SCORE_WEIGHT), init) {
+            (Some(w), _) => {
+                if w.dims() != [1, h] {
+                    return Err(Error::File {
+                        path: origin,
+                        reason: format!(
+                            "tensor `{SCORE_WEIGHT}`: shape {:?}, expected [1, {h}] \
+                                 (num_labels must be 1)",
+                            w.dims()
+                        ),
                     });
-                    tracing::info!(
-                        seed = init.seed,
-                        std,
-                        "no score head in the model: initialising one"
-                    );
-                    init_head(h, std, init.seed, &opts.device)?
                 }
-                (None, None) => return Err(Error::Head {
+                w.to_dtype(DType::F32)?
+            }
+            (None, Some(init)) => {
+                let std = init.std.unwrap_or_else(|| {
+                    cfg.raw
+                        .get("initializer_range")
+                        .and_then(|v| v.as_f64())
+                        .unwrap_or(0.02)
+                });
+                tracing::info!(
+                    seed = init.seed,
+                    std,
+                    "no score head in the model: initialising one"
+                );
+                init_head(h, std, init.seed, &opts.device)?
+            }
+            (None, None) => {
+                return Err(Error::File {
                     path: origin,
-                    name: SCORE_WEIGHT.into(),
-                    reason:
-                        "missing: this is not a reward model (train one with `rudder reward train`)"
-                            .into(),
-                }),
-            };
+                    reason: format!(
+                        "tensor `{SCORE_WEIGHT}`: missing: this is not a reward model \
+                         (train one with `rudder reward train`)"
+                    ),
+                })
+            }
+        };
         let pad_id = cfg.pad_token_id.unwrap_or(pretrained.tokenizer.pad_id);
         Ok(RewardModel {
             backbone: pretrained.model,

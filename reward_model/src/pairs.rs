@@ -1,6 +1,6 @@
 //! Preference files to token-id pairs, through the shared parser in `data::prefs`.
 use crate::config::RewardConfig;
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 use data::prefs::{read_prefs, tokenize_all, ReadOptions, TokenizeOptions};
 use lm::Tokenizer;
 use std::path::Path;
@@ -112,7 +112,7 @@ pub fn load_pairs(path: &Path, tok: &Tokenizer, cfg: &RewardConfig) -> Result<Pa
                 out.skipped.push((t.line, reason));
                 continue;
             }
-            return Err(Error::Data {
+            return Err(Error::Row {
                 path: path.to_path_buf(),
                 line: t.line,
                 reason,
@@ -130,7 +130,7 @@ pub fn load_pairs(path: &Path, tok: &Tokenizer, cfg: &RewardConfig) -> Result<Pa
         });
     }
     if out.pairs.is_empty() {
-        return Err(Error::Data {
+        return Err(Error::Row {
             path: path.to_path_buf(),
             line: 0,
             reason: "no usable preference pairs".into(),

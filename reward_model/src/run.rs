@@ -1,10 +1,10 @@
 //! `rudder reward train` as a library call: load, attach LoRA if asked, read the pairs, run the
 //! shared loop, evaluate, and write the reward model folder.
 use crate::config::RewardConfig;
-use crate::error::{Error, Result};
 use crate::model::{HeadInit, RewardModel};
 use crate::pairs::{load_pairs, PairData};
 use crate::stage::RewardStage;
+use crate::{Error, Result};
 use lm::LoadOptions;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +27,13 @@ fn read(path: &Path, model: &RewardModel, cfg: &RewardConfig) -> Result<PairData
     tracing::info!("{}", data.summary(path));
     Ok(data)
 }
+
+/// The files a reward-model run writes besides the loop's (and `eval.json`).
+pub const FILES: train::RunFiles = train::RunFiles {
+    stage: "reward",
+    plot: "reward.svg",
+    series: &["loss", "accuracy", "eval_accuracy"],
+};
 
 /// Builds the stage: backbone (trainable, or frozen with LoRA adapters), head, pairs.
 pub fn build_stage(
@@ -53,10 +60,7 @@ pub fn build_stage(
         Some(s) => model.backbone.attach_lora(s, trainer.seed)?,
         None => vec![],
     };
-    let data = cfg
-        .data
-        .as_deref()
-        .ok_or_else(|| Error::config("data", "required"))?;
+    let data = train::required(cfg.data.as_deref(), FILES.stage, "data")?;
     let train = read(data, &model, cfg)?.pairs;
     let eval = match &cfg.eval_data {
         Some(p) => read(p, &model, cfg)?.pairs,
@@ -81,6 +85,18 @@ pub fn build_stage(
     })
 }
 
+/// `rudder reward train` as a library call: checks the settings, writes `reward.toml` into the
+/// run folder, then trains ([`train_reward`]).
+pub fn run(
+    cfg: &RewardConfig,
+    trainer: &TrainerConfig,
+    opts: &LoadOptions,
+) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    train::start(&FILES, trainer, cfg)?;
+    train_reward(cfg, trainer, opts)
+}
+
 /// Trains a reward model and writes it (LoRA merged in) to `trainer.out`, next to the
 /// checkpoints, `metrics.jsonl`, `summary.json`, plus `eval.json` and `reward_run.json`.
 pub fn train_reward(
@@ -97,15 +113,16 @@ pub fn train_reward(
         lora = cfg.lora.lora_r.is_some(),
         "reward model"
     );
-    let summary = train::run(&mut stage, &params, trainer)?;
+    let (summary, _plot) =
+        train::train_and_save(&mut stage, &params, trainer, &FILES, |s, out| {
+            s.model.save(out)
+        })?;
     // The loop evaluates at the end only with eval_every; the final numbers are always wanted.
     let eval = if trainer.eval_every.is_some() && !summary.eval.is_empty() {
         summary.eval.clone()
     } else {
         stage.evaluate()?
     };
-    let out = &trainer.out;
-    stage.model.save(out)?;
     let outcome = TrainOutcome {
         summary,
         eval,
@@ -114,31 +131,21 @@ pub fn train_reward(
         trainable_params: params.num_elements(),
         stage,
     };
-    write_record(out, cfg, trainer, &outcome)?;
+    let record = serde_json::json!({
+        "summary": outcome.summary,
+        "eval": outcome.eval,
+        "train_pairs": outcome.train_pairs,
+        "eval_pairs": outcome.eval_pairs,
+        "trainable_params": outcome.trainable_params,
+    });
+    train::write_record(&FILES, trainer, cfg, &record)?;
+    write_eval(&trainer.out, &outcome.eval)?;
     Ok(outcome)
 }
 
-/// `eval.json` (final evaluation) and `reward_run.json` (resolved configs and counts).
-fn write_record(
-    out: &Path,
-    cfg: &RewardConfig,
-    trainer: &TrainerConfig,
-    o: &TrainOutcome,
-) -> Result<()> {
-    let run = serde_json::json!({
-        "trainer": trainer,
-        "reward": cfg,
-        "train_pairs": o.train_pairs,
-        "eval_pairs": o.eval_pairs,
-        "trainable_params": o.trainable_params,
-    });
-    for (name, v) in [
-        ("eval.json", serde_json::json!(o.eval)),
-        ("reward_run.json", run),
-    ] {
-        let path = out.join(name);
-        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-        std::fs::write(&path, text + "\n").map_err(|e| lm::Error::Io { path, source: e })?;
-    }
-    Ok(())
+/// `eval.json`: the final evaluation, what `rudder reward eval` prints.
+fn write_eval(out: &Path, eval: &BTreeMap<String, f64>) -> Result<()> {
+    let path = out.join("eval.json");
+    let text = serde_json::to_string_pretty(eval).map_err(Error::json(&path))?;
+    std::fs::write(&path, text + "\n").map_err(Error::io(&path))
 }

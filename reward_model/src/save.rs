@@ -1,7 +1,7 @@
 //! Writing a reward model folder that transformers loads as `AutoModelForSequenceClassification`
 //! (and Rudder as [`RewardModel::load`]) with the same scores.
-use crate::error::{Error, Result};
 use crate::model::{RewardModel, SCORE_WEIGHT};
+use crate::{Error, Result};
 use std::path::Path;
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {

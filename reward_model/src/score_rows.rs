@@ -1,18 +1,18 @@
 //! `rudder reward score`: adds `"reward"` to rows `{"prompt", "completion"}`.
-use crate::error::{Error, Result};
 use crate::model::RewardModel;
+use crate::{Error, Result};
 use data::prefs::{tokenize_pair, PrefExample};
 use lm::jsonl::{read_rows, Row};
 use lm::TextOrMessages;
 use std::path::Path;
 
 fn field(path: &Path, row: &Row, name: &str) -> Result<TextOrMessages> {
-    let v = row.value.get(name).ok_or_else(|| Error::Data {
+    let v = row.value.get(name).ok_or_else(|| Error::Row {
         path: path.to_path_buf(),
         line: row.line,
         reason: format!("field `{name}`: missing"),
     })?;
-    serde_json::from_value(v.clone()).map_err(|_| Error::Data {
+    serde_json::from_value(v.clone()).map_err(|_| Error::Row {
         path: path.to_path_buf(),
         line: row.line,
         reason: format!(
@@ -39,7 +39,7 @@ pub fn row_ids(model: &RewardModel, path: &Path, row: &Row) -> Result<Vec<u32>> 
         group: None,
         tools: None,
     };
-    let (p, c, _) = tokenize_pair(&model.tokenizer, &ex).map_err(|e| Error::Data {
+    let (p, c, _) = tokenize_pair(&model.tokenizer, &ex).map_err(|e| Error::Row {
         path: path.to_path_buf(),
         line: row.line,
         reason: format!("field `prompt`/`completion`: {e}"),
@@ -71,7 +71,7 @@ pub fn score_file(
     let mut truncated = 0;
     for row in &rows {
         if !row.value.is_object() {
-            return Err(Error::Data {
+            return Err(Error::Row {
                 path: input.to_path_buf(),
                 line: row.line,
                 reason: "expected a JSON object".into(),

@@ -1,10 +1,10 @@
 //! The reward-model `train::Stage`: pairs in, Bradley–Terry loss out. Everything else
 //! (schedule, accumulation, clipping, checkpoints, resume, metrics) is `train::run`.
-use crate::error::{Error, Result};
 use crate::eval::evaluate_pairs;
 use crate::loss::{batch_metrics, pairwise_loss};
 use crate::model::{RewardModel, SCORE_WEIGHT};
 use crate::pairs::Pair;
+use crate::{Error, Result};
 use candle_core::{Tensor, Var};
 use std::collections::BTreeMap;
 
@@ -41,7 +41,7 @@ impl RewardStage {
         let mut vars: Vec<(String, Var)> = self.model.backbone_params.clone();
         vars.extend(self.extra_params.iter().cloned());
         vars.push((SCORE_WEIGHT.to_string(), self.model.score.clone()));
-        Ok(train::Params::new(vars)?)
+        train::Params::new(vars)
     }
 
     /// `(chosen, rejected)` rewards `(P,)` of a batch, one forward pass over all `2P` rows.
@@ -69,22 +69,6 @@ impl RewardStage {
 
 impl train::Stage for RewardStage {
     type Batch = PairBatch;
-
-    /// Adapter dropout (`lora_dropout`) runs in training forwards only, with masks drawn from
-    /// the micro-batch's position.
-    fn set_position(&mut self, position: Option<train::Position>) {
-        self.model
-            .backbone
-            .set_dropout_key(position.map(|p| p.key()));
-    }
-
-    /// The model may checkpoint its layers: their gradients come from recomputation.
-    fn backward(
-        &mut self,
-        loss: &candle_core::Tensor,
-    ) -> train::Result<candle_core::backprop::GradStore> {
-        Ok(lm::checkpoint::backward(loss)?)
-    }
 
     fn num_examples(&self) -> usize {
         self.groups.as_ref().map_or(self.train.len(), Vec::len)
@@ -129,15 +113,15 @@ impl train::Stage for RewardStage {
     }
 
     fn loss(&mut self, batch: &PairBatch) -> train::Result<train::StepOutput> {
-        Ok(self.batch_loss(batch)?)
+        self.batch_loss(batch)
     }
 
     fn evaluate(&mut self) -> train::Result<BTreeMap<String, f64>> {
-        Ok(evaluate_pairs(
+        evaluate_pairs(
             &self.model,
             &self.eval,
             self.use_margin,
             self.center_rewards_coefficient,
-        )?)
+        )
     }
 }

@@ -52,7 +52,7 @@ fn lora_reward_training_learns_and_saves_merged() {
     };
     // The init is seeded: a second build of the same stage gives the starting weights.
     let init = build_stage(&cfg, &trainer, &LoadOptions::default())
-        .and_then(|s| Ok(s.params()?.snapshot()?))
+        .and_then(|s| s.params()?.snapshot())
         .expect("init");
     let o = train_reward(&cfg, &trainer, &LoadOptions::default()).expect("train");
     // 2 layers x 7 projections x (A, B) + the head; the backbone itself is frozen.

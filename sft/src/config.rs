@@ -1,46 +1,51 @@
 //! The SFT stage's own settings (the loop's are `train::TrainerConfig`). The field names are
 //! the TOML keys and, with `-` for `_`, the `rudder sft` flags.
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 use lm::lora::{LoraConfig, LoraSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// SFT settings; every field has a default so a TOML file lists only what it changes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// SFT settings: the `rudder sft` flags and the TOML keys; every field has a default (its
+/// `#[arg]`) so a TOML file lists only what it changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct SftConfig {
-    /// Model to fine-tune: HF folder, hub id or `.gguf`. Required.
+    /// Model to fine-tune: HF folder, hub id or .gguf (required, here or in --config).
+    #[arg(long)]
     pub model: Option<String>,
-    /// Training rows, JSONL or a JSON array. Required.
+    /// Training rows, JSONL or a JSON array: {"text"}, {"prompt","completion"} (strings or
+    /// message lists), {"messages":[{"role","content"}..]}, ShareGPT {"conversations"}, or
+    /// Alpaca {"instruction","input","output"} (required).
+    #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Evaluation rows (same formats); eval loss is logged every `eval_every` steps. Default none.
+    /// Evaluation rows in the same formats; eval loss every --eval-every steps [none].
+    #[arg(long)]
     pub eval_data: Option<PathBuf>,
-    /// Tokenized rows longer than this are cut (the log counts them). Default 1024 (TRL's).
+    /// Cut tokenized rows to this many tokens; the log counts truncated rows (TRL's 1024).
+    #[arg(long, default_value_t = 1024)]
     pub max_seq_len: usize,
-    /// Train on prompt / non-assistant tokens too. Default false: completion / assistant only.
+    /// Train on prompt / non-assistant tokens too (off: completion / assistant tokens only).
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub loss_on_all: bool,
-    /// Pack several samples per row (best-fit decreasing, up to `max_seq_len` tokens) with a
-    /// block-diagonal attention mask and positions restarting per sample. Default false.
+    /// Pack several samples per row (best-fit decreasing, up to --max-seq-len tokens): no
+    /// attention across samples, positions restart per sample.
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub packing: bool,
-    /// Count and skip bad rows instead of failing on the first one. Default false.
+    /// Count and skip bad rows instead of stopping at the first.
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub skip_bad_rows: bool,
     /// LoRA (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`); full training when unset.
     #[serde(flatten)]
+    #[command(flatten)]
     pub lora: LoraConfig,
 }
 
 impl Default for SftConfig {
     fn default() -> Self {
-        Self {
-            model: None,
-            data: None,
-            eval_data: None,
-            max_seq_len: 1024,
-            loss_on_all: false,
-            packing: false,
-            skip_bad_rows: false,
-            lora: LoraConfig::default(),
-        }
+        lm::settings::defaults()
     }
 }
 
@@ -48,13 +53,13 @@ impl SftConfig {
     /// Checks every value; call before loading anything.
     pub fn validate(&self) -> Result<()> {
         if self.model.as_deref().is_none_or(str::is_empty) {
-            return Err(Error::config("model", "required (--model)"));
+            return Err(Error::setting("sft", "model", "required (--model)"));
         }
         if self.data.is_none() {
-            return Err(Error::config("data", "required (--data)"));
+            return Err(Error::setting("sft", "data", "required (--data)"));
         }
         if self.max_seq_len < 2 {
-            return Err(Error::config("max_seq_len", "must be at least 2"));
+            return Err(Error::setting("sft", "max_seq_len", "must be at least 2"));
         }
         self.lora()?;
         Ok(())
@@ -64,6 +69,6 @@ impl SftConfig {
     pub fn lora(&self) -> Result<Option<LoraSpec>> {
         self.lora
             .spec()
-            .map_err(|(field, reason)| Error::config(field, reason))
+            .map_err(|(field, reason)| Error::setting("sft", field, reason))
     }
 }

@@ -3,14 +3,15 @@
 //! model folder (or PEFT adapter) at the end.
 pub mod batch;
 pub mod config;
-pub mod error;
+pub mod loss;
 pub mod run;
 pub mod stage;
 pub mod tokenize;
 
 pub use batch::{pack, SftBatch};
 pub use config::SftConfig;
-pub use error::{Error, Result};
-pub use run::{load_samples, train_sft, SftOutcome};
-pub use stage::{batch_nll, into_rows, target_logprobs, SftStage};
+pub use loss::{batch_nll, sft_loss, target_logprobs};
+pub use run::{load_samples, run, train_sft, SftOutcome};
+pub use stage::{into_rows, SftStage};
 pub use tokenize::{encode, prepare, DataStats, Sample};
+pub use train::{Error, Result};

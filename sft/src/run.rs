@@ -1,12 +1,12 @@
 //! One SFT run end to end: data, trainable parameters (full or LoRA), `train::run`, and the
 //! outputs next to the loop's checkpoints and metrics.
 use crate::config::SftConfig;
-use crate::error::{Error, Result};
 use crate::stage::{into_rows, SftStage};
 use crate::tokenize::{prepare, DataStats, Sample};
-use lm::{Pretrained, Tokenizer};
+use crate::Result;
+use lm::{LoadOptions, Pretrained, Tokenizer};
 use std::path::{Path, PathBuf};
-use train::{Params, TrainSummary, TrainerConfig};
+use train::{TrainSummary, TrainerConfig};
 
 /// What a run produced.
 #[derive(Debug, serde::Serialize)]
@@ -54,9 +54,27 @@ pub fn load_samples(
     Ok((samples, stats))
 }
 
+/// The files an SFT run writes besides the loop's.
+pub const FILES: train::RunFiles = train::RunFiles {
+    stage: "sft",
+    plot: "loss.svg",
+    series: &["loss", "eval_loss"],
+};
+
+/// `rudder sft` as a library call: checks the settings, writes `sft.toml` into the run folder,
+/// loads `cfg.model` (frozen with LoRA) and trains it ([`train_sft`]).
+pub fn run(cfg: &SftConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Result<SftOutcome> {
+    cfg.validate()?;
+    let lora = cfg.lora()?;
+    train::start(&FILES, trainer, cfg)?;
+    let spec = train::required(cfg.model.as_deref(), FILES.stage, "model")?;
+    let pre = train::load_policy(spec, opts, lora.as_ref())?;
+    train_sft(pre, cfg, trainer)
+}
+
 /// Trains `pre` (loaded trainable for full fine-tuning, frozen for LoRA) as configured and
-/// writes the model folder (full) or the PEFT adapter (LoRA) plus `loss.svg` into
-/// `trainer.out`; the loop itself writes checkpoints, `metrics.jsonl` and `summary.json`.
+/// writes the model folder (full) or the PEFT adapter (LoRA), `loss.svg` and `sft_run.json`
+/// into `trainer.out`; the loop itself writes checkpoints, `metrics.jsonl` and `summary.json`.
 pub fn train_sft(pre: Pretrained, cfg: &SftConfig, trainer: &TrainerConfig) -> Result<SftOutcome> {
     cfg.validate()?;
     let Pretrained {
@@ -65,10 +83,7 @@ pub fn train_sft(pre: Pretrained, cfg: &SftConfig, trainer: &TrainerConfig) -> R
         params,
         ..
     } = pre;
-    let data_path = cfg
-        .data
-        .as_deref()
-        .ok_or_else(|| Error::config("data", "required"))?;
+    let data_path = train::required(cfg.data.as_deref(), FILES.stage, "data")?;
     let (train, train_stats) = load_samples(&tok, data_path, cfg)?;
     let (eval, eval_stats) = match &cfg.eval_data {
         Some(p) => {
@@ -78,8 +93,7 @@ pub fn train_sft(pre: Pretrained, cfg: &SftConfig, trainer: &TrainerConfig) -> R
         None => (vec![], None),
     };
     let lora = cfg.lora()?;
-    let vars = model.trainable_vars(lora.as_ref(), params, trainer.seed)?;
-    let params = Params::new(vars)?;
+    let params = train::trainable(&mut model, lora.as_ref(), params, trainer.seed)?;
     let packing = cfg.packing.then_some(cfg.max_seq_len);
     let rows = into_rows(train, packing);
     let eval_rows = into_rows(eval, packing);
@@ -92,18 +106,10 @@ pub fn train_sft(pre: Pretrained, cfg: &SftConfig, trainer: &TrainerConfig) -> R
     let train_rows = rows.len();
     model.checkpointing = trainer.gradient_checkpointing;
     let mut stage = SftStage::new(model, rows, eval_rows, tok.pad_id, trainer.batch_size);
-    let summary = train::run(&mut stage, &params, trainer)?;
-    let out = &trainer.out;
-    match &lora {
-        Some(spec) => {
-            let base = cfg.model.clone().unwrap_or_default();
-            lm::lora::save_adapter(&stage.model, spec, &base, out)?;
-            lm::save::save_tokenizer(&stage.model, &tok, out)?;
-        }
-        None => lm::save::save_pretrained(&stage.model, &tok, out)?,
-    }
-    let plot = out.join("loss.svg");
-    train::write_svg_plot(&out.join("metrics.jsonl"), &plot, &["loss", "eval_loss"])?;
+    let base = cfg.model.as_deref().unwrap_or_default();
+    let (summary, plot) = train::train_and_save(&mut stage, &params, trainer, &FILES, |s, out| {
+        train::save_policy(&s.model, &tok, lora.as_ref(), base, out)
+    })?;
     let outcome = SftOutcome {
         summary,
         train_data: train_stats,
@@ -113,26 +119,6 @@ pub fn train_sft(pre: Pretrained, cfg: &SftConfig, trainer: &TrainerConfig) -> R
         plot,
         model: stage.model,
     };
-    write_run_config(out, cfg, trainer, &outcome)?;
+    train::write_record(&FILES, trainer, cfg, &outcome)?;
     Ok(outcome)
-}
-
-/// `sft_run.json`: the resolved configs and the data statistics, for the record.
-fn write_run_config(
-    out: &Path,
-    cfg: &SftConfig,
-    trainer: &TrainerConfig,
-    o: &SftOutcome,
-) -> Result<()> {
-    let v = serde_json::json!({
-        "trainer": trainer,
-        "sft": cfg,
-        "train_data": o.train_data,
-        "eval_data": o.eval_data,
-        "train_rows": o.train_rows,
-        "trainable_params": o.trainable_params,
-    });
-    let path = out.join("sft_run.json");
-    let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-    std::fs::write(&path, text + "\n").map_err(|source| Error::Io { path, source })
 }

@@ -1,8 +1,7 @@
-//! The SFT loss as a `train::Stage`: mean next-token cross-entropy over the trained targets.
+//! SFT as a `train::Stage`: rows (plain or packed) into batches, the loss of [`crate::loss`].
 use crate::batch::{pack, SftBatch};
+use crate::loss::{batch_nll, sft_loss};
 use crate::tokenize::Sample;
-use candle_core::{DType, Tensor, D};
-use lm::logprobs::token_logprobs;
 use lm::CausalLm;
 use std::collections::BTreeMap;
 
@@ -26,43 +25,6 @@ pub fn into_rows(samples: Vec<Sample>, packing: Option<usize>) -> Vec<Vec<Sample
         .into_iter()
         .map(|row| row.into_iter().filter_map(|i| slots[i].take()).collect())
         .collect()
-}
-
-/// Log-probabilities of the batch's targets `(N,)` and the logits that gave them `(N, V)`.
-pub fn target_logprobs(
-    model: &CausalLm,
-    batch: &SftBatch,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let n = batch.targets.len();
-    let dev = model.device();
-    // (B, T, H) -> (B*T, H) -> (N, H): only positions with a target reach the LM head, so
-    // the (N, V) logits are all that is materialised (prompt positions never are).
-    let hidden = model.hidden_states(&batch.input)?;
-    let (b, t, h) = hidden.dims3()?;
-    let gather = Tensor::from_slice(&batch.gather, n, dev)?;
-    let picked = hidden.reshape((b * t, h))?.index_select(&gather, 0)?;
-    let logits = model.logits(&picked)?; // (N, V) f32
-    let targets = Tensor::from_slice(&batch.targets, n, dev)?;
-    let lp = token_logprobs(&logits, &targets).map_err(candle_core::Error::wrap)?; // (N,)
-    Ok((lp, logits))
-}
-
-/// Sum of the target NLLs `()`, correct argmax predictions, and the target count of a batch.
-pub fn batch_nll(model: &CausalLm, batch: &SftBatch) -> candle_core::Result<(Tensor, f64, usize)> {
-    let n = batch.targets.len();
-    if n == 0 {
-        return Ok((Tensor::zeros((), DType::F32, model.device())?, 0.0, 0));
-    }
-    let (lp, logits) = target_logprobs(model, batch)?;
-    let targets = Tensor::from_slice(&batch.targets, n, model.device())?;
-    let correct = logits
-        .detach()
-        .argmax(D::Minus1)?
-        .eq(&targets)?
-        .to_dtype(DType::F32)?
-        .sum_all()?
-        .to_scalar::<f32>()?;
-    Ok((lp.sum_all()?.neg()?, correct as f64, n))
 }
 
 impl SftStage {
@@ -95,20 +57,6 @@ impl SftStage {
 impl train::Stage for SftStage {
     type Batch = SftBatch;
 
-    /// Adapter dropout (`lora_dropout`) runs in training forwards only, with masks drawn from
-    /// the micro-batch's position.
-    fn set_position(&mut self, position: Option<train::Position>) {
-        self.model.set_dropout_key(position.map(|p| p.key()));
-    }
-
-    /// The model may checkpoint its layers: their gradients come from recomputation.
-    fn backward(
-        &mut self,
-        loss: &candle_core::Tensor,
-    ) -> train::Result<candle_core::backprop::GradStore> {
-        Ok(lm::checkpoint::backward(loss)?)
-    }
-
     fn num_examples(&self) -> usize {
         self.rows.len()
     }
@@ -124,19 +72,7 @@ impl train::Stage for SftStage {
 
     /// Mean NLL over the micro-batch's targets. `tokens` counts non-padding input tokens.
     fn loss(&mut self, batch: &SftBatch) -> train::Result<train::StepOutput> {
-        let (sum, correct, n) = batch_nll(&self.model, batch)?;
-        let denom = n.max(1) as f64;
-        let mut metrics = BTreeMap::new();
-        metrics.insert("mean_token_accuracy".into(), correct / denom);
-        metrics.insert("loss_tokens".into(), n as f64);
-        let mut loss = sum.affine(1.0 / denom, 0.0)?;
-        // MoE models: the router load-balancing loss, as transformers adds it.
-        if let Some((aux, m)) = lm::moe::training_aux(&self.model, &batch.input.segments)
-            .map_err(candle_core::Error::wrap)?
-        {
-            loss = (loss + aux)?;
-            metrics.extend(m);
-        }
+        let (loss, metrics) = sft_loss(&self.model, batch)?;
         Ok(train::StepOutput {
             loss,
             tokens: batch.input_tokens,

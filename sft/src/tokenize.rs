@@ -1,5 +1,5 @@
 //! Parsed rows to token ids and loss masks, truncation, and the data statistics the log shows.
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 use data::sft::{SftExample, SftFile};
 use lm::{Message, Tokenizer};
 use std::path::Path;
@@ -189,9 +189,9 @@ pub fn prepare(
     }
     stats.rows = out.len();
     if out.is_empty() {
-        return Err(Error::NoRows {
+        return Err(Error::File {
             path: path.to_path_buf(),
-            skipped: stats.skipped,
+            reason: format!("no usable rows ({} skipped as bad)", stats.skipped),
         });
     }
     Ok((out, stats))

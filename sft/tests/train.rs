@@ -199,12 +199,6 @@ impl train::Stage for Interrupted {
     fn loss(&mut self, batch: &SftBatch) -> train::Result<train::StepOutput> {
         self.inner.loss(batch)
     }
-    fn backward(&mut self, loss: &Tensor) -> train::Result<candle_core::backprop::GradStore> {
-        self.inner.backward(loss)
-    }
-    fn set_position(&mut self, position: Option<train::Position>) {
-        self.inner.set_position(position)
-    }
 }
 
 fn stage(dir: &Path, packing: bool) -> (SftStage, train::Params) {

@@ -231,5 +231,4 @@ pub fn load_resume(path: &Path, device: &Device) -> Result<Checkpoint> {
 }
 
 #[cfg(test)]
-#[path = "checkpoint_tests.rs"]
 mod tests;

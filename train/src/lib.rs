@@ -1,6 +1,9 @@
-//! Shared training machinery for every Rudder stage (SFT, reward model, DPO, PPO):
-//! named parameters, AdamW, LR schedules, gradient accumulation and clipping,
-//! atomic checkpoints, `metrics.jsonl`, and the generic loop [`run`].
+//! The stage core: what every Rudder trainer (SFT, reward model, DPO, PPO) shares. Named
+//! parameters, AdamW, LR schedules, gradient accumulation and clipping, atomic checkpoints,
+//! `metrics.jsonl`, the generic loop [`run`] (whose backward adds activation-checkpointed
+//! layers' gradients and whose training forwards are keyed for adapter dropout, for every
+//! stage), the run flow around it ([`flow`]), the one [`Error`] type, and the loss helpers
+//! ([`loss`]). A stage crate keeps its config, its data preparation and its loss.
 //!
 //! A run folder (`TrainerConfig::out`) ends up holding `checkpoint-<step>/`
 //! folders plus a `latest` pointer (see [`checkpoint`]), `metrics.jsonl` and
@@ -8,16 +11,19 @@
 
 pub mod checkpoint;
 mod config;
-pub mod cost;
 pub mod data;
 mod error;
+pub mod flow;
 mod grads;
+pub mod loss;
 pub mod metrics;
 mod optim;
 mod optim_fused;
 mod params;
 pub mod plot;
 mod schedule;
+pub mod settings;
+pub mod synthetic;
 mod trainer;
 
 pub use checkpoint::{
@@ -26,6 +32,10 @@ pub use checkpoint::{
 };
 pub use config::TrainerConfig;
 pub use error::{Error, Result};
+pub use flow::{
+    load_model, load_policy, required, save_policy, start, train_and_save, trainable, write_record,
+    RunFiles,
+};
 pub use grads::GradAccumulator;
 pub use metrics::{LogEvent, MetricsWriter};
 pub use optim::{AdamW, AdamWConfig, AdamWState, Moments};

@@ -29,7 +29,7 @@ pub struct LogEvent {
     pub elapsed_s: f64,
     /// What the run has cost so far (this call): FLOPs, phases, energy, CO2-eq, price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<crate::cost::CostReport>,
+    pub cost: Option<cost::CostReport>,
     /// Stage metrics (means over the micro-batches since the previous event) and
     /// evaluation results (prefixed `eval_`).
     #[serde(flatten)]

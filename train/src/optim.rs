@@ -289,5 +289,4 @@ impl AdamWState {
 }
 
 #[cfg(test)]
-#[path = "optim_tests.rs"]
 mod tests;

@@ -4,15 +4,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{backprop::GradStore, DType, Tensor};
+use candle_core::{DType, Tensor};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{load_resume, save_checkpoint, CheckpointState, TrainerState};
-use crate::cost::{CostReport, Meter, Phase};
 use crate::data::DataOrder;
 use crate::metrics::{progress_bar, progress_message, LogEvent, MetricsWriter};
 use crate::{AdamW, Error, GradAccumulator, LrSchedule, Params, Result, TrainerConfig};
+use cost::{CostReport, Meter, Phase};
 
 /// What a stage's loss function returns for one micro-batch.
 #[derive(Clone, Debug)]
@@ -68,15 +68,10 @@ pub trait Stage {
     fn batch_phases(&self, _batch: &Self::Batch) -> Vec<(Phase, f64)> {
         Vec::new()
     }
-    /// Back-propagates a micro-batch's (scaled) loss. Default `loss.backward()`; a stage whose
-    /// model checkpoints its activations returns `lm::checkpoint::backward(loss)`, which adds
-    /// the gradients of the recomputed layers.
-    fn backward(&mut self, loss: &Tensor) -> Result<GradStore> {
-        Ok(loss.backward()?)
-    }
     /// Called with the micro-batch's [`Position`] before its training forward and with `None`
-    /// after its backward (not around evaluation): a stage whose model draws random numbers
-    /// in training (adapter dropout) derives them from [`Position::key`]. Default: nothing.
+    /// after its backward (not around evaluation). Nothing needs it for adapter dropout: the
+    /// loop itself keys every training forward ([`lm::dropout::training_key`]). Default:
+    /// nothing.
     fn set_position(&mut self, _position: Option<Position>) {}
     /// Asked after each update: skip the rest of this batch's updates (PPO's early stop when
     /// the approximate KL to the rollout policy is too large). Default false.
@@ -181,10 +176,8 @@ struct Loop<'a> {
     batch_examples: usize,
 }
 
-#[path = "trainer_setup.rs"]
 mod setup;
 
-#[path = "trainer_cost.rs"]
 mod cost_hooks;
 
 impl Loop<'_> {
@@ -288,16 +281,19 @@ impl Loop<'_> {
             .map(|b| stage.padded_shape(b, update))
             .collect();
         for (micro_batch, batch) in batches.iter().enumerate() {
-            // The micro-batch's random draws (dropout masks) derive from where it sits in the
-            // run, so a resumed run and a checkpointed recompute draw the same ones.
-            stage.set_position(Some(Position {
+            let at = Position {
                 seed: self.cfg.seed,
                 step,
                 micro_batch,
                 update,
-            }));
+            };
+            // The micro-batch's random draws (adapter dropout masks) derive from where it sits
+            // in the run, so a resumed run and a checkpointed recompute draw the same ones.
+            let key = lm::dropout::training_key(Some(at.key()));
+            stage.set_position(Some(at));
             let out = self.micro_step(stage, batch, update, scale, (step, micro_batch));
             stage.set_position(None);
+            drop(key);
             let (loss, out) = out?;
             loss_sum += loss as f64 * scale;
             tokens += out.tokens as u64;
@@ -334,8 +330,10 @@ impl Loop<'_> {
             });
         }
         let t = Instant::now();
-        self.grads
-            .add(&stage.backward(&out.loss.affine(scale, 0.0)?)?)?;
+        // Every stage's backward adds the gradients of activation-checkpointed layers, which
+        // come out of their recomputation (without checkpointing: exactly `loss.backward()`).
+        let scaled = out.loss.affine(scale, 0.0)?;
+        self.grads.add(&lm::checkpoint::backward(&scaled)?)?;
         self.cost.phase(Phase::Backward, t);
         Ok((loss, out))
     }

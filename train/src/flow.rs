@@ -1,0 +1,132 @@
+//! The run flow every stage shares around [`crate::run`]: its trainable parameters (full or
+//! LoRA), the loop, the trained model written into the run folder (a model folder or a PEFT
+//! adapter), the plot of its metrics, and `<stage>_run.json`. A stage brings its data, its
+//! loss and what it saves; the order and the files are the same for all.
+use std::path::{Path, PathBuf};
+
+use candle_core::Var;
+use lm::lora::LoraSpec;
+use lm::{CausalLm, LoadOptions, Pretrained, Tokenizer};
+use serde::Serialize;
+
+use crate::{Error, Params, Result, Stage, TrainSummary, TrainerConfig};
+
+/// What a stage's run writes besides the loop's own files.
+#[derive(Clone, Copy, Debug)]
+pub struct RunFiles {
+    /// The stage's name: the record is `<stage>_run.json`, its config its `<stage>` key.
+    pub stage: &'static str,
+    /// The plot's file name in the run folder, e.g. `loss.svg`.
+    pub plot: &'static str,
+    /// The `metrics.jsonl` keys it plots.
+    pub series: &'static [&'static str],
+}
+
+/// Before a stage loads anything: checks the loop's settings, creates the run folder and writes
+/// `<stage>.toml` there, every resolved setting (reusable as `--config`).
+pub fn start(files: &RunFiles, trainer: &TrainerConfig, cfg: &impl Serialize) -> Result<()> {
+    trainer.validate()?;
+    std::fs::create_dir_all(&trainer.out).map_err(Error::io(&trainer.out))?;
+    crate::settings::write_resolved(files.stage, trainer, cfg)
+}
+
+/// Loads the model a stage trains: its weights trainable for full training, frozen (plain
+/// tensors, no optimizer state) when LoRA adapters are trained instead.
+pub fn load_policy(spec: &str, opts: &LoadOptions, lora: Option<&LoraSpec>) -> Result<Pretrained> {
+    let opts = LoadOptions {
+        trainable: lora.is_none(),
+        ..opts.clone()
+    };
+    load_model(spec, &opts)
+}
+
+/// `lm::load`, the error naming the model.
+pub fn load_model(spec: &str, opts: &LoadOptions) -> Result<Pretrained> {
+    lm::load(spec, opts).map_err(|e| Error::Model {
+        spec: spec.into(),
+        source: Box::new(e),
+    })
+}
+
+/// The parameters the optimizer updates: the LoRA adapters attached to `model` when `lora` is
+/// set (the base weights `full` stay frozen), else every weight in `full`.
+pub fn trainable(
+    model: &mut CausalLm,
+    lora: Option<&LoraSpec>,
+    full: Vec<(String, Var)>,
+    seed: u64,
+) -> Result<Params> {
+    Params::new(model.trainable_vars(lora, full, seed)?)
+}
+
+/// A required setting that was left out: the error names the stage's config field.
+pub fn required<'a, T: ?Sized>(
+    value: Option<&'a T>,
+    stage: &'static str,
+    field: &str,
+) -> Result<&'a T> {
+    value.ok_or_else(|| Error::setting(stage, field, format!("required (--{})", flag(field))))
+}
+
+fn flag(field: &str) -> String {
+    field.replace('_', "-")
+}
+
+/// Runs the loop, then `save(stage, out)` writes the trained model into the run folder and the
+/// plot is drawn from `metrics.jsonl`. Returns the loop's summary and the plot's path.
+pub fn train_and_save<S: Stage>(
+    stage: &mut S,
+    params: &Params,
+    trainer: &TrainerConfig,
+    files: &RunFiles,
+    save: impl FnOnce(&S, &Path) -> Result<()>,
+) -> Result<(TrainSummary, PathBuf)> {
+    let out = &trainer.out;
+    std::fs::create_dir_all(out).map_err(Error::io(out))?;
+    let summary = crate::run(stage, params, trainer)?;
+    save(stage, out)?;
+    let plot = out.join(files.plot);
+    crate::write_svg_plot(&out.join("metrics.jsonl"), &plot, files.series)?;
+    Ok((summary, plot))
+}
+
+/// Writes a trained causal LM: the PEFT adapter of `base` plus the tokenizer with `lora`, the
+/// whole model folder without.
+pub fn save_policy(
+    model: &CausalLm,
+    tok: &Tokenizer,
+    lora: Option<&LoraSpec>,
+    base: &str,
+    out: &Path,
+) -> Result<()> {
+    match lora {
+        Some(spec) => {
+            lm::lora::save_adapter(model, spec, base, out)?;
+            lm::save::save_tokenizer(model, tok, out)?;
+        }
+        None => lm::save::save_pretrained(model, tok, out)?,
+    }
+    Ok(())
+}
+
+/// `<out>/<stage>_run.json`: the resolved loop and stage settings and what the run produced,
+/// for the record.
+pub fn write_record(
+    files: &RunFiles,
+    trainer: &TrainerConfig,
+    cfg: &impl Serialize,
+    outcome: &impl Serialize,
+) -> Result<()> {
+    let path = trainer.out.join(format!("{}_run.json", files.stage));
+    let parts = [
+        ("trainer", serde_json::to_value(trainer)),
+        (files.stage, serde_json::to_value(cfg)),
+        ("outcome", serde_json::to_value(outcome)),
+    ];
+    let mut record = serde_json::Map::new();
+    for (key, value) in parts {
+        record.insert(key.into(), value.map_err(Error::json(&path))?);
+    }
+    let text = serde_json::to_string_pretty(&record).map_err(Error::json(&path))?;
+    std::fs::write(&path, text + "\n").map_err(Error::io(&path))
+}
