@@ -1,7 +1,8 @@
 //! Blind human evaluation through the labeling app. `push_to_labeling` imports, per prompt and
 //! sample, the base answer and one other model's answer as an ordinary two-response item (the
 //! page randomises A/B per assignment, so labelers cannot tell which model is which), and
-//! records which model wrote which response in the side table `compare_pairs`.
+//! records which model wrote which response in the side table `compare_pairs` (schema in
+//! `migrations/`; the labeling app never reads it).
 //! `win_rates` reads the live labels back: each label is one trial for the non-base model.
 use crate::error::{Error, Result};
 use crate::run::Sample;
@@ -10,29 +11,42 @@ use labeling_ui::{ImportItem, Prompt};
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 
-/// The side table lives with the compare crate, not the app's migrations: the labeling app
-/// never reads it, and databases made before `rudder compare` existed get it on first use.
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS compare_pairs (
-    item_id      INTEGER PRIMARY KEY REFERENCES items (id) ON DELETE CASCADE,
-    grp          TEXT NOT NULL,
-    first_model  TEXT NOT NULL,
-    second_model TEXT NOT NULL
-)";
-
 /// Imports base-vs-model pairs into `project` (which must exist); returns the item count.
 /// The first model in `samples` order is the base; identical answers are skipped (nothing to
-/// judge).
+/// judge). The items and their model tags are written in one transaction, so a failure leaves
+/// neither, and the tags go to the ids the import returns (no matching by content).
 pub async fn push_to_labeling(
     pool: &SqlitePool,
     project: &str,
     samples: &[Sample],
 ) -> Result<usize> {
+    let (items, tags) = base_pairs(samples)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let report = labeling_ui::import_items_in(&mut tx, project, items).await?;
+    for (item_id, (grp, first, second)) in report.item_ids.iter().zip(&tags) {
+        sqlx::query(
+            "INSERT INTO compare_pairs (item_id, grp, first_model, second_model) VALUES (?, ?, ?, ?)",
+        )
+        .bind(item_id)
+        .bind(grp)
+        .bind(first)
+        .bind(second)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(report.items)
+}
+
+/// The two-response items (base answer first) and their (group, base, model) tags.
+type Pairs = (Vec<ImportItem>, Vec<(String, String, String)>);
+
+fn base_pairs(samples: &[Sample]) -> Result<Pairs> {
     let base = samples
         .first()
         .map(|s| s.model.clone())
         .ok_or_else(|| Error::Invalid("no samples".into()))?;
-    let mut items = vec![];
-    let mut tags = vec![];
+    let (mut items, mut tags) = (vec![], vec![]);
     for other in samples.iter().filter(|s| s.model != base) {
         let Some(b) = samples.iter().find(|s| {
             s.model == base && s.prompt_id == other.prompt_id && s.sample == other.sample
@@ -54,59 +68,7 @@ pub async fn push_to_labeling(
             "no pairs to label: every answer equals the base's".into(),
         ));
     }
-    sqlx::query(SCHEMA).execute(pool).await?;
-    let project_id = project_id(pool, project).await?;
-    let before: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM items")
-        .fetch_one(pool)
-        .await?
-        .get(0);
-    let expected: Vec<(String, String, String)> = items
-        .iter()
-        .map(|it| {
-            (
-                serde_json::to_string(&it.prompt).unwrap_or_default(),
-                it.responses[0].clone(),
-                it.responses[1].clone(),
-            )
-        })
-        .collect();
-    let report = labeling_ui::import_items(pool, project, items).await?;
-    tag_items(pool, project_id, before, &expected, &tags).await?;
-    Ok(report.items)
-}
-
-/// Finds the items just imported (ids above `before`, in import order, checked against their
-/// content) and writes their tags in one transaction.
-async fn tag_items(
-    pool: &SqlitePool,
-    project_id: i64,
-    before: i64,
-    expected: &[(String, String, String)],
-    tags: &[(String, String, String)],
-) -> Result<()> {
-    let rows = sqlx::query(
-        "SELECT i.id, i.prompt_json, r1.body, r2.body FROM items i
-         JOIN responses r1 ON r1.item_id = i.id AND r1.idx = 0
-         JOIN responses r2 ON r2.item_id = i.id AND r2.idx = 1
-         WHERE i.project_id = ? AND i.id > ? ORDER BY i.id LIMIT ?",
-    )
-    .bind(project_id)
-    .bind(before)
-    .bind(expected.len() as i64)
-    .fetch_all(pool)
-    .await?;
-    let mut tx = pool.begin().await?;
-    for ((row, exp), (grp, first, second)) in rows.iter().zip(expected).zip(tags) {
-        let got: (String, String, String) = (row.get(1), row.get(2), row.get(3));
-        if &got != exp {
-            return Err(Error::Invalid("another import ran at the same time; the items could not be matched to their models".into()));
-        }
-        sqlx::query("INSERT INTO compare_pairs (item_id, grp, first_model, second_model) VALUES (?, ?, ?, ?)")
-            .bind(row.get::<i64, _>(0)).bind(grp).bind(first).bind(second)
-            .execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(())
+    Ok((items, tags))
 }
 
 /// Label counts for one model against the base (one label = one trial).
@@ -164,7 +126,6 @@ pub fn count(t: &mut Tally, choice: &str) {
 /// Per (model, group) and per model overall, over the project's live labels.
 pub async fn win_rates(pool: &SqlitePool, project: &str) -> Result<Vec<WinRate>> {
     let project_id = project_id(pool, project).await?;
-    sqlx::query(SCHEMA).execute(pool).await?;
     let rows = sqlx::query(
         "SELECT t.first_model, t.second_model, t.grp, l.choice FROM labels l
          JOIN assignments a ON a.id = l.assignment_id
@@ -240,21 +201,26 @@ pub async fn label_progress(pool: &SqlitePool, project: &str) -> Result<(i64, i6
     Ok((labeled, total))
 }
 
-/// Id of a project by name (plain SQL, so this crate follows the labeling schema only where it
-/// must).
+/// Id of a project by name.
 pub async fn project_id(pool: &SqlitePool, project: &str) -> Result<i64> {
-    let row = sqlx::query("SELECT id FROM projects WHERE name = ?")
-        .bind(project)
-        .fetch_optional(pool)
-        .await?;
-    row.map(|r| r.get(0))
-        .ok_or_else(|| Error::Invalid(format!("labeling project `{project}` does not exist")))
+    match labeling_ui::db::project_info(pool, project).await {
+        Ok(info) => Ok(info.id),
+        Err(labeling_ui::AppError::NotFound(_)) => Err(Error::Invalid(format!(
+            "labeling project `{project}` does not exist (create it with `rudder label \
+             create-project {project}`, or let `rudder compare --to-labeling` do it)"
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Creates a pairwise project unless it exists.
 pub async fn ensure_project(pool: &SqlitePool, project: &str) -> Result<()> {
-    if project_id(pool, project).await.is_err() {
-        labeling_ui::create_project(pool, project, 1).await?;
+    match labeling_ui::db::project_info(pool, project).await {
+        Ok(_) => Ok(()),
+        Err(labeling_ui::AppError::NotFound(_)) => {
+            labeling_ui::create_project(pool, project, 1).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }

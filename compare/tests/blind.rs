@@ -157,3 +157,39 @@ async fn win_rates_match_hand_computed() {
         .iter()
         .all(|b| !b.contains("aligned") && !b.contains("base")));
 }
+
+/// Items and their model tags go in one transaction: a push the labeling app refuses (2-answer
+/// items in a project that ranks 3) leaves neither; a missing project is named with the fix.
+#[tokio::test]
+async fn a_refused_push_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("labels.sqlite").display().to_string();
+    let pool = labeling_ui::db::open(&db).await.unwrap();
+    labeling_ui::create_ranking_project(&pool, "ranked", 1, 3)
+        .await
+        .unwrap();
+    let err = push_to_labeling(&pool, "ranked", &samples())
+        .await
+        .expect_err("a ranking project needs 3 responses per item");
+    assert!(err.to_string().contains("shows 3 responses"), "{err}");
+    for table in ["items", "compare_pairs"] {
+        let n: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}");
+    }
+    let err = push_to_labeling(&pool, "ghost", &samples())
+        .await
+        .expect_err("no such project");
+    assert!(err.to_string().contains("ghost"), "{err}");
+    let err = win_rates(&pool, "ghost")
+        .await
+        .expect_err("no such project");
+    assert!(
+        err.to_string().contains("`ghost` does not exist")
+            && err.to_string().contains("create-project"),
+        "{err}"
+    );
+}

@@ -147,13 +147,16 @@ pub struct ProjectInfo {
     pub k: Option<i64>,
 }
 
-/// Looks up a project's settings by name.
-pub async fn project_info(pool: &SqlitePool, name: &str) -> Result<ProjectInfo> {
+/// Looks up a project's settings by name (`db`: a pool, or a connection inside a transaction).
+pub async fn project_info<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    name: &str,
+) -> Result<ProjectInfo> {
     let row = sqlx::query!(
         r#"SELECT id AS "id!", overlap, mode, k FROM projects WHERE name = ?"#,
         name
     )
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     let r = row.ok_or_else(|| crate::AppError::NotFound(format!("project '{name}'")))?;
     let mode = match r.mode.as_str() {

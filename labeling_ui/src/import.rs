@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 
-use crate::db::{now_ms, project_info, Mode};
+use crate::db::{now_ms, project_info, Mode, ProjectInfo};
 use crate::error::{AppError, LineError, Result};
 
 /// A chat message, as in TRL's conversational format.
@@ -31,13 +31,18 @@ pub struct ImportItem {
 }
 
 /// What an import added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImportReport {
     pub items: usize,
     /// Pairwise comparisons added (0 in a ranking project).
     pub comparisons: usize,
     /// Items to rank added (ranking projects; 0 in a pairwise project).
     pub rankings: usize,
+    /// The new items' ids, in the order given, for callers that keep data about them (blind
+    /// evaluation records which model wrote which response). Not in the API's answer, which
+    /// would otherwise grow with the file.
+    #[serde(skip)]
+    pub item_ids: Vec<i64>,
 }
 
 /// Creates a pairwise project. `overlap` is how many labelers see each comparison.
@@ -197,12 +202,58 @@ pub async fn import_items(
     project: &str,
     items: Vec<ImportItem>,
 ) -> Result<ImportReport> {
-    let info = project_info(pool, project).await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let report = import_items_in(&mut tx, project, items).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// [`import_items`] inside the caller's transaction (begin it with `BEGIN IMMEDIATE`), so that
+/// what the caller stores about the new items (by [`ImportReport::item_ids`]) commits with them
+/// or not at all.
+pub async fn import_items_in(
+    conn: &mut SqliteConnection,
+    project: &str,
+    items: Vec<ImportItem>,
+) -> Result<ImportReport> {
+    let info = project_info(&mut *conn, project).await?;
+    check_items(&info, &items)?;
+    let ranking = info.mode == Mode::Ranking;
+    let mut report = ImportReport {
+        items: 0,
+        comparisons: 0,
+        rankings: 0,
+        item_ids: Vec::with_capacity(items.len()),
+    };
+    for item in &items {
+        let (id, comparisons) = insert_item(conn, info.id, info.overlap, ranking, item).await?;
+        report.item_ids.push(id);
+        report.comparisons += comparisons;
+        report.items += 1;
+    }
+    if ranking {
+        report.rankings = report.items;
+    }
+    // `n_comparisons` counts the units one labeler can label: items in a ranking project.
+    let added = (report.comparisons + report.rankings) as i64;
+    sqlx::query!(
+        "UPDATE projects SET n_comparisons = n_comparisons + ? WHERE id = ?",
+        added,
+        info.id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(report)
+}
+
+/// Every item valid, and with at least K responses in a ranking project; else every bad item
+/// by 1-based position.
+fn check_items(info: &ProjectInfo, items: &[ImportItem]) -> Result<()> {
+    let k = info.k.unwrap_or(2) as usize;
     let errors: Vec<LineError> = items
         .iter()
         .enumerate()
         .filter_map(|(i, it)| {
-            let k = info.k.unwrap_or(2) as usize;
             let err = validate(it).err().or_else(|| {
                 (it.responses.len() < k).then(|| {
                     format!(
@@ -217,45 +268,22 @@ pub async fn import_items(
             })
         })
         .collect();
-    if !errors.is_empty() {
-        return Err(AppError::Import(errors));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Import(errors))
     }
-    let ranking = info.mode == Mode::Ranking;
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut report = ImportReport {
-        items: 0,
-        comparisons: 0,
-        rankings: 0,
-    };
-    for item in &items {
-        report.comparisons += insert_item(&mut tx, info.id, info.overlap, ranking, item).await?;
-        report.items += 1;
-    }
-    if ranking {
-        report.rankings = report.items;
-    }
-    // `n_comparisons` counts the units one labeler can label: items in a ranking project.
-    let added = (report.comparisons + report.rankings) as i64;
-    sqlx::query!(
-        "UPDATE projects SET n_comparisons = n_comparisons + ? WHERE id = ?",
-        added,
-        info.id
-    )
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(report)
 }
 
-/// Inserts one item and its responses; returns the comparisons added (none when `ranking`,
-/// where the item itself is queued `overlap` times).
+/// Inserts one item and its responses; returns its id and the comparisons added (none when
+/// `ranking`, where the item itself is queued `overlap` times).
 async fn insert_item(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut SqliteConnection,
     project_id: i64,
     overlap: i64,
     ranking: bool,
     item: &ImportItem,
-) -> Result<usize> {
+) -> Result<(i64, usize)> {
     let (prompt_json, now) = (serde_json::to_string(&item.prompt)?, now_ms());
     let remaining = if ranking { overlap } else { 0 };
     let item_id = sqlx::query!(
@@ -282,7 +310,7 @@ async fn insert_item(
         ids.push(r.last_insert_rowid());
     }
     if ranking {
-        return Ok(0);
+        return Ok((item_id, 0));
     }
     let mut pairs = Vec::new();
     for i in 0..ids.len() {
@@ -302,5 +330,5 @@ async fn insert_item(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(pairs.len())
+    Ok((item_id, pairs.len()))
 }

@@ -30,8 +30,8 @@ pub use db::Mode;
 pub use error::{AppError, LineError, Result};
 pub use export::{export_jsonl, ExportOptions, Ties};
 pub use import::{
-    create_project, create_ranking_project, import_items, parse_jsonl, ImportItem, ImportReport,
-    Message, Prompt,
+    create_project, create_ranking_project, import_items, import_items_in, parse_jsonl, ImportItem,
+    ImportReport, Message, Prompt,
 };
 
 /// JSON bodies are small; only the import route accepts a whole file.
