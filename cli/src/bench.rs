@@ -1,15 +1,12 @@
 //! `rudder bench train|generate`: throughput measurements (tokens/s, peak memory, MFU).
 use crate::common::{load_model, DeviceArgs};
 use anyhow::{Context, Result};
-use candle_core::{Device, DeviceLocation};
 use clap::{Args, Subcommand};
 use lm::generate::{generate, SamplingConfig};
 use lm::{CausalLm, ModelConfig, Tokenizer};
 use serde_json::json;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -114,29 +111,11 @@ fn build(pick: &ModelPick, trainable: bool) -> Result<Built> {
     })
 }
 
-/// Peak resident memory of this process (VmHWM), in MiB.
-pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(String::from)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 fn bench_train(b: TrainBench) -> Result<()> {
     let m = build(&b.pick, true)?;
     let mut step = train::synthetic::SyntheticStep::new(&m.model, m.params, b.batch, b.seq, 1e-5)?;
     let device = b.pick.device.device()?;
-    let memory = PeakDeviceMemory::start(&device);
+    let memory = cost::PeakDeviceMemory::start(&device);
     let mut times = vec![];
     for i in 0..=b.steps {
         let t0 = Instant::now();
@@ -157,13 +136,13 @@ fn bench_train(b: TrainBench) -> Result<()> {
         recompute: false,
     };
     let flops = cost::calibrate::step_flops(&fm, b.batch, b.seq);
-    let peak = peak_flops(&device);
+    let peak = cost::peak_flops(&device);
     println!(
         "{}",
         json!({
             "bench": "train", "device": b.pick.device.device.as_deref().unwrap_or("default"),
             "dtype": b.pick.device.dtype, "batch": b.batch, "seq": b.seq, "steps": b.steps,
-            "tokens_per_s": tokens / mean, "step_s": mean, "peak_rss_mib": peak_rss_mib(),
+            "tokens_per_s": tokens / mean, "step_s": mean, "peak_rss_mib": cost::peak_rss_mib(),
             "peak_device_mib": memory.finish(), "params": m.model.config.num_parameters(),
             "model_tflop_per_s": flops / mean / 1e12,
             "mfu": (peak.peak_flop_s > 0.0).then(|| flops / mean / peak.peak_flop_s),
@@ -187,7 +166,7 @@ fn bench_generate(b: GenBench) -> Result<()> {
         seed: 0,
         ..Default::default()
     };
-    let memory = PeakDeviceMemory::start(&b.pick.device.device()?);
+    let memory = cost::PeakDeviceMemory::start(&b.pick.device.device()?);
     let mut times = vec![];
     for r in 0..=b.repeats {
         let t0 = Instant::now();
@@ -210,7 +189,7 @@ fn bench_generate(b: GenBench) -> Result<()> {
             "bench": "generate", "device": b.pick.device.device.as_deref().unwrap_or("default"),
             "dtype": b.pick.device.dtype, "batch": b.batch, "new_tokens": b.new_tokens,
             "prompts": b.prompts, "lora_r": b.lora_r,
-            "new_tokens_per_s": n as f64 / t, "peak_rss_mib": peak_rss_mib(),
+            "new_tokens_per_s": n as f64 / t, "peak_rss_mib": cost::peak_rss_mib(),
             "peak_device_mib": memory.finish(),
         })
     );
@@ -221,7 +200,9 @@ fn bench_generate(b: GenBench) -> Result<()> {
 fn bench_inputs(b: &GenBench, m: &mut Built) -> Result<(Vec<Vec<u32>>, Tokenizer)> {
     let mut tok = match m.tokenizer.take() {
         Some(t) => t,
-        None => placeholder_tokenizer(m.model.config.vocab_size)?,
+        None => {
+            Tokenizer::placeholder(m.model.config.vocab_size).context("placeholder tokenizer")?
+        }
     };
     if let Some(r) = b.lora_r {
         let spec = lm::lora::LoraSpec {
@@ -254,65 +235,4 @@ fn bench_inputs(b: &GenBench, m: &mut Built) -> Result<(Vec<Vec<u32>>, Tokenizer
         }
     };
     Ok((prompts, tok))
-}
-
-/// A word-level tokenizer `t0 .. t{vocab-1}` for random-init models, which ship no tokenizer:
-/// generation only needs ids (and a decode for the returned text).
-fn placeholder_tokenizer(vocab: usize) -> Result<Tokenizer> {
-    let words: serde_json::Map<String, serde_json::Value> =
-        (0..vocab).map(|i| (format!("t{i}"), json!(i))).collect();
-    let spec = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": words, "unk_token": "t0"},
-    });
-    Tokenizer::from_parts(&spec, json!({}), &json!({}), &[]).context("placeholder tokenizer")
-}
-
-/// The device's peak FLOP/s that MFU is measured against: the GPU class's dense bf16 peak
-/// (NVML name), or the CPU's nominal f32 peak.
-fn peak_flops(device: &Device) -> cost::DeviceInfo {
-    match device.location() {
-        DeviceLocation::Cuda { gpu_id } => {
-            let name = cost::NvmlGpu::open(gpu_id).ok().and_then(|g| g.name());
-            cost::gpu_info(gpu_id, name.as_deref())
-        }
-        _ => cost::this_cpu(),
-    }
-}
-
-/// Peak device memory: candle keeps no high-water mark, so a thread polls NVML's used memory
-/// (the whole GPU, CUDA context included) every 10 ms and keeps the maximum. None on the CPU.
-struct PeakDeviceMemory {
-    stop: Arc<AtomicBool>,
-    poller: Option<std::thread::JoinHandle<u64>>,
-}
-
-impl PeakDeviceMemory {
-    fn start(device: &Device) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let gpu = match device.location() {
-            DeviceLocation::Cuda { gpu_id } => cost::NvmlGpu::open(gpu_id).ok(),
-            _ => None,
-        };
-        let poller = gpu.map(|gpu| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut peak = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    peak = peak.max(gpu.memory_used().unwrap_or(0));
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                peak
-            })
-        });
-        Self { stop, poller }
-    }
-
-    /// MiB, or None without a GPU (or NVML).
-    fn finish(self) -> Option<f64> {
-        self.stop.store(true, Ordering::Relaxed);
-        let peak = self.poller?.join().ok()?;
-        Some(peak as f64 / (1024.0 * 1024.0))
-    }
 }

@@ -74,42 +74,6 @@ pub fn winrate(db: &str, project: &str, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    let label = |r: &compare::blind::WinRate| {
-        let g = r.group.as_deref().unwrap_or("all groups");
-        format!("{} vs {} / {g}", r.model, r.base)
-    };
-    let w = rows
-        .iter()
-        .map(|r| label(r).len())
-        .max()
-        .unwrap_or(0)
-        .max(20);
-    println!(
-        "{:<w$} {:>5} {:>5} {:>5} {:>5}  {:<24} {:<24}",
-        "model vs base / group",
-        "n",
-        "win",
-        "tie",
-        "loss",
-        "win rate [Wilson 95%]",
-        "tie rate [Wilson 95%]"
-    );
-    for r in &rows {
-        let e = |e: &Option<compare::stats::Estimate>| {
-            e.map(|e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi))
-                .unwrap_or("-".into())
-        };
-        let t = &r.tally;
-        println!(
-            "{:<w$} {:>5} {:>5} {:>5} {:>5}  {:<24} {:<24}",
-            label(r),
-            t.n(),
-            t.wins,
-            t.ties,
-            t.losses,
-            e(&r.win_rate),
-            e(&r.tie_rate)
-        );
-    }
+    println!("{}", compare::report::win_rate_table(&rows));
     Ok(())
 }

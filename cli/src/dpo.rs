@@ -22,7 +22,7 @@ pub fn run(args: DpoArgs, m: &ArgMatches) -> Result<()> {
     train(&trainer, &cfg, &args.device)
 }
 
-/// Runs DPO from resolved settings (also the pipeline's entry point) and prints the outcome.
+/// Runs DPO from resolved settings and prints the outcome.
 pub fn train(trainer: &TrainerConfig, cfg: &DpoConfig, device: &DeviceArgs) -> Result<()> {
     let lora = cfg.lora.lora_r.is_some();
     let o = ::dpo::run(cfg, trainer, &device.load_options(true)?).context("dpo")?;

@@ -1,182 +1,22 @@
-//! `rudder estimate`: what a run will cost before it starts — FLOPs from the model's shape and
-//! the token budget, time and energy on this machine from a short calibration run (or the last
-//! `rudder bench train`), and the same on named GPU classes from their datasheet figures.
+//! `rudder estimate`: what a run will cost before it starts (`pipeline::estimate`).
 use crate::common::DeviceArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
-use cost::{gpu_class, gpu_estimate, plan_flops, FlopModel, Plan, StageKind, GPU_CLASSES};
-use std::path::PathBuf;
-
-mod calib;
 
 /// `rudder estimate`.
 #[derive(Args, Debug)]
 pub struct EstimateArgs {
-    /// Model: HF folder, hub id, .gguf, or a config.json (then calibration uses random weights).
-    #[arg(long)]
-    pub model: String,
-    /// Stage: sft, reward, dpo or ppo.
-    #[arg(long, default_value = "sft")]
-    pub stage: String,
-    /// Training tokens per epoch (non-padding).
-    #[arg(long, required_unless_present = "data", conflicts_with = "data")]
-    pub tokens: Option<u64>,
-    /// The training data instead of --tokens (the stage's format; tokenised with the model's
-    /// tokenizer and cut at --max-seq-len). PPO: prompt rows, each with --response-len tokens.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    #[arg(long, default_value_t = 1.0)]
-    pub epochs: f64,
-    /// Mean row length with --tokens (the attention term); --data measures it.
-    #[arg(long, default_value_t = 512)]
-    pub seq_len: usize,
-    /// Row cut with --data.
-    #[arg(long, default_value_t = 1024)]
-    pub max_seq_len: usize,
-    /// LoRA rank (trainable = the adapters) [none: full training].
-    #[arg(long)]
-    pub lora_r: Option<usize>,
-    /// LoRA projections, or all-linear.
-    #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
-    pub lora_targets: Vec<String>,
-    /// PPO: optimisation epochs per rollout (TRL's default).
-    #[arg(long, default_value_t = 4)]
-    pub ppo_epochs: usize,
-    /// PPO: generated tokens per prompt with --data.
-    #[arg(long, default_value_t = 64)]
-    pub response_len: usize,
-    /// GPU classes to compare (comma-separated) [all known].
-    #[arg(long, value_delimiter = ',')]
-    pub gpu: Vec<String>,
-    /// Model FLOPs utilisation assumed on the GPU classes.
-    #[arg(long, default_value_t = 0.4)]
-    pub mfu: f64,
-    /// Use the last `rudder bench train` result instead of calibrating.
-    #[arg(long)]
-    pub from_bench: bool,
-    /// Calibration: rows × tokens per step, and timed steps (after one warm-up step).
-    #[arg(long, default_value_t = 2)]
-    pub calib_batch: usize,
-    /// Calibration row length [the plan's mean row length, 16 to 1024].
-    #[arg(long)]
-    pub calib_seq: Option<usize>,
-    #[arg(long, default_value_t = 2)]
-    pub calib_steps: usize,
-    /// Print JSON instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Whether the run recomputes layer activations in the backward pass (the trainers'
-    /// default) [true].
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub gradient_checkpointing: bool,
     #[command(flatten)]
-    pub cost: cost::CostSettings,
+    pub settings: pipeline::estimate::EstimateSettings,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
 
 pub fn run(a: EstimateArgs) -> Result<()> {
-    let Some(stage) = StageKind::parse(&a.stage) else {
-        bail!("--stage: `{}` is not one of sft, reward, dpo, ppo", a.stage);
-    };
-    anyhow::ensure!(
-        a.epochs > 0.0 && a.mfu > 0.0,
-        "--epochs and --mfu must be > 0"
-    );
-    let settings = a.cost.clone();
-    let loaded = calib::load(&a)?;
-    let model = FlopModel {
-        dims: cost::model_dims(&loaded.config),
-        stage,
-        recompute: a.gradient_checkpointing,
-    };
-    let (tokens, row_len, data_note) = match &a.data {
-        Some(path) => calib::count_tokens(&a, path, stage, &loaded)?,
-        None => (a.tokens.unwrap_or(0), a.seq_len as f64, String::new()),
-    };
-    let trainable = match a.lora_r {
-        Some(r) => lm::lora::adapter_params(&loaded.config, &lora_spec(r, &a.lora_targets))
-            .context("--lora-r, --lora-targets")?,
-        None => u64::MAX,
-    };
-    let plan = Plan {
-        model: model.clone(),
-        tokens,
-        epochs: a.epochs,
-        row_len,
-        trainable,
-        updates_per_batch: if stage == StageKind::Ppo {
-            a.ppo_epochs as f64
-        } else {
-            1.0
-        },
-    };
-    let flops = plan_flops(&plan);
-    let calib_seq = a
-        .calib_seq
-        .unwrap_or((row_len.round() as usize).clamp(16, 1024));
-    let here = calib::this_machine(&a, calib_seq, loaded, &settings)?;
-    let mut rows = vec![cost::estimate(
-        "this machine",
-        flops.total(),
-        &here,
-        &settings,
-    )];
-    for g in gpu_list(&a.gpu)? {
-        rows.push(gpu_estimate(flops.total(), g, a.mfu, &settings));
+    let r = pipeline::estimate::estimate(&a.settings, &a.device.load_options(true)?)?;
+    match a.settings.json {
+        true => println!("{}", serde_json::to_string_pretty(&r.json)?),
+        false => println!("{}", r.text),
     }
-    if a.json {
-        let v = serde_json::json!({
-            "stage": stage.name(), "tokens_per_epoch": tokens, "epochs": a.epochs,
-            "row_len": row_len, "flops": flops, "flop_rule": model.rule(),
-            "grid_gco2_per_kwh": settings.grid_gco2_per_kwh, "estimates": rows,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    println!(
-        "estimate: {} on {}, {tokens} tokens/epoch{data_note} × {} epochs, rows of {row_len:.0} tokens{}",
-        stage.name(),
-        a.model,
-        a.epochs,
-        a.lora_r.map(|r| format!(", LoRA r={r} ({trainable} trainable)")).unwrap_or_default()
-    );
-    println!(
-        "FLOPs: {:.3e} (forward {:.3e}, backward {:.3e}); {}",
-        flops.total(),
-        flops.forward,
-        flops.backward,
-        model.rule()
-    );
-    println!(
-        "{}",
-        cost::estimate_table(&rows, settings.grid_gco2_per_kwh)
-    );
     Ok(())
-}
-
-/// The adapters `--lora-r` and `--lora-targets` describe (the count needs no alpha).
-fn lora_spec(r: usize, targets: &[String]) -> lm::lora::LoraSpec {
-    lm::lora::LoraSpec {
-        r,
-        alpha: 16.0,
-        dropout: 0.0,
-        targets: targets.to_vec(),
-        rslora: false,
-    }
-}
-
-fn gpu_list(names: &[String]) -> Result<Vec<&'static cost::GpuClass>> {
-    if names.is_empty() {
-        return Ok(GPU_CLASSES.iter().collect());
-    }
-    names
-        .iter()
-        .map(|n| {
-            gpu_class(n).with_context(|| {
-                let known: Vec<&str> = GPU_CLASSES.iter().map(|c| c.name).collect();
-                format!("--gpu `{n}`: unknown class (known: {})", known.join(", "))
-            })
-        })
-        .collect()
 }

@@ -22,7 +22,7 @@ pub fn run(args: PpoArgs, m: &ArgMatches) -> Result<()> {
     train(&trainer, &cfg, &args.device)
 }
 
-/// Runs PPO from resolved settings (also the pipeline's entry point) and prints the outcome.
+/// Runs PPO from resolved settings and prints the outcome.
 pub fn train(trainer: &TrainerConfig, cfg: &PpoConfig, device: &DeviceArgs) -> Result<()> {
     let lora = cfg.lora.lora_r.is_some();
     let o = ::ppo::run(cfg, trainer, &device.load_options(true)?).context("ppo")?;

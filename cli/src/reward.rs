@@ -65,8 +65,7 @@ pub fn run(cmd: RewardCommand, m: &ArgMatches) -> Result<()> {
     }
 }
 
-/// Trains a reward model from resolved settings (also the pipeline's entry point) and prints
-/// the outcome.
+/// Trains a reward model from resolved settings and prints the outcome.
 pub fn train(trainer: &TrainerConfig, cfg: &RewardConfig, device: &DeviceArgs) -> Result<()> {
     let o = reward_model::run(cfg, trainer, &device.load_options(true)?).context("reward train")?;
     let s = &o.summary;

@@ -3,7 +3,7 @@
 //! default. `--config FILE.toml` holds the same names with `_`; a flag given on the command
 //! line overrides the file in both directions (`--precompute-ref false` turns off
 //! `precompute_ref = true`), the file overrides the defaults.
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use serde::de::DeserializeOwned;
@@ -43,8 +43,7 @@ pub fn resolve<S: DeserializeOwned + Serialize + Default>(
             table.extend(o.into_iter().filter(|(k, _)| given(m, k)));
         }
     }
-    let resolved = train::settings::resolve_table(table, &file, stage);
-    resolved.with_context(|| format!("[{stage}] config"))
+    Ok(train::settings::resolve_table(table, &file, stage)?)
 }
 
 /// Whether the flag of setting `id` was given on the command line (not defaulted).

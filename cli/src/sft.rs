@@ -24,7 +24,7 @@ pub fn run(args: SftArgs, m: &ArgMatches) -> Result<()> {
     train(&trainer, &cfg, &args.device)
 }
 
-/// Runs SFT from resolved settings (also the pipeline's entry point) and prints the outcome.
+/// Runs SFT from resolved settings and prints the outcome.
 pub fn train(trainer: &TrainerConfig, cfg: &SftConfig, device: &DeviceArgs) -> Result<()> {
     let o = ::sft::run(cfg, trainer, &device.load_options(true)?).context("sft")?;
     let s = &o.summary;

@@ -265,3 +265,46 @@ fn model_lines(m: &ModelSummary) -> Vec<String> {
     }
     lines
 }
+
+/// `rudder label winrate`'s table: one row per model and group (and overall), with the win
+/// and tie rates and their Wilson 95% intervals.
+pub fn win_rate_table(rows: &[crate::blind::WinRate]) -> String {
+    let label = |r: &crate::blind::WinRate| {
+        let g = r.group.as_deref().unwrap_or("all groups");
+        format!("{} vs {} / {g}", r.model, r.base)
+    };
+    let w = rows
+        .iter()
+        .map(|r| label(r).len())
+        .max()
+        .unwrap_or(0)
+        .max(20);
+    let e = |e: &Option<Estimate>| {
+        e.map(|e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi))
+            .unwrap_or("-".into())
+    };
+    let mut out = format!(
+        "{:<w$} {:>5} {:>5} {:>5} {:>5}  {:<24} {:<24}",
+        "model vs base / group",
+        "n",
+        "win",
+        "tie",
+        "loss",
+        "win rate [Wilson 95%]",
+        "tie rate [Wilson 95%]"
+    );
+    for r in rows {
+        let t = &r.tally;
+        out += &format!(
+            "\n{:<w$} {:>5} {:>5} {:>5} {:>5}  {:<24} {:<24}",
+            label(r),
+            t.n(),
+            t.wins,
+            t.ties,
+            t.losses,
+            e(&r.win_rate),
+            e(&r.tie_rate)
+        );
+    }
+    out
+}

@@ -15,6 +15,7 @@ mod generation;
 mod meter;
 mod model;
 mod nvml;
+mod peak;
 mod report;
 
 pub use device::{
@@ -29,6 +30,7 @@ pub use meter::{
 };
 pub use model::{flop_model, model_config, model_dims};
 pub use nvml::NvmlGpu;
+pub use peak::{peak_flops, peak_rss_mib, PeakDeviceMemory};
 pub use report::{cost_line, estimate_table, human_time, pipeline_cost_lines};
 
 /// Default grid carbon intensity, gCO2-eq/kWh: the 2023 world average of electricity

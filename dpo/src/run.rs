@@ -2,7 +2,7 @@
 //! copy, the LoRA base, or precomputed), `train::run`, and the outputs in the run folder.
 use crate::config::DpoConfig;
 use crate::prepare::{fingerprint, load_pairs, read_cache, write_cache, DataStats, RefCache};
-use crate::stage::{DpoStage, PairSet};
+use crate::stage::DpoStage;
 use crate::{Error, Result};
 use lm::{CausalLm, LoadOptions, Pretrained};
 use std::collections::BTreeMap;
@@ -43,9 +43,14 @@ pub const FILES: train::RunFiles = train::RunFiles {
 pub fn run(cfg: &DpoConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Result<DpoOutcome> {
     cfg.validate()?;
     let lora = cfg.lora()?;
-    train::start(&FILES, trainer, cfg)?;
-    let spec = train::required(cfg.model.as_deref(), FILES.stage, "model")?;
-    let pre = train::load_policy(spec, opts, lora.as_ref())?;
+    let pre = train::begin(
+        &FILES,
+        trainer,
+        cfg,
+        cfg.model.as_deref(),
+        lora.as_ref(),
+        opts,
+    )?;
     train_dpo(pre, opts, cfg, trainer)
 }
 
@@ -65,15 +70,10 @@ pub fn train_dpo(
         params,
         ..
     } = pre;
-    let data_path = train::required(cfg.data.as_deref(), FILES.stage, "data")?;
-    let (train_set, train_stats) = load_pairs(&tok, data_path, cfg)?;
-    let (eval_set, eval_stats) = match &cfg.eval_data {
-        Some(p) => {
-            let (s, st) = load_pairs(&tok, p, cfg)?;
-            (s, Some(st))
-        }
-        None => (PairSet::default(), None),
-    };
+    let read = |p: &Path| load_pairs(&tok, p, cfg).map(|(s, st)| (s, Some(st)));
+    let (data, eval) = (cfg.data.as_deref(), cfg.eval_data.as_deref());
+    let ((train_set, train_stats), (eval_set, eval_stats)) =
+        train::read_splits(FILES.stage, data, eval, read)?;
     let lora = cfg.lora()?;
     let params = train::trainable(&mut model, lora.as_ref(), params, trainer.seed)?;
     std::fs::create_dir_all(&trainer.out).map_err(Error::io(&trainer.out))?;
@@ -109,7 +109,7 @@ pub fn train_dpo(
     log_eval("after training", &eval_after);
     let outcome = DpoOutcome {
         summary,
-        train_data: train_stats,
+        train_data: train_stats.unwrap_or_default(),
         eval_data: eval_stats,
         eval_before,
         eval_after,

@@ -146,6 +146,20 @@ impl Tokenizer {
         Self::assemble(inner, cfg, &gen, template, config_eos)
     }
 
+    /// A word-level tokenizer `t0 .. t{vocab-1}` for random-init models, which ship none:
+    /// generation only needs ids (and a decode for the returned text).
+    pub fn placeholder(vocab: usize) -> Result<Self> {
+        let words: serde_json::Map<String, serde_json::Value> = (0..vocab)
+            .map(|i| (format!("t{i}"), serde_json::json!(i)))
+            .collect();
+        let spec = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": words, "unk_token": "t0"},
+        });
+        Self::from_parts(&spec, serde_json::json!({}), &serde_json::json!({}), &[])
+    }
+
     /// Builds from JSON parts (what the GGUF reader produces).
     pub fn from_parts(
         tokenizer_json: &serde_json::Value,

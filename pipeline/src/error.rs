@@ -6,6 +6,9 @@ pub enum Error {
     /// A setting of the pipeline file (or a section of it) that cannot work.
     #[error("{file}: {reason}")]
     Config { file: String, reason: String },
+    /// A setting (a flag, a data row) that cannot work, with what to do.
+    #[error("{0}")]
+    Invalid(String),
     /// A stage that failed while running.
     #[error("{file}: stage [{stage}]: {source}")]
     Stage {

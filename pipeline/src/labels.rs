@@ -38,12 +38,7 @@ fn candidates(ctx: &Ctx, t: &toml::Table) -> Result<()> {
     if stage_done(ctx, "candidates", t)? {
         return Ok(());
     }
-    let settings: CandidateSettings = t.clone().try_into().map_err(|e: toml::de::Error| {
-        ctx.config(format!(
-            "[candidates] {} (fields are `rudder label generate` flags with `_`)",
-            e.message()
-        ))
-    })?;
+    let settings = candidate_settings(ctx, t)?;
     (ctx.say)("pipeline: [candidates] running");
     let (db, project) = (get(t, "db"), get(t, "project"));
     let rt = tokio::runtime::Runtime::new().map_err(Error::io("tokio runtime"))?;
@@ -64,6 +59,16 @@ fn candidates(ctx: &Ctx, t: &toml::Table) -> Result<()> {
     let dir = ctx.out.join("candidates");
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     stage_mark(ctx, "candidates", t, &db)
+}
+
+/// `[candidates]` as `rudder label generate`'s settings.
+pub fn candidate_settings(ctx: &Ctx, t: &toml::Table) -> Result<CandidateSettings> {
+    t.clone().try_into().map_err(|e: toml::de::Error| {
+        ctx.config(format!(
+            "[candidates] {} (fields are `rudder label generate` flags with `_`)",
+            e.message()
+        ))
+    })
 }
 
 fn get(t: &toml::Table, k: &str) -> String {

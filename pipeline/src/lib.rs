@@ -7,6 +7,7 @@
 //! earlier stages and calls the stage with its config directly.
 mod candidates;
 mod error;
+pub mod estimate;
 mod labels;
 mod stages;
 

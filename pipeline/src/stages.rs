@@ -219,6 +219,18 @@ pub fn check(ctx: &Ctx, cfg: &PipelineConfig) -> Result<()> {
             return Err(ctx.config(format!("field `policy`: `{other}` is not one of dpo, ppo")))
         }
     }
+    if let Some(t) = &cfg.candidates {
+        crate::labels::candidate_settings(ctx, &section(ctx, "candidates", Some(t), &[])?)?;
+    }
+    if cfg
+        .compare
+        .as_ref()
+        .is_some_and(|t| t.contains_key("models"))
+    {
+        return Err(
+            ctx.config("[compare] field `models`: set by the pipeline (base, sft, aligned)")
+        );
+    }
     compare_settings(ctx, &section(ctx, "compare", cfg.compare.as_ref(), &[])?)?;
     Ok(())
 }
@@ -234,8 +246,7 @@ where
     S: DeserializeOwned + Serialize + Default,
 {
     let table = json_table(&section(ctx, stage, t, defaults)?)?;
-    train::settings::from_table(table, &ctx.file, stage)
-        .map_err(|e| ctx.config(format!("[{stage}] {e}")))
+    Ok(train::settings::from_table(table, &ctx.file, stage)?)
 }
 
 fn compare_settings(ctx: &Ctx, t: &toml::Table) -> Result<compare::CompareSettings> {

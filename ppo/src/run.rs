@@ -37,9 +37,14 @@ pub const FILES: train::RunFiles = train::RunFiles {
 pub fn run(cfg: &PpoConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Result<PpoOutcome> {
     cfg.validate(trainer)?;
     let lora = cfg.lora()?;
-    train::start(&FILES, trainer, cfg)?;
-    let spec = train::required(cfg.model.as_deref(), FILES.stage, "model")?;
-    let pre = train::load_policy(spec, opts, lora.as_ref())?;
+    let pre = train::begin(
+        &FILES,
+        trainer,
+        cfg,
+        cfg.model.as_deref(),
+        lora.as_ref(),
+        opts,
+    )?;
     train_ppo(pre, opts, cfg, trainer)
 }
 

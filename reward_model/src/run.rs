@@ -60,12 +60,9 @@ pub fn build_stage(
         Some(s) => model.backbone.attach_lora(s, trainer.seed)?,
         None => vec![],
     };
-    let data = train::required(cfg.data.as_deref(), FILES.stage, "data")?;
-    let train = read(data, &model, cfg)?.pairs;
-    let eval = match &cfg.eval_data {
-        Some(p) => read(p, &model, cfg)?.pairs,
-        None => vec![],
-    };
+    let (data, eval) = (cfg.data.as_deref(), cfg.eval_data.as_deref());
+    let (train, eval) =
+        train::read_splits(FILES.stage, data, eval, |p| Ok(read(p, &model, cfg)?.pairs))?;
     let groups = cfg.group_pairs.then(|| crate::pairs::group_indices(&train));
     if let Some(g) = &groups {
         tracing::info!(
@@ -143,7 +140,7 @@ pub fn train_reward(
     Ok(outcome)
 }
 
-/// `eval.json`: the final evaluation, what `rudder reward eval` prints.
+/// `eval.json`: the final evaluation (accuracy, margin, reward statistics on `eval_data`).
 fn write_eval(out: &Path, eval: &BTreeMap<String, f64>) -> Result<()> {
     let path = out.join("eval.json");
     let text = serde_json::to_string_pretty(eval).map_err(Error::json(&path))?;

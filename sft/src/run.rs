@@ -66,9 +66,14 @@ pub const FILES: train::RunFiles = train::RunFiles {
 pub fn run(cfg: &SftConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Result<SftOutcome> {
     cfg.validate()?;
     let lora = cfg.lora()?;
-    train::start(&FILES, trainer, cfg)?;
-    let spec = train::required(cfg.model.as_deref(), FILES.stage, "model")?;
-    let pre = train::load_policy(spec, opts, lora.as_ref())?;
+    let pre = train::begin(
+        &FILES,
+        trainer,
+        cfg,
+        cfg.model.as_deref(),
+        lora.as_ref(),
+        opts,
+    )?;
     train_sft(pre, cfg, trainer)
 }
 
@@ -83,15 +88,10 @@ pub fn train_sft(pre: Pretrained, cfg: &SftConfig, trainer: &TrainerConfig) -> R
         params,
         ..
     } = pre;
-    let data_path = train::required(cfg.data.as_deref(), FILES.stage, "data")?;
-    let (train, train_stats) = load_samples(&tok, data_path, cfg)?;
-    let (eval, eval_stats) = match &cfg.eval_data {
-        Some(p) => {
-            let (s, st) = load_samples(&tok, p, cfg)?;
-            (s, Some(st))
-        }
-        None => (vec![], None),
-    };
+    let read = |p: &Path| load_samples(&tok, p, cfg).map(|(s, st)| (s, Some(st)));
+    let (data, eval) = (cfg.data.as_deref(), cfg.eval_data.as_deref());
+    let ((train, train_stats), (eval, eval_stats)) =
+        train::read_splits(FILES.stage, data, eval, read)?;
     let lora = cfg.lora()?;
     let params = train::trainable(&mut model, lora.as_ref(), params, trainer.seed)?;
     let packing = cfg.packing.then_some(cfg.max_seq_len);
@@ -112,7 +112,7 @@ pub fn train_sft(pre: Pretrained, cfg: &SftConfig, trainer: &TrainerConfig) -> R
     })?;
     let outcome = SftOutcome {
         summary,
-        train_data: train_stats,
+        train_data: train_stats.unwrap_or_default(),
         eval_data: eval_stats,
         train_rows,
         trainable_params: params.num_elements(),

@@ -32,6 +32,9 @@ pub enum Error {
     /// A loop setting it cannot run with.
     #[error("invalid config: {0}")]
     Config(String),
+    /// A settings file or section that cannot be read: names the file, the stage and the key.
+    #[error("{0}")]
+    Settings(String),
     /// A stage setting that cannot work, found before any tensor is touched.
     #[error("{section} config: field `{field}`: {reason}")]
     Setting {

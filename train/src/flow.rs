@@ -30,6 +30,20 @@ pub fn start(files: &RunFiles, trainer: &TrainerConfig, cfg: &impl Serialize) ->
     crate::settings::write_resolved(files.stage, trainer, cfg)
 }
 
+/// [`start`], then the model the stage trains: `model` (its required setting) loaded as
+/// [`load_policy`] does.
+pub fn begin(
+    files: &RunFiles,
+    trainer: &TrainerConfig,
+    cfg: &impl Serialize,
+    model: Option<&str>,
+    lora: Option<&LoraSpec>,
+    opts: &LoadOptions,
+) -> Result<Pretrained> {
+    start(files, trainer, cfg)?;
+    load_policy(required(model, files.stage, "model")?, opts, lora)
+}
+
 /// Loads the model a stage trains: its weights trainable for full training, frozen (plain
 /// tensors, no optimizer state) when LoRA adapters are trained instead.
 pub fn load_policy(spec: &str, opts: &LoadOptions, lora: Option<&LoraSpec>) -> Result<Pretrained> {
@@ -57,6 +71,18 @@ pub fn trainable(
     seed: u64,
 ) -> Result<Params> {
     Params::new(model.trainable_vars(lora, full, seed)?)
+}
+
+/// Reads the training file (`data`, a required setting) and, when given, the evaluation file
+/// with the same reader; no evaluation file reads as the reader's empty value.
+pub fn read_splits<T: Default>(
+    stage: &'static str,
+    data: Option<&Path>,
+    eval: Option<&Path>,
+    read: impl Fn(&Path) -> Result<T>,
+) -> Result<(T, T)> {
+    let train = read(required(data, stage, "data")?)?;
+    Ok((train, eval.map(read).transpose()?.unwrap_or_default()))
 }
 
 /// A required setting that was left out: the error names the stage's config field.

@@ -26,7 +26,7 @@ pub fn from_table<S: DeserializeOwned + Serialize + Default>(
         } else if stage_keys.contains(&k) {
             s.insert(k, v);
         } else {
-            return Err(Error::Config(format!(
+            return Err(Error::Settings(format!(
                 "{file}: [{stage}] field `{k}`: unknown field"
             )));
         }
@@ -46,7 +46,9 @@ pub fn resolve_table<S: DeserializeOwned + Serialize + Default>(
         .ok()
         .and_then(|v| v.get("model").and_then(Value::as_str).map(String::from));
     trainer.flops = model.and_then(|m| cost::flop_model(&m, stage));
-    trainer.validate()?;
+    trainer
+        .validate()
+        .map_err(|e| Error::Settings(format!("{file}: [{stage}] {e}")))?;
     Ok((trainer, cfg))
 }
 
@@ -66,7 +68,7 @@ fn from_map<T: DeserializeOwned>(m: Map<String, Value>, file: &str, stage: &str)
             let one = Map::from_iter([((*k).clone(), (*v).clone())]);
             serde_json::from_value::<T>(one.into()).is_err()
         });
-        Error::Config(match bad {
+        Error::Settings(match bad {
             Some((k, _)) => format!("{file}: [{stage}] field `{k}`: {e}"),
             None => format!("{file}: [{stage}] {e}"),
         })
@@ -85,7 +87,7 @@ pub fn write_resolved(stage: &str, trainer: &TrainerConfig, cfg: &impl Serialize
         }
     }
     let text = toml::to_string_pretty(&Value::Object(table))
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::Settings(format!("{}: {e}", path.display())))?;
     std::fs::write(&path, text).map_err(Error::io(&path))
 }
 
@@ -94,7 +96,7 @@ pub fn read_toml(path: &Path) -> Result<Map<String, Value>> {
     let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| Error::Config(format!("{}: {}", path.display(), e)))?;
+        .map_err(|e: toml::de::Error| Error::Settings(format!("{}: {}", path.display(), e)))?;
     match serde_json::to_value(table).map_err(Error::json(path))? {
         Value::Object(o) => Ok(o),
         _ => Ok(Map::new()),

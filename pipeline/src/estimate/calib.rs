@@ -1,7 +1,7 @@
 //! `rudder estimate`'s measurements: the model, the data's token count, and this machine's
 //! speed and power (a short calibration run, or the stored last `rudder bench train`).
-use super::EstimateArgs;
-use anyhow::{bail, Context, Result};
+use super::{invalid, EstimateSettings};
+use crate::Result;
 use candle_core::{Device, Var};
 use cost::{model_config, Calibration, CostSettings, FlopModel, StageKind};
 use lm::{CausalLm, ModelConfig, Tokenizer};
@@ -18,12 +18,16 @@ pub struct Loaded {
 
 /// Loads the config, and the weights (trainable, for calibration) and tokenizer when needed. A
 /// config.json gets random weights and no tokenizer.
-pub fn load(a: &EstimateArgs) -> Result<Loaded> {
-    let opts = a.device.load_options(true)?;
+pub fn load(a: &EstimateSettings, load: &lm::LoadOptions) -> Result<Loaded> {
+    let opts = lm::LoadOptions {
+        trainable: true,
+        ..load.clone()
+    };
     let device = opts.device.clone();
     let is_json = Path::new(&a.model).extension().is_some_and(|e| e == "json");
     if a.from_bench && (a.data.is_none() || is_json) {
-        let config = model_config(&a.model).with_context(|| format!("model `{}`", a.model))?;
+        let config =
+            model_config(&a.model).map_err(|e| invalid(format!("model `{}`: {e}", a.model)))?;
         return Ok(Loaded {
             config,
             model: None,
@@ -32,7 +36,8 @@ pub fn load(a: &EstimateArgs) -> Result<Loaded> {
         });
     }
     if is_json {
-        let config = model_config(&a.model).with_context(|| format!("model `{}`", a.model))?;
+        let config =
+            model_config(&a.model).map_err(|e| invalid(format!("model `{}`: {e}", a.model)))?;
         let (m, p) = CausalLm::random(config.clone(), &device, opts.precision, true, 0)?;
         return Ok(Loaded {
             config,
@@ -41,7 +46,7 @@ pub fn load(a: &EstimateArgs) -> Result<Loaded> {
             device,
         });
     }
-    let p = crate::common::load_model(&a.model, &opts)?;
+    let p = train::load_model(&a.model, &opts)?;
     Ok(Loaded {
         config: p.model.config.clone(),
         model: Some((p.model, p.params)),
@@ -52,13 +57,15 @@ pub fn load(a: &EstimateArgs) -> Result<Loaded> {
 
 /// `(tokens per epoch, mean row length, note)` of the stage's data file.
 pub fn count_tokens(
-    a: &EstimateArgs,
+    a: &EstimateSettings,
     path: &Path,
     stage: StageKind,
     m: &Loaded,
 ) -> Result<(u64, f64, String)> {
     let Some(tok) = &m.tokenizer else {
-        bail!("--data needs the model's tokenizer: give a model folder, hub id or .gguf");
+        return Err(invalid(
+            "--data needs the model's tokenizer: give a model folder, hub id or .gguf",
+        ));
     };
     let cut = |n: usize| n.min(a.max_seq_len) as u64;
     let rows: Vec<u64> = match stage {
@@ -74,7 +81,7 @@ pub fn count_tokens(
             let mut rows = vec![];
             for ex in &prefs.examples {
                 let (p, c, r) = data::prefs::tokenize_pair(tok, ex)
-                    .with_context(|| format!("{}:{}", path.display(), ex.line))?;
+                    .map_err(|e| invalid(format!("{}:{}: {e}", path.display(), ex.line)))?;
                 rows.extend([cut(p.len() + c.len()), cut(p.len() + r.len())]);
             }
             rows
@@ -82,17 +89,20 @@ pub fn count_tokens(
         StageKind::Ppo => {
             let mut rows = vec![];
             for r in lm::jsonl::read_rows(path)? {
-                let prompt = r.value.get("prompt").cloned().with_context(|| {
-                    format!("{}:{}: field `prompt` is missing", path.display(), r.line)
+                let at = format!("{}:{}: field `prompt`", path.display(), r.line);
+                let prompt = r.value.get("prompt").cloned();
+                let prompt = prompt.ok_or_else(|| invalid(format!("{at} is missing")))?;
+                let prompt: lm::TextOrMessages = serde_json::from_value(prompt).map_err(|_| {
+                    invalid(format!("{at}: expected a string or a list of messages"))
                 })?;
-                let prompt: lm::TextOrMessages = serde_json::from_value(prompt)
-                    .with_context(|| format!("{}:{}: field `prompt`", path.display(), r.line))?;
                 rows.push(cut(tok.encode_prompt(&prompt)?.len() + a.response_len));
             }
             rows
         }
     };
-    anyhow::ensure!(!rows.is_empty(), "{}: no rows", path.display());
+    if rows.is_empty() {
+        return Err(invalid(format!("{}: no rows", path.display())));
+    }
     let tokens: u64 = rows.iter().sum();
     let note = format!(" ({} rows of {})", rows.len(), path.display());
     Ok((tokens, tokens as f64 / rows.len() as f64, note))
@@ -100,21 +110,22 @@ pub fn count_tokens(
 
 /// This machine's speed and power: the stored bench (--from-bench) or a calibration run.
 pub fn this_machine(
-    a: &EstimateArgs,
+    a: &EstimateSettings,
     seq: usize,
     m: Loaded,
     settings: &CostSettings,
 ) -> Result<Calibration> {
     if a.from_bench {
-        return cost::calibrate::load_bench().context("--from-bench");
+        return cost::calibrate::load_bench().map_err(|e| invalid(format!("--from-bench: {e}")));
     }
     let Some((model, params)) = m.model else {
-        bail!("no weights to calibrate with");
+        return Err(invalid("no weights to calibrate with"));
     };
-    anyhow::ensure!(
-        a.calib_batch > 0 && seq > 1 && a.calib_steps > 0,
-        "--calib-* > 0"
-    );
+    if !(a.calib_batch > 0 && seq > 1 && a.calib_steps > 0) {
+        return Err(invalid(
+            "--calib-batch, --calib-seq and --calib-steps must be > 0",
+        ));
+    }
     let mut step = train::synthetic::SyntheticStep::new(&model, params, a.calib_batch, seq, 1e-6)?;
     let fm = FlopModel {
         dims: cost::model_dims(&model.config),
