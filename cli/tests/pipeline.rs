@@ -156,6 +156,23 @@ fn broken_stage_configs_name_stage_and_field() {
     std::fs::write(&cfg, format!("out = {:?}\nmodel = \"m\"\n[compare]\nsamples = 1\ntemprature = 0.5\n[preferences]\nfile = {:?}\n", out.display().to_string(), cfg.display().to_string())).unwrap();
     let t = text(&rudder(&["pipeline", "--config", cfg.to_str().unwrap()]));
     assert!(t.contains("[compare]") && t.contains("temprature"), "{t}");
+    // Checked before any stage runs: [candidates] (sampled after SFT) and the pipeline's own
+    // fill-ins, which a section may not set.
+    let out_s = out.display().to_string();
+    for (body, needles) in [
+        (
+            "[candidates]\nn = \"two\"\n",
+            ["[candidates]", "invalid type"],
+        ),
+        ("[compare]\nmodels = [\"a=b\"]\n", ["[compare]", "`models`"]),
+    ] {
+        let toml = format!("out = {out_s:?}\nmodel = \"m\"\n[sft]\ndata = \"x\"\n{body}");
+        std::fs::write(&cfg, toml).unwrap();
+        let o = rudder(&["pipeline", "--config", cfg.to_str().unwrap()]);
+        let t = text(&o);
+        assert!(!o.status.success() && !t.contains("running"), "{t}");
+        assert!(needles.iter().all(|n| t.contains(n)), "{body}: {t}");
+    }
 }
 
 #[test]
