@@ -1,9 +1,10 @@
 //! The DPO stage's own settings (the loop's are `train::TrainerConfig`). The field names are
 //! the TOML keys and, with `-` for `_`, the `rudder dpo` flags.
 use crate::{Error, Result};
-use lm::lora::{LoraConfig, LoraSpec};
+use lm::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use train::StageSettings;
 
 /// The preference loss (`--loss`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -157,12 +158,15 @@ impl DpoConfig {
     pub fn uses_reference(&self) -> bool {
         self.loss != LossType::Simpo
     }
+}
 
-    /// The LoRA spec when `lora_r` is set.
-    pub fn lora(&self) -> Result<Option<LoraSpec>> {
-        self.lora
-            .spec()
-            .map_err(|(field, reason)| Error::setting("dpo", field, reason))
+impl train::StageSettings for DpoConfig {
+    const FILES: train::RunFiles = crate::run::FILES;
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+    fn lora_settings(&self) -> &LoraConfig {
+        &self.lora
     }
 }
 

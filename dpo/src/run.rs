@@ -4,7 +4,7 @@ use crate::config::DpoConfig;
 use crate::prepare::{fingerprint, load_pairs, read_cache, write_cache, DataStats, RefCache};
 use crate::stage::DpoStage;
 use crate::{Error, Result};
-use lm::{CausalLm, LoadOptions, Pretrained};
+use lm::{CausalLm, LoadOptions, Pretrained, Tokenizer};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use train::{TrainSummary, TrainerConfig};
@@ -42,15 +42,7 @@ pub const FILES: train::RunFiles = train::RunFiles {
 /// loads `cfg.model` (frozen with LoRA) and trains it ([`train_dpo`]).
 pub fn run(cfg: &DpoConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Result<DpoOutcome> {
     cfg.validate()?;
-    let lora = cfg.lora()?;
-    let pre = train::begin(
-        &FILES,
-        trainer,
-        cfg,
-        cfg.model.as_deref(),
-        lora.as_ref(),
-        opts,
-    )?;
+    let pre = train::begin(cfg, trainer, opts)?;
     train_dpo(pre, opts, cfg, trainer)
 }
 
@@ -64,18 +56,16 @@ pub fn train_dpo(
     trainer: &TrainerConfig,
 ) -> Result<DpoOutcome> {
     cfg.validate()?;
-    let Pretrained {
-        mut model,
-        tokenizer: tok,
+    let read = |tok: &Tokenizer, p: &Path| load_pairs(tok, p, cfg).map(|(s, st)| (s, Some(st)));
+    let files = (cfg.data.as_deref(), cfg.eval_data.as_deref());
+    let train::Prepared {
+        model,
+        tok,
         params,
-        ..
-    } = pre;
-    let read = |p: &Path| load_pairs(&tok, p, cfg).map(|(s, st)| (s, Some(st)));
-    let (data, eval) = (cfg.data.as_deref(), cfg.eval_data.as_deref());
-    let ((train_set, train_stats), (eval_set, eval_stats)) =
-        train::read_splits(FILES.stage, data, eval, read)?;
-    let lora = cfg.lora()?;
-    let params = train::trainable(&mut model, lora.as_ref(), params, trainer.seed)?;
+        lora,
+        train: (train_set, train_stats),
+        eval: (eval_set, eval_stats),
+    } = train::prepare(pre, cfg, trainer.seed, files, read)?;
     std::fs::create_dir_all(&trainer.out).map_err(Error::io(&trainer.out))?;
     let mut stage = DpoStage {
         model,

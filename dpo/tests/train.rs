@@ -3,6 +3,7 @@
 use dpo::{train_dpo, DpoConfig, LossType};
 use lm::{LoadOptions, Pretrained};
 use std::path::{Path, PathBuf};
+use train::StageSettings;
 use train::{Params, TrainerConfig};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;

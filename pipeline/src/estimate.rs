@@ -96,70 +96,79 @@ pub fn estimate(a: &EstimateSettings, load: &lm::LoadOptions) -> Result<Estimate
     if !(a.epochs > 0.0 && a.mfu > 0.0) {
         return Err(invalid("--epochs and --mfu must be > 0"));
     }
-    let settings = a.cost.clone();
+    let settings = &a.cost;
     let loaded = calib::load(a, load)?;
-    let model = FlopModel {
-        dims: cost::model_dims(&loaded.config),
-        stage,
-        recompute: a.gradient_checkpointing,
-    };
-    let (tokens, row_len, data_note) = match &a.data {
-        Some(path) => calib::count_tokens(a, path, stage, &loaded)?,
-        None => (a.tokens.unwrap_or(0), a.seq_len as f64, String::new()),
-    };
-    let trainable = match a.lora_r {
-        Some(r) => lm::lora::adapter_params(&loaded.config, &lora_spec(r, &a.lora_targets))
-            .map_err(|e| invalid(format!("--lora-r, --lora-targets: {e}")))?,
-        None => u64::MAX,
-    };
-    let plan = Plan {
-        model: model.clone(),
-        tokens,
-        epochs: a.epochs,
-        row_len,
-        trainable,
-        updates_per_batch: if stage == StageKind::Ppo {
-            a.ppo_epochs as f64
-        } else {
-            1.0
-        },
-    };
+    let (plan, data_note) = plan(a, stage, &loaded)?;
     let flops = plan_flops(&plan);
     let calib_seq = a
         .calib_seq
-        .unwrap_or((row_len.round() as usize).clamp(16, 1024));
-    let here = calib::this_machine(a, calib_seq, loaded, &settings)?;
+        .unwrap_or((plan.row_len.round() as usize).clamp(16, 1024));
+    let here = calib::this_machine(a, calib_seq, loaded, settings)?;
     let mut rows = vec![cost::estimate(
         "this machine",
         flops.total(),
         &here,
-        &settings,
+        settings,
     )];
     for g in gpu_list(&a.gpu)? {
-        rows.push(gpu_estimate(flops.total(), g, a.mfu, &settings));
+        rows.push(gpu_estimate(flops.total(), g, a.mfu, settings));
     }
     let json = serde_json::json!({
-        "stage": stage.name(), "tokens_per_epoch": tokens, "epochs": a.epochs,
-        "row_len": row_len, "flops": flops, "flop_rule": model.rule(),
+        "stage": stage.name(), "tokens_per_epoch": plan.tokens, "epochs": a.epochs,
+        "row_len": plan.row_len, "flops": flops, "flop_rule": plan.model.rule(),
         "grid_gco2_per_kwh": settings.grid_gco2_per_kwh, "estimates": rows,
     });
     let lora = a
         .lora_r
-        .map(|r| format!(", LoRA r={r} ({trainable} trainable)"));
+        .map(|r| format!(", LoRA r={r} ({} trainable)", plan.trainable));
     let text = format!(
-        "estimate: {} on {}, {tokens} tokens/epoch{data_note} × {} epochs, rows of {row_len:.0} \
-         tokens{}\nFLOPs: {:.3e} (forward {:.3e}, backward {:.3e}); {}\n{}",
+        "estimate: {} on {}, {} tokens/epoch{data_note} × {} epochs, rows of {:.0} tokens{}\n\
+         FLOPs: {:.3e} (forward {:.3e}, backward {:.3e}); {}\n{}",
         stage.name(),
         a.model,
+        plan.tokens,
         a.epochs,
+        plan.row_len,
         lora.unwrap_or_default(),
         flops.total(),
         flops.forward,
         flops.backward,
-        model.rule(),
+        plan.model.rule(),
         cost::estimate_table(&rows, settings.grid_gco2_per_kwh)
     );
     Ok(EstimateReport { json, text })
+}
+
+/// What the run trains: tokens (from `--data`, else `--tokens`), row length, the trainable
+/// parameters (LoRA's adapters, else all), the optimisation passes; and a note on the data.
+fn plan(a: &EstimateSettings, stage: StageKind, m: &calib::Loaded) -> Result<(Plan, String)> {
+    let (tokens, row_len, note) = match &a.data {
+        Some(path) => calib::count_tokens(a, path, stage, m)?,
+        None => (a.tokens.unwrap_or(0), a.seq_len as f64, String::new()),
+    };
+    let trainable = match a.lora_r {
+        Some(r) => lm::lora::adapter_params(&m.config, &lora_spec(r, &a.lora_targets))
+            .map_err(|e| invalid(format!("--lora-r, --lora-targets: {e}")))?,
+        None => u64::MAX,
+    };
+    let model = FlopModel {
+        dims: cost::model_dims(&m.config),
+        stage,
+        recompute: a.gradient_checkpointing,
+    };
+    let updates_per_batch = match stage {
+        StageKind::Ppo => a.ppo_epochs as f64,
+        _ => 1.0,
+    };
+    let plan = Plan {
+        model,
+        tokens,
+        epochs: a.epochs,
+        row_len,
+        trainable,
+        updates_per_batch,
+    };
+    Ok((plan, note))
 }
 
 /// The adapters `--lora-r` and `--lora-targets` describe (the count needs no alpha).

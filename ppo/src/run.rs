@@ -10,7 +10,7 @@ use crate::{Error, Result};
 use lm::{CausalLm, LoadOptions, Pretrained};
 use reward_model::RewardModel;
 use std::path::PathBuf;
-use train::{TrainSummary, TrainerConfig};
+use train::{StageSettings, TrainSummary, TrainerConfig};
 
 /// What a run produced (also written to `ppo_run.json`).
 #[derive(Debug, serde::Serialize)]
@@ -36,15 +36,7 @@ pub const FILES: train::RunFiles = train::RunFiles {
 /// loads `cfg.model` (frozen with LoRA) and trains it ([`train_ppo`]).
 pub fn run(cfg: &PpoConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Result<PpoOutcome> {
     cfg.validate(trainer)?;
-    let lora = cfg.lora()?;
-    let pre = train::begin(
-        &FILES,
-        trainer,
-        cfg,
-        cfg.model.as_deref(),
-        lora.as_ref(),
-        opts,
-    )?;
+    let pre = train::begin(cfg, trainer, opts)?;
     train_ppo(pre, opts, cfg, trainer)
 }
 

@@ -1,9 +1,10 @@
 //! The reward stage's own settings (the loop's are `train::TrainerConfig`). Same names in the
 //! `--config` TOML table and as `rudder reward train` flags.
 use crate::{Error, Result};
-use lm::lora::{LoraConfig, LoraSpec};
+use lm::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use train::StageSettings;
 
 /// Reward-model training settings: the `rudder reward train` flags and the TOML keys; every
 /// field has a default (its `#[arg]`), so a TOML file only lists what it changes.
@@ -105,11 +106,14 @@ impl RewardConfig {
         self.lora()?;
         Ok(())
     }
+}
 
-    /// The LoRA spec when `lora_r` is set.
-    pub fn lora(&self) -> Result<Option<LoraSpec>> {
-        self.lora
-            .spec()
-            .map_err(|(field, reason)| Error::setting("reward", field, reason))
+impl train::StageSettings for RewardConfig {
+    const FILES: train::RunFiles = crate::run::FILES;
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+    fn lora_settings(&self) -> &LoraConfig {
+        &self.lora
     }
 }

@@ -8,7 +8,7 @@ use crate::{Error, Result};
 use lm::LoadOptions;
 use std::collections::BTreeMap;
 use std::path::Path;
-use train::{Stage, TrainSummary, TrainerConfig};
+use train::{Stage, StageSettings, TrainSummary, TrainerConfig};
 
 /// What a training run produced (the model folder is `trainer.out`).
 #[derive(Debug)]

@@ -1,9 +1,10 @@
 //! The SFT stage's own settings (the loop's are `train::TrainerConfig`). The field names are
 //! the TOML keys and, with `-` for `_`, the `rudder sft` flags.
 use crate::{Error, Result};
-use lm::lora::{LoraConfig, LoraSpec};
+use lm::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use train::StageSettings;
 
 /// SFT settings: the `rudder sft` flags and the TOML keys; every field has a default (its
 /// `#[arg]`) so a TOML file lists only what it changes.
@@ -64,11 +65,14 @@ impl SftConfig {
         self.lora()?;
         Ok(())
     }
+}
 
-    /// The LoRA spec when `lora_r` is set.
-    pub fn lora(&self) -> Result<Option<LoraSpec>> {
-        self.lora
-            .spec()
-            .map_err(|(field, reason)| Error::setting("sft", field, reason))
+impl train::StageSettings for SftConfig {
+    const FILES: train::RunFiles = crate::run::FILES;
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+    fn lora_settings(&self) -> &LoraConfig {
+        &self.lora
     }
 }

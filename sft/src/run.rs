@@ -65,15 +65,7 @@ pub const FILES: train::RunFiles = train::RunFiles {
 /// loads `cfg.model` (frozen with LoRA) and trains it ([`train_sft`]).
 pub fn run(cfg: &SftConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Result<SftOutcome> {
     cfg.validate()?;
-    let lora = cfg.lora()?;
-    let pre = train::begin(
-        &FILES,
-        trainer,
-        cfg,
-        cfg.model.as_deref(),
-        lora.as_ref(),
-        opts,
-    )?;
+    let pre = train::begin(cfg, trainer, opts)?;
     train_sft(pre, cfg, trainer)
 }
 
@@ -82,18 +74,16 @@ pub fn run(cfg: &SftConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Resu
 /// into `trainer.out`; the loop itself writes checkpoints, `metrics.jsonl` and `summary.json`.
 pub fn train_sft(pre: Pretrained, cfg: &SftConfig, trainer: &TrainerConfig) -> Result<SftOutcome> {
     cfg.validate()?;
-    let Pretrained {
+    let read = |tok: &Tokenizer, p: &Path| load_samples(tok, p, cfg).map(|(s, st)| (s, Some(st)));
+    let files = (cfg.data.as_deref(), cfg.eval_data.as_deref());
+    let train::Prepared {
         mut model,
-        tokenizer: tok,
+        tok,
         params,
-        ..
-    } = pre;
-    let read = |p: &Path| load_samples(&tok, p, cfg).map(|(s, st)| (s, Some(st)));
-    let (data, eval) = (cfg.data.as_deref(), cfg.eval_data.as_deref());
-    let ((train, train_stats), (eval, eval_stats)) =
-        train::read_splits(FILES.stage, data, eval, read)?;
-    let lora = cfg.lora()?;
-    let params = train::trainable(&mut model, lora.as_ref(), params, trainer.seed)?;
+        lora,
+        train: (train, train_stats),
+        eval: (eval, eval_stats),
+    } = train::prepare(pre, cfg, trainer.seed, files, read)?;
     let packing = cfg.packing.then_some(cfg.max_seq_len);
     let rows = into_rows(train, packing);
     let eval_rows = into_rows(eval, packing);

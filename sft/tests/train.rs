@@ -6,6 +6,7 @@ use lm::InputBatch;
 use sft::{into_rows, pack, target_logprobs, train_sft, Sample, SftBatch, SftConfig, SftStage};
 use std::collections::BTreeMap;
 use std::path::Path;
+use train::StageSettings;
 
 fn probe() -> InputBatch {
     InputBatch::padded(&[vec![1, 88, 120, 45, 200, 17, 300, 2, 64]], 0, false)

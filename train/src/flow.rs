@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Var;
-use lm::lora::LoraSpec;
+use lm::lora::{LoraConfig, LoraSpec};
 use lm::{CausalLm, LoadOptions, Pretrained, Tokenizer};
 use serde::Serialize;
 
@@ -30,18 +30,31 @@ pub fn start(files: &RunFiles, trainer: &TrainerConfig, cfg: &impl Serialize) ->
     crate::settings::write_resolved(files.stage, trainer, cfg)
 }
 
-/// [`start`], then the model the stage trains: `model` (its required setting) loaded as
-/// [`load_policy`] does.
-pub fn begin(
-    files: &RunFiles,
+/// What the run flow needs of a stage's settings (its config struct).
+pub trait StageSettings: Serialize {
+    /// The stage's name and the files its run writes.
+    const FILES: RunFiles;
+    /// The model to train (the `model` setting, required).
+    fn model(&self) -> Option<&str>;
+    /// Its LoRA settings (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`).
+    fn lora_settings(&self) -> &LoraConfig;
+    /// The checked adapter spec when `lora_r` is set; an error names the stage and the field.
+    fn lora(&self) -> Result<Option<LoraSpec>> {
+        let stage = Self::FILES.stage;
+        (self.lora_settings().spec()).map_err(|(field, why)| Error::setting(stage, field, why))
+    }
+}
+
+/// [`start`], then the model the stage trains: its `model` loaded as [`load_policy`] does.
+pub fn begin<S: StageSettings>(
+    cfg: &S,
     trainer: &TrainerConfig,
-    cfg: &impl Serialize,
-    model: Option<&str>,
-    lora: Option<&LoraSpec>,
     opts: &LoadOptions,
 ) -> Result<Pretrained> {
-    start(files, trainer, cfg)?;
-    load_policy(required(model, files.stage, "model")?, opts, lora)
+    start(&S::FILES, trainer, cfg)?;
+    let lora = cfg.lora()?;
+    let spec = required(cfg.model(), S::FILES.stage, "model")?;
+    load_policy(spec, opts, lora.as_ref())
 }
 
 /// Loads the model a stage trains: its weights trainable for full training, frozen (plain
@@ -83,6 +96,46 @@ pub fn read_splits<T: Default>(
 ) -> Result<(T, T)> {
     let train = read(required(data, stage, "data")?)?;
     Ok((train, eval.map(read).transpose()?.unwrap_or_default()))
+}
+
+/// Where a stage's training starts: the model and its tokenizer, the parameters the optimizer
+/// updates (LoRA adapters attached when the settings ask for them), the training and the
+/// evaluation data.
+pub struct Prepared<T> {
+    pub model: CausalLm,
+    pub tok: Tokenizer,
+    pub params: Params,
+    pub lora: Option<LoraSpec>,
+    pub train: T,
+    pub eval: T,
+}
+
+/// Reads the training file (`data`, required) and the evaluation file (when given) with
+/// `read`, then attaches the adapters `cfg` asks for and collects the trainable parameters.
+pub fn prepare<S: StageSettings, T: Default>(
+    pre: Pretrained,
+    cfg: &S,
+    seed: u64,
+    (data, eval): (Option<&Path>, Option<&Path>),
+    read: impl Fn(&Tokenizer, &Path) -> Result<T>,
+) -> Result<Prepared<T>> {
+    let Pretrained {
+        mut model,
+        tokenizer: tok,
+        params,
+        ..
+    } = pre;
+    let (train, eval) = read_splits(S::FILES.stage, data, eval, |p| read(&tok, p))?;
+    let lora = cfg.lora()?;
+    let params = trainable(&mut model, lora.as_ref(), params, seed)?;
+    Ok(Prepared {
+        model,
+        tok,
+        params,
+        lora,
+        train,
+        eval,
+    })
 }
 
 /// A required setting that was left out: the error names the stage's config field.

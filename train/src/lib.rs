@@ -33,8 +33,8 @@ pub use checkpoint::{
 pub use config::TrainerConfig;
 pub use error::{Error, Result};
 pub use flow::{
-    begin, load_model, load_policy, read_splits, required, save_policy, start, train_and_save,
-    trainable, write_record, RunFiles,
+    begin, load_model, load_policy, prepare, read_splits, required, save_policy, start,
+    train_and_save, trainable, write_record, Prepared, RunFiles, StageSettings,
 };
 pub use grads::GradAccumulator;
 pub use metrics::{LogEvent, MetricsWriter};

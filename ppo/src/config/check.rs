@@ -1,5 +1,6 @@
 //! Checking a `PpoConfig` against itself and the loop's batch settings, before any tensor.
 use super::*;
+use train::StageSettings;
 use train::TrainerConfig;
 
 impl PpoConfig {
@@ -32,22 +33,6 @@ impl PpoConfig {
     /// Optimizer steps per rollout: `ppo_epochs × minibatches`.
     pub fn updates_per_rollout(&self, trainer: &TrainerConfig) -> usize {
         self.ppo_epochs * (self.rollout_rows(trainer) / self.micro_rows(trainer).max(1))
-    }
-
-    /// The LoRA spec when `lora_r` is set.
-    pub fn lora(&self) -> Result<Option<LoraSpec>> {
-        if self.lora.lora_dropout != 0.0 {
-            // The ratio of new to old log-probs must start at 1; TRL's PPO trainer turns all
-            // dropout off for the same reason.
-            return Err(Error::setting(
-                "ppo",
-                "lora_dropout",
-                "PPO, RLOO and GRPO train without dropout; leave it at 0",
-            ));
-        }
-        self.lora
-            .spec()
-            .map_err(|(field, reason)| Error::setting("ppo", field, reason))
     }
 
     /// Checks every value, and the batch settings they combine with.
@@ -188,6 +173,25 @@ impl PpoConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl train::StageSettings for PpoConfig {
+    const FILES: train::RunFiles = crate::run::FILES;
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+    fn lora_settings(&self) -> &LoraConfig {
+        &self.lora
+    }
+    /// As every stage's, but without dropout: the ratio of new to old log-probs must start at
+    /// 1 (TRL's PPO trainer turns all dropout off for the same reason).
+    fn lora(&self) -> Result<Option<LoraSpec>> {
+        if self.lora.lora_dropout != 0.0 {
+            let why = "PPO, RLOO and GRPO train without dropout; leave it at 0";
+            return Err(Error::setting("ppo", "lora_dropout", why));
+        }
+        (self.lora.spec()).map_err(|(field, why)| Error::setting("ppo", field, why))
     }
 }
 
