@@ -6,14 +6,34 @@ use lm::{LoadOptions, Precision};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
+/// Log lines on stderr, coloured only when stderr is a terminal (a file or a pipe gets plain
+/// text, not escape codes).
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUDDER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .try_init();
+}
+
+/// The error and its causes on one line, each said once: many errors already print their
+/// cause (`path: No such file or directory`), and repeating it would double the line.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if line.contains(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
 }
 
 /// `--device` and `--dtype`.
@@ -122,6 +142,15 @@ pub fn tune_threads() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io)
+            .context("x.jsonl: No such file")
+            .context("sft");
+        assert_eq!(error_line(&e), "sft: x.jsonl: No such file");
+    }
 
     #[test]
     fn device_specs() {

@@ -69,7 +69,7 @@ fn main() {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Err(e) = run(cli, settings::leaf(&matches)) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", common::error_line(&e));
         std::process::exit(1);
     }
 }

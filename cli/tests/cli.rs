@@ -279,7 +279,11 @@ fn flags_override_the_config_file_both_ways() {
         ];
         cmd.extend(["--out", &out_s]);
         cmd.extend(flags.iter().copied());
-        ok(&rudder(&cmd));
+        let run = rudder(&cmd);
+        ok(&run);
+        // Logged to a pipe: plain text, no colour escape codes.
+        let log = String::from_utf8_lossy(&run.stderr);
+        assert!(log.contains("INFO") && !log.contains('\u{1b}'), "{log}");
         let resolved = std::fs::read_to_string(out.join("dpo.toml")).unwrap();
         assert!(
             resolved.contains(&format!("precompute_ref = {want}")),
@@ -288,6 +292,23 @@ fn flags_override_the_config_file_both_ways() {
         assert!(resolved.contains("beta = 0.3") && resolved.contains("max_steps = 1"));
         assert_eq!(out.join("ref_logps.json").exists(), want == "true");
     }
+}
+
+/// An OS error is said once, with the file it is about.
+#[test]
+fn a_missing_data_file_is_named_once() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("nope.jsonl").display().to_string();
+    let out = d.path().join("o").display().to_string();
+    let model = fixture("tiny-llama");
+    let args = [
+        "sft", "--model", &model, "--data", &missing, "--out", &out, "--quiet",
+    ];
+    let o = rudder(&args);
+    fails(&o, &["nope.jsonl"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let os_error = err.lines().last().unwrap_or_default();
+    assert_eq!(os_error.matches("os error 2").count(), 1, "{err}");
 }
 
 /// `--lora-dropout` trains (and is recorded for PEFT); out of range, or in PPO, it is one clear
