@@ -77,6 +77,19 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
     if let Some((_, id)) = LEGACY_IDS.iter().find(|(name, _)| *name == spec) {
         return from_hub(id);
     }
+    // `runs/nope` where `runs/` is a folder here is a missing output, not a hub id.
+    let local_parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && p.is_dir());
+    if let Some(parent) = local_parent {
+        return Err(Error::NotFound {
+            spec: spec.into(),
+            reason: format!(
+                "no such file or folder in {} (a local path: not looked up on the hub)",
+                parent.display()
+            ),
+        });
+    }
     let looks_like_hub =
         spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/');
     if !looks_like_hub {

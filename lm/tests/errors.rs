@@ -42,6 +42,22 @@ fn missing_model_is_named() {
     assert!(e.contains("./no/such/model"), "{e}");
 }
 
+/// `<existing folder>/<missing>` reads as a local path (a stage output not written yet), so the
+/// error is the missing folder, not a hub lookup.
+#[test]
+fn a_missing_folder_under_an_existing_one_is_not_looked_up_on_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!("{}/nope", dir.path().display());
+    let e = lm::load(&spec, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&spec) && e.contains("not looked up on the hub"),
+        "{e}"
+    );
+    assert!(!e.contains("hf-hub") && !e.contains("cache"), "{e}");
+}
+
 #[test]
 fn hub_id_offline_and_not_cached_says_so() {
     std::env::set_var("HF_HUB_OFFLINE", "1");
