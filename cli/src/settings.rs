@@ -33,7 +33,7 @@ pub fn resolve<S: DeserializeOwned + Serialize + Default>(
 ) -> Result<(TrainerConfig, S)> {
     let (mut table, file) = match &args.config {
         Some(p) => (train::settings::read_toml(p)?, p.display().to_string()),
-        None => (Map::new(), "flags".to_string()),
+        None => (Map::new(), "command line".to_string()),
     };
     for v in [
         serde_json::to_value(&args.trainer)?,

@@ -182,15 +182,18 @@ fn bad_input_is_one_clear_error() {
     fails(&out, &["/no/such/model"]);
 }
 
+/// A preference file of one pair in `dir`.
+fn one_pair(dir: &Path) -> PathBuf {
+    let prefs = dir.join("p.jsonl");
+    let row = "{\"prompt\":\"a\",\"chosen\":\" good\",\"rejected\":\" bad\"}\n";
+    std::fs::write(&prefs, row).unwrap();
+    prefs
+}
+
 #[test]
 fn every_trainer_writes_a_resolved_config_that_runs_again() {
     let d = tempfile::tempdir().unwrap();
-    let prefs = d.path().join("p.jsonl");
-    std::fs::write(
-        &prefs,
-        "{\"prompt\":\"a\",\"chosen\":\" good\",\"rejected\":\" bad\"}\n",
-    )
-    .unwrap();
+    let prefs = one_pair(d.path());
     let sft = d.path().join("s.jsonl");
     std::fs::write(&sft, "{\"prompt\":\"a\",\"completion\":\" b\"}\n").unwrap();
     for (stage, data, file) in [
@@ -250,12 +253,7 @@ fn every_trainer_writes_a_resolved_config_that_runs_again() {
 #[test]
 fn flags_override_the_config_file_both_ways() {
     let d = tempfile::tempdir().unwrap();
-    let prefs = d.path().join("p.jsonl");
-    std::fs::write(
-        &prefs,
-        "{\"prompt\":\"a\",\"chosen\":\" good\",\"rejected\":\" bad\"}\n",
-    )
-    .unwrap();
+    let prefs = one_pair(d.path());
     let model = fixture("tiny-llama");
     for (file_value, flags, want) in [
         ("true", vec!["--precompute-ref", "false"], "false"),

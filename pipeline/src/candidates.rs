@@ -51,10 +51,8 @@ impl Default for CandidateSettings {
 
 /// A required setting, or an error naming it.
 fn required<'a, T: ?Sized>(v: Option<&'a T>, field: &str) -> Result<&'a T> {
-    v.ok_or_else(|| Error::Config {
-        file: "candidates".into(),
-        reason: format!("field `{field}` (--{}): required", field.replace('_', "-")),
-    })
+    let flag = field.replace('_', "-");
+    v.ok_or_else(|| Error::Invalid(format!("candidates: `{field}` (--{flag}) is required")))
 }
 
 /// Samples `n` responses for every prompt and imports them into the project; returns the
@@ -69,11 +67,9 @@ pub fn generate_candidates(
         required(s.project.as_deref(), "project")?,
     );
     if s.n < 2 || s.temperature <= 0.0 {
-        return Err(Error::Config {
-            file: "candidates".into(),
-            reason: "--n must be at least 2 and --temperature above 0 (the responses must differ)"
-                .into(),
-        });
+        return Err(Error::Invalid(
+            "--n must be at least 2 and --temperature above 0 (the responses must differ)".into(),
+        ));
     }
     let rt = tokio::runtime::Runtime::new().map_err(Error::io("tokio runtime"))?;
     let info = rt.block_on(async {
@@ -81,12 +77,9 @@ pub fn generate_candidates(
         labeling_ui::db::project_info(&pool, project).await
     })?;
     if let Some(k) = info.k.filter(|&k| (s.n as i64) < k) {
-        return Err(Error::Config {
-            file: "candidates".into(),
-            reason: format!(
-                "project `{project}` ranks {k} responses per item: --n must be at least {k}"
-            ),
-        });
+        return Err(Error::Invalid(format!(
+            "project `{project}` ranks {k} responses per item: --n must be at least {k}"
+        )));
     }
     let items = sample(s, opts)?;
     Ok(rt.block_on(async {
