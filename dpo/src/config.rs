@@ -3,7 +3,7 @@
 use crate::{Error, Result};
 use lm::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use train::StageSettings;
 
 /// The preference loss (`--loss`).
@@ -107,12 +107,7 @@ impl Default for DpoConfig {
 impl DpoConfig {
     /// Checks every value; call before loading anything.
     pub fn validate(&self) -> Result<()> {
-        if self.model.as_deref().is_none_or(str::is_empty) {
-            return Err(Error::setting("dpo", "model", "required (--model)"));
-        }
-        if self.data.is_none() {
-            return Err(Error::setting("dpo", "data", "required (--data)"));
-        }
+        self.require_inputs()?;
         if !(self.beta.is_finite() && self.beta > 0.0) {
             return Err(Error::setting(
                 "dpo",
@@ -164,6 +159,9 @@ impl train::StageSettings for DpoConfig {
     const FILES: train::RunFiles = crate::run::FILES;
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+    fn rows(&self) -> (&'static str, Option<&Path>) {
+        ("data", self.data.as_deref())
     }
     fn lora_settings(&self) -> &LoraConfig {
         &self.lora

@@ -1,5 +1,6 @@
 //! A linear layer with an optional LoRA adapter.
 use crate::dropout;
+use crate::gemv::param;
 use candle_core::{Result, Tensor, Var};
 
 /// A LoRA adapter: `y += scale * (dropout(x) Aᵀ) Bᵀ` with A `(r, in)`, B `(out, r)`.
@@ -54,7 +55,7 @@ impl Linear {
     /// weights can stay f32 while the forward runs in bf16.
     pub fn forward(&self, x: &Tensor, adapters: Adapters) -> Result<Tensor> {
         let dtype = x.dtype();
-        let w = self.weight.to_dtype(dtype)?;
+        let w = param(&self.weight).to_dtype(dtype)?;
         let lora = self.lora.as_ref().filter(|_| adapters.on);
         // Decoding adds the adapter inside the weight's own pass (see `gemv::LowRank`).
         let decoded = match lora {
@@ -70,11 +71,11 @@ impl Linear {
             },
         };
         if let Some(b) = &self.bias {
-            y = y.broadcast_add(&b.to_dtype(dtype)?)?;
+            y = y.broadcast_add(&param(b).to_dtype(dtype)?)?;
         }
         if let (Some(l), false) = (lora, with_adapter) {
-            let a = l.a.as_tensor().to_dtype(dtype)?;
-            let b = l.b.as_tensor().to_dtype(dtype)?;
+            let a = param(l.a.as_tensor()).to_dtype(dtype)?;
+            let b = param(l.b.as_tensor()).to_dtype(dtype)?;
             let x = match adapters.dropout_key.filter(|_| l.dropout > 0.0) {
                 // PEFT drops the adapter's input only: lora_B(lora_A(dropout(x))).
                 Some(key) => {

@@ -3,6 +3,7 @@
 //! the Llama family, GPT-2 (`gpt2.rs`: learned positions, LayerNorm, fused `c_attn`) and sparse
 //! Mixture-of-Experts blocks (`moe.rs`).
 use crate::config::ModelConfig;
+use crate::gemv::param;
 pub use crate::kv_cache::KvCache;
 use crate::kv_cache::{CacheShape, LayerCache};
 use crate::linear::{Adapters, Linear};
@@ -172,8 +173,8 @@ pub struct CausalLm {
 impl Norm {
     fn forward(&self, x: &Tensor, eps: f64) -> Result<Tensor> {
         match &self.bias {
-            None => ops::rms_norm(x, &self.weight, eps),
-            Some(b) => ops::layer_norm(x, &self.weight, b, eps),
+            None => ops::rms_norm(x, &param(&self.weight), eps),
+            Some(b) => ops::layer_norm(x, &param(&self.weight), &param(b), eps),
         }
     }
 }
@@ -212,8 +213,8 @@ impl Attention {
         let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (mut q, mut k, v) = self.project(x, ctx)?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = ops::rms_norm(&q, qn, cfg.rms_norm_eps)?;
-            k = ops::rms_norm(&k, kn, cfg.rms_norm_eps)?;
+            q = ops::rms_norm(&q, &param(qn), cfg.rms_norm_eps)?;
+            k = ops::rms_norm(&k, &param(kn), cfg.rms_norm_eps)?;
         }
         // (B, T, n, D) -> (B, n, T, D); RoPE reads the transposed heads through their strides.
         let (mut q, mut k) = (q.transpose(1, 2)?, k.transpose(1, 2)?);
@@ -322,11 +323,7 @@ impl CausalLm {
 
     /// Projects hidden states `(..., H)` to f32 logits `(..., V)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let w = self
-            .lm_head
-            .as_ref()
-            .unwrap_or(&self.embed)
-            .to_dtype(hidden.dtype())?;
+        let w = param(self.lm_head.as_ref().unwrap_or(&self.embed)).to_dtype(hidden.dtype())?;
         crate::linear::matmul_t(hidden, &w)?.to_dtype(DType::F32)
     }
 
@@ -426,11 +423,11 @@ impl CausalLm {
 
     /// Token (and learned position) embeddings of `ids` `(B, T)` -> `(B, T, H)`.
     fn embed_tokens(&self, ids: &Tensor, positions: &[u32]) -> Result<Tensor> {
-        let mut x = self.embed.embedding_lookup(ids)?;
+        let mut x = param(&self.embed).embedding_lookup(ids)?;
         if let Some(wpe) = &self.wpe {
             // Learned positions (B, T) -> (B, T, H), added to the token embeddings.
             let pos = Tensor::from_slice(positions, ids.dims2()?, self.device())?;
-            x = (x + wpe.embedding_lookup(&pos)?)?;
+            x = (x + param(wpe).embedding_lookup(&pos)?)?;
         }
         x.to_dtype(self.dtype)
     }

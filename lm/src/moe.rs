@@ -8,6 +8,7 @@
 //! backward), so a top-1 model with E experts costs about one dense MLP per token, not E.
 use crate::config::Arch;
 use crate::error::{Error, Result};
+use crate::gemv::param;
 use crate::linear::Adapters;
 use crate::model::Mlp;
 use candle_core::{DType, Device, Tensor};
@@ -169,7 +170,7 @@ impl Moe {
         let n = b * t;
         let xf = x.reshape((n, h))?;
         // (N, H) x (H, E): router logits in the activation dtype, softmax in f32 (as transformers).
-        let logits = crate::linear::matmul_t(&xf, &self.router.to_dtype(x.dtype())?)?;
+        let logits = crate::linear::matmul_t(&xf, &param(&self.router).to_dtype(x.dtype())?)?;
         let probs = crate::ops::softmax_last(&logits.to_dtype(DType::F32)?)?;
         let chosen = top_k_rows(&probs.detach().to_vec2::<f32>()?, self.top_k);
         let dev = x.device();
@@ -200,7 +201,7 @@ impl Moe {
             out = out.index_add(&tokens, &y, 0)?;
         }
         if let Some((mlp, gate)) = &self.shared {
-            let g = crate::linear::matmul_t(&xf, &gate.to_dtype(x.dtype())?)?;
+            let g = crate::linear::matmul_t(&xf, &param(gate).to_dtype(x.dtype())?)?;
             // sigmoid from primitives (candle-nn's fused sigmoid is not used on the training path).
             let g = (g.neg()?.exp()? + 1.0)?.recip()?;
             out = (out + mlp.forward_gated(&xf, adapters)?.broadcast_mul(&g)?)?;

@@ -423,3 +423,50 @@ fn unsupported_gpt2_and_moe_configs_name_the_field() {
         );
     }
 }
+
+/// Generation reads every weight through `lm::gemv::param`, so a trainable model (every tensor a
+/// variable, LoRA on every linear layer) records no autograd graph while decoding: a PPO policy
+/// sampling its rollouts keeps no activation alive. One weight read directly would make the
+/// logits tracked. Outside decoding the same forward is recorded (training needs it).
+#[test]
+fn decoding_records_no_graph_from_trainable_weights() {
+    let spec = lm::lora::LoraSpec {
+        r: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        targets: vec!["all-linear".into()],
+        rslora: false,
+    };
+    for name in [
+        "tiny-llama",
+        "tiny-qwen3",
+        "tiny-gpt2",
+        "tiny-mixtral",
+        "tiny-qwen2-moe",
+    ] {
+        for lora in [false, true] {
+            let mut p = load(name, !lora);
+            if lora {
+                p.model.attach_lora(&spec, 3).unwrap();
+            }
+            let batch = InputBatch::padded(&[vec![5u32, 9, 14, 30], vec![7, 8]], 0, false);
+            let decoded = lm::gemv::decoding(|| p.model.forward(&batch)).unwrap();
+            assert!(
+                !decoded.track_op(),
+                "{name} (lora {lora}): decoding recorded a graph"
+            );
+            let trained = p.model.forward(&batch).unwrap();
+            assert!(
+                trained.track_op(),
+                "{name} (lora {lora}): training is recorded"
+            );
+            let d = (decoded - trained)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-4, "{name}: same logits");
+        }
+    }
+}

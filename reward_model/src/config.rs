@@ -3,7 +3,7 @@
 use crate::{Error, Result};
 use lm::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use train::StageSettings;
 
 /// Reward-model training settings: the `rudder reward train` flags and the TOML keys; every
@@ -70,20 +70,7 @@ impl Default for RewardConfig {
 impl RewardConfig {
     /// Rejects settings that cannot work, before anything is loaded.
     pub fn validate(&self) -> Result<()> {
-        if self.model.as_deref().is_none_or(str::is_empty) {
-            return Err(Error::setting(
-                "reward",
-                "model",
-                "required (a folder, hub id or .gguf)",
-            ));
-        }
-        if self.data.is_none() {
-            return Err(Error::setting(
-                "reward",
-                "data",
-                "required (a preference JSONL file)",
-            ));
-        }
+        self.require_inputs()?;
         if self.max_seq_len == Some(0) {
             return Err(Error::setting("reward", "max_seq_len", "must be > 0"));
         }
@@ -112,6 +99,9 @@ impl train::StageSettings for RewardConfig {
     const FILES: train::RunFiles = crate::run::FILES;
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+    fn rows(&self) -> (&'static str, Option<&Path>) {
+        ("data", self.data.as_deref())
     }
     fn lora_settings(&self) -> &LoraConfig {
         &self.lora

@@ -3,7 +3,7 @@
 use crate::{Error, Result};
 use lm::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use train::StageSettings;
 
 /// SFT settings: the `rudder sft` flags and the TOML keys; every field has a default (its
@@ -53,12 +53,7 @@ impl Default for SftConfig {
 impl SftConfig {
     /// Checks every value; call before loading anything.
     pub fn validate(&self) -> Result<()> {
-        if self.model.as_deref().is_none_or(str::is_empty) {
-            return Err(Error::setting("sft", "model", "required (--model)"));
-        }
-        if self.data.is_none() {
-            return Err(Error::setting("sft", "data", "required (--data)"));
-        }
+        self.require_inputs()?;
         if self.max_seq_len < 2 {
             return Err(Error::setting("sft", "max_seq_len", "must be at least 2"));
         }
@@ -71,6 +66,9 @@ impl train::StageSettings for SftConfig {
     const FILES: train::RunFiles = crate::run::FILES;
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+    fn rows(&self) -> (&'static str, Option<&Path>) {
+        ("data", self.data.as_deref())
     }
     fn lora_settings(&self) -> &LoraConfig {
         &self.lora

@@ -36,6 +36,16 @@ pub trait StageSettings: Serialize {
     const FILES: RunFiles;
     /// The model to train (the `model` setting, required).
     fn model(&self) -> Option<&str>;
+    /// The setting that names its training rows (`data`; PPO's `prompts`) and its value.
+    fn rows(&self) -> (&'static str, Option<&Path>);
+    /// What every stage needs before anything loads: a model and its rows; the error names
+    /// the flag that was left out.
+    fn require_inputs(&self) -> Result<()> {
+        let stage = Self::FILES.stage;
+        required(self.model().filter(|m| !m.is_empty()), stage, "model")?;
+        let (field, rows) = self.rows();
+        required(rows, stage, field).map(drop)
+    }
     /// Its LoRA settings (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`).
     fn lora_settings(&self) -> &LoraConfig;
     /// The checked adapter spec when `lora_r` is set; an error names the stage and the field.

@@ -1,5 +1,6 @@
 //! Checking a `PpoConfig` against itself and the loop's batch settings, before any tensor.
 use super::*;
+use std::path::Path;
 use train::StageSettings;
 use train::TrainerConfig;
 
@@ -43,12 +44,7 @@ impl PpoConfig {
     /// As [`PpoConfig::validate`]; `own_scorer` when the caller supplies the rewards (a rule
     /// function), so neither `reward_model` nor `reward_cmd` is needed.
     pub fn validate_with(&self, trainer: &TrainerConfig, own_scorer: bool) -> Result<()> {
-        if self.model.as_deref().is_none_or(str::is_empty) {
-            return Err(Error::setting("ppo", "model", "required (--model)"));
-        }
-        if self.prompts.is_none() {
-            return Err(Error::setting("ppo", "prompts", "required (--prompts)"));
-        }
+        self.require_inputs()?;
         match (&self.reward_model, &self.reward_cmd) {
             (None, None) if !own_scorer => {
                 return Err(Error::setting(
@@ -180,6 +176,9 @@ impl train::StageSettings for PpoConfig {
     const FILES: train::RunFiles = crate::run::FILES;
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+    fn rows(&self) -> (&'static str, Option<&Path>) {
+        ("prompts", self.prompts.as_deref())
     }
     fn lora_settings(&self) -> &LoraConfig {
         &self.lora

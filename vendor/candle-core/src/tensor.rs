@@ -592,7 +592,7 @@ impl Tensor {
     /// Returns true if the computation graph should track this op, that is if it is
     /// a variable or if it has some variable as dependencies.
     pub fn track_op(&self) -> bool {
-        (self.is_variable || self.op.is_some()) && !NO_GRAD.with(|g| g.get())
+        self.is_variable || self.op.is_some()
     }
 
     /// Creates a fresh tensor structure based on a storage and a shape.
@@ -3149,23 +3149,4 @@ impl<S: Into<Shape>> From<(Storage, S)> for Tensor {
     fn from((storage, shape): (Storage, S)) -> Self {
         from_storage(storage, shape, BackpropOp::none(), false)
     }
-}
-
-
-thread_local! {
-    static NO_GRAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` without recording the autograd graph on this thread, like `torch.no_grad()`: ops
-/// on variables or tracked tensors give untracked results, so nothing is kept alive for a
-/// backward pass that will never come (generation). Rudder's patch (vendor/README.md).
-pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            NO_GRAD.with(|g| g.set(self.0));
-        }
-    }
-    let _restore = Restore(NO_GRAD.with(|g| g.replace(true)));
-    f()
 }
