@@ -196,6 +196,64 @@ fn the_other_trl_losses_and_weighted_sums_match_trl() -> R {
     check_losses(&g, &entries)
 }
 
+/// Soft labels: sigmoid's is `p L(βd) + (1-p) L(-βd)` as before the loss list; for every loss
+/// type label 0 is the swapped pair with label 1, and label ½ reads the same either way round
+/// (for aot: the whole batch swapped).
+#[test]
+fn soft_labels_read_each_pair_both_ways_for_every_loss() -> R {
+    use clap::ValueEnum;
+    let g = loss_goldens();
+    let lp = golden_logps(&g, &Value::Null, &[0, 1, 2, 3])?;
+    let with = |lp: &PairLogps, p: f32| -> Result<PairLogps, candle_core::Error> {
+        let labels = Tensor::new(&[p; 4], &Device::Cpu)?;
+        Ok(PairLogps {
+            labels,
+            ..lp.clone()
+        })
+    };
+    // sigmoid (cDPO, ls 0.1) by hand: p L(βd) + (1-p) L(-βd).
+    let cdpo = |x: f64| -> f64 {
+        let log_sig = |x: f64| -(1.0 + (-x).exp()).ln();
+        -(0.9 * log_sig(x)) - 0.1 * log_sig(-x)
+    };
+    let cfg = DpoConfig {
+        label_smoothing: 0.1,
+        ..Default::default()
+    };
+    let got = dpo::loss::pair_losses(&cfg, &with(&lp, 0.3)?)?.to_vec1::<f32>()?;
+    for (i, got) in got.iter().enumerate() {
+        let p = &g["pairs"][i];
+        let d = (f(&p["policy_chosen_logps"]) - f(&p["ref_chosen_logps"]))
+            - (f(&p["policy_rejected_logps"]) - f(&p["ref_rejected_logps"]));
+        let want = 0.3 * cdpo(0.1 * d) + 0.7 * cdpo(-0.1 * d);
+        close(f64::from(*got), want, 1e-5, &format!("soft sigmoid {i}"));
+    }
+    for &kind in dpo::LossType::value_variants() {
+        let cfg = DpoConfig {
+            loss: vec![kind],
+            label_smoothing: if kind.uses_label_smoothing() {
+                0.1
+            } else {
+                0.0
+            },
+            ..Default::default()
+        };
+        let v = |lp: &PairLogps| -> Result<Vec<f32>, candle_core::Error> {
+            dpo::loss::pair_losses(&cfg, lp)?.to_vec1::<f32>()
+        };
+        let pairs = [
+            (v(&with(&lp, 0.0)?)?, v(&with(&lp.swapped(), 1.0)?)?),
+            (v(&with(&lp, 0.5)?)?, v(&with(&lp.swapped(), 0.5)?)?),
+        ];
+        for (a, b) in pairs {
+            for (x, y) in a.iter().zip(&b) {
+                close(f64::from(*x), f64::from(*y), 1e-5, kind.name());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn load(name: &str) -> Result<lm::Pretrained, lm::Error> {
     lm::load(
         fixtures().join(name).to_str().unwrap_or_default(),
