@@ -3,12 +3,16 @@
 
 Run (from the repo root, after scripts/setup-python.sh and scripts/make_fixtures.py):
 
-    .venv/bin/python scripts/make_pref_goldens.py
+    .venv/bin/python scripts/make_pref_goldens.py [--only dpo|dpo_losses|reward ...]
 
 Produces (all committed; CI never runs Python):
   fixtures/goldens/dpo.json      policy = fixtures/tiny-llama, reference = fixtures/tiny-llama-ref; 4 pairs of
                                  token ids; per-pair log-probs; losses + metrics for sigmoid / ipo / hinge / robust /
                                  cDPO (sigmoid + label smoothing) / RPO (sigmoid + alpha*NLL) / SimPO at several betas.
+  fixtures/goldens/dpo_losses.json  the same pairs through the other loss types of TRL's DPOTrainer (exo_pair,
+                                 nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sft,
+                                 sigmoid_norm) and weighted combinations (loss_weights; MPO), some with fixed
+                                 reference log-probs (TRL's precomputed-reference input) so that aot's sort matters.
   fixtures/tiny-llama-rm/        LlamaForSequenceClassification(num_labels=1) = tiny-llama backbone + seeded score.
   fixtures/goldens/reward.json   rewards (unpadded / right-padded / left-padded) and RewardTrainer losses.
 
@@ -153,7 +157,12 @@ def dpo_examples(pairs):
             for p in pairs]
 
 
-def run_dpo_trainer(tok, pairs, tmpdir, **cfg):
+def run_dpo_trainer(tok, pairs, tmpdir, fixed_ref=None, **cfg):
+    """Per-pair losses, batch loss, logged metrics and the collated batch of a real DPOTrainer.
+
+    fixed_ref = {"ref_chosen_logps": [...], "ref_rejected_logps": [...]} (one per pair) feeds those
+    reference log-probs through TRL's own precomputed-reference path (`precompute_ref_logps`:
+    `_compute_loss` reads them from the batch) instead of the reference model's."""
     policy, ref = load_causal(POLICY), load_causal(REFERENCE)
     dummy = Dataset.from_dict({"prompt": ["Hi"], "chosen": [" yes"], "rejected": [" no"]})
     args = tmp_args(DPOConfig, tmpdir, max_length=None, **cfg)
@@ -162,14 +171,23 @@ def run_dpo_trainer(tok, pairs, tmpdir, **cfg):
     ref.eval()
     mode = "train" if trainer.model.training else "eval"
     exs = dpo_examples(pairs)
+
+    def collate(idx):
+        batch = trainer.data_collator([exs[i] for i in idx])
+        if fixed_ref is not None:
+            for k in ("ref_chosen_logps", "ref_rejected_logps"):
+                batch[k] = torch.tensor([fixed_ref[k][i] for i in idx], dtype=torch.float32)
+        return batch
+
+    if fixed_ref is not None:
+        trainer.precompute_ref_logps = True
     per_pair = []
     with torch.no_grad():
-        for ex in exs:
-            batch = trainer.data_collator([ex])
-            per_pair.append(f(trainer._compute_loss(trainer.model, batch, return_outputs=False)))
+        for i in range(len(exs)):
+            per_pair.append(f(trainer._compute_loss(trainer.model, collate([i]), return_outputs=False)))
         for v in trainer._metrics.values():
             v.clear()
-        batch = trainer.data_collator(exs)
+        batch = collate(range(len(exs)))
         loss = f(trainer._compute_loss(trainer.model, batch, return_outputs=False))
     m = trainer._metrics[mode]
     metrics = {k: f(m[k][-1]) for k in ["rewards/chosen", "rewards/rejected", "rewards/accuracies",
@@ -466,16 +484,178 @@ def make_reward(tok) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------------------------
+# The other loss types of TRL's DPOTrainer, and weighted combinations (fixtures/goldens/dpo_losses.json)
+# ----------------------------------------------------------------------------------------------
+NEW_LOSSES = ["exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down",
+              "discopop", "sft", "sigmoid_norm"]
+EXO_EPS = 1e-3  # exo_pair's epsilon is label_smoothing, which TRL requires > 0 for it (the EXO paper's value)
+DISCOPOP_TAU = 0.05  # TRL's default
+# Reference log-probs fed through TRL's precomputed-reference input: their chosen-minus-rejected log-ratios rank
+# the pairs 3, 2, 1, 0 where the policy's rank them 2, 3, 0, 1, so aot's batch sort matches pairs differently.
+FIXED_REF = {"ref_chosen_logps": [-95.0, -40.0, -130.0, -148.0], "ref_rejected_logps": [-185.0, -55.0, -30.0, -28.0]}
+COMBOS = [
+    ("mpo", ["sigmoid", "bco_pair", "sft"], [0.8, 0.2, 1.0]),  # TRL's MPO recipe
+    ("apo_zero+sigmoid_norm", ["apo_zero", "sigmoid_norm"], None),  # no weights: 1 each
+]
+
+
+def formula(name, beta, ls, pc, pr, rc, rr, n_c, n_r, nll):
+    """Independent per-pair formula of one loss type (sft: the pair's own NLL), float64."""
+    cr, rj = pc - rc, pr - rr
+    d = cr - rj
+    smooth = lambda x: -F.logsigmoid(x) * (1 - ls) - F.logsigmoid(-x) * ls  # noqa: E731
+    if name == "sigmoid":
+        return -F.logsigmoid(beta * d)
+    if name == "exo_pair":
+        x = beta * d
+        return (torch.sigmoid(x) * (F.logsigmoid(x) - math.log1p(-ls))
+                + torch.sigmoid(-x) * (F.logsigmoid(-x) - math.log(ls)))
+    if name == "nca_pair":
+        return -F.logsigmoid(beta * cr) - 0.5 * F.logsigmoid(-beta * cr) - 0.5 * F.logsigmoid(-beta * rj)
+    if name == "bco_pair":
+        return -F.logsigmoid(beta * cr) - F.logsigmoid(-beta * rj)
+    if name == "sppo_hard":
+        return (cr - 0.5 / beta) ** 2 + (rj + 0.5 / beta) ** 2
+    if name == "aot":
+        return smooth(beta * (torch.sort(pc - pr).values - torch.sort(rc - rr).values))
+    if name == "aot_unpaired":
+        return smooth(beta * (torch.sort(cr).values - torch.sort(rj).values))
+    if name == "apo_zero":
+        return 1 - torch.sigmoid(beta * cr) + torch.sigmoid(beta * rj)
+    if name == "apo_down":
+        return torch.sigmoid(beta * cr) + 1 - torch.sigmoid(beta * d)
+    if name == "discopop":
+        x = beta * d
+        m = torch.sigmoid(x / DISCOPOP_TAU)
+        return -F.logsigmoid(x) * (1 - m) + torch.exp(-x) * m
+    if name == "sft":
+        return nll
+    if name == "sigmoid_norm":
+        return -F.logsigmoid(beta * (cr / n_c - rj / n_r))
+    raise ValueError(name)
+
+
+def make_dpo_losses(tok) -> dict:
+    pairs = build_pairs(tok)
+    policy, ref = load_causal(POLICY), load_causal(REFERENCE)
+    for p in pairs:
+        for who, model in (("policy", policy), ("ref", ref)):
+            for side in ("chosen", "rejected"):
+                lp = completion_token_logps(model, p["prompt_ids"], p[f"{side}_ids"])
+                p[f"{who}_{side}_logps"] = f(lp.sum())
+        p["n_chosen"], p["n_rejected"] = len(p["chosen_ids"]), len(p["rejected_ids"])
+        for k in ("prompt_text", "chosen_text", "rejected_text"):
+            del p[k]
+    committed = GOLD / "dpo.json"
+    if committed.exists():  # the same pairs and (to float noise) the same log-probs as dpo.json
+        for p, q in zip(pairs, json.loads(committed.read_text())["pairs"]):
+            assert all(p[k] == q[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")), "pairs differ from dpo.json"
+            for k in ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps"):
+                assert math.isclose(p[k], q[k], abs_tol=1e-4), (k, p[k], q[k])
+    T = lambda key: torch.tensor([p[key] for p in pairs], dtype=torch.float64)  # noqa: E731
+    pc, pr = T("policy_chosen_logps"), T("policy_rejected_logps")
+    n_c, n_r = T("n_chosen"), T("n_rejected")
+    nll_pair = -pc / n_c  # sft of a batch of 1: the pair's mean chosen-token NLL
+    nll_batch = f(-pc.sum() / n_c.sum())  # sft of the batch: token-weighted
+
+    specs = []  # (name, loss types, weights, beta, label_smoothing, fixed reference)
+    for beta in BETAS:
+        for name in NEW_LOSSES:
+            specs.append((f"{name}_beta{beta}", [name], None, beta, EXO_EPS if name == "exo_pair" else 0.0, None))
+        for name, types, weights in COMBOS:
+            specs.append((f"{name}_beta{beta}", types, weights, beta, 0.0, None))
+    for name in ("aot", "aot_unpaired"):
+        for ls in (0.0, LABEL_SMOOTHING):
+            specs.append((f"{name}_fixedref_ls{ls}_beta0.1", [name], None, 0.1, ls, FIXED_REF))
+    specs.append(("exo_pair_eps0.1_beta0.5", ["exo_pair"], None, 0.5, 0.1, None))
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, types, weights, beta, ls, fixed in specs:
+            cfg = dict(loss_type=types, beta=beta, label_smoothing=ls, discopop_tau=DISCOPOP_TAU)
+            if weights is not None:
+                cfg["loss_weights"] = weights
+            per_pair, loss, metrics, _ = run_dpo_trainer(tok, pairs, tmp, fixed_ref=fixed, **cfg)
+            rc = torch.tensor(fixed["ref_chosen_logps"], dtype=torch.float64) if fixed else T("ref_chosen_logps")
+            rr = torch.tensor(fixed["ref_rejected_logps"], dtype=torch.float64) if fixed else T("ref_rejected_logps")
+            ref_metrics = dpo_metrics(beta, pc, pr, rc, rr)
+            for k, v in metrics.items():  # TRL's logged metrics agree with our independent log-probs
+                assert math.isclose(v, ref_metrics[k], rel_tol=1e-4, abs_tol=1e-4), (name, k, v, ref_metrics[k])
+            # Independent formula check of TRL's numbers: per pair (batch of 1: sorting is the identity) and batch.
+            ws = weights or [1.0] * len(types)
+            one = lambda i: sum(w * f(formula(t, beta, ls, pc[i:i + 1], pr[i:i + 1], rc[i:i + 1], rr[i:i + 1],  # noqa
+                                              n_c[i:i + 1], n_r[i:i + 1], nll_pair[i:i + 1]).mean())
+                                for t, w in zip(types, ws))
+            for i, got in enumerate(per_pair):
+                assert math.isclose(one(i), got, rel_tol=1e-4, abs_tol=1e-5), (name, i, one(i), got)
+            mine = sum(w * (nll_batch if t == "sft" else f(formula(t, beta, ls, pc, pr, rc, rr, n_c, n_r, None).mean()))
+                       for t, w in zip(types, ws))
+            assert math.isclose(mine, loss, rel_tol=1e-4, abs_tol=1e-5), (name, mine, loss)
+            entry = {
+                "name": name, "loss_type": types, "loss_weights": weights, "beta": beta, "label_smoothing": ls,
+                "discopop_tau": DISCOPOP_TAU, "per_pair_losses": per_pair, "loss": loss,
+                "implemented_by": "trl", "trl_args": cfg,
+            }
+            if types == ["sft"]:
+                # Rudder loads no reference for sft alone; its rewards are then beta * mean logps (as SimPO's).
+                entry["trl_metrics"] = metrics
+            else:
+                entry["metrics"] = metrics
+            if fixed:
+                entry.update(fixed)
+                entry["note"] = "reference log-probs fixed (TRL's precomputed-reference batch input), not the model's"
+            results.append(entry)
+    return {
+        "source": {
+            "versions": VERSIONS,
+            "dpo_call": f"trl {trl.__version__}: DPOTrainer(model=tiny-llama, ref_model=tiny-llama-ref, "
+                        "args=DPOConfig(loss_type=[...], loss_weights=[...], beta, label_smoothing, discopop_tau)); "
+                        "batch = trainer.data_collator([{prompt_ids, chosen_ids, rejected_ids}, ...]); "
+                        "loss = trainer._compute_loss(trainer.model, batch, return_outputs=False); "
+                        "metrics = trainer._metrics['eval'][key][-1]; per-pair loss = same call on a batch of 1 pair. "
+                        "Entries with ref_chosen_logps/ref_rejected_logps: trainer.precompute_ref_logps = True and "
+                        "those values in the batch.",
+            "notes": [
+                "pairs: the 4 pairs of dpo.json; logps = summed completion-token log-probs (eval, f32, eager).",
+                "r_c = pc - rc, r_r = pr - rr, d = r_c - r_r. TRL 1.16 formulas: exo_pair (eps = label_smoothing) "
+                "sig(bd)(logsig(bd) - log(1-eps)) + sig(-bd)(logsig(-bd) - log eps); nca_pair -logsig(b r_c) "
+                "- 0.5 logsig(-b r_c) - 0.5 logsig(-b r_r); bco_pair -logsig(b r_c) - logsig(-b r_r) (no running "
+                "mean in TRL 1.16); sppo_hard (r_c - 1/(2b))^2 + (r_r + 1/(2b))^2; aot: smoothed logistic of "
+                "b (sort(pc - pr) - sort(rc - rr)) over the batch; aot_unpaired: of b (sort(r_c) - sort(r_r)); "
+                "apo_zero 1 - sig(b r_c) + sig(b r_r); apo_down sig(b r_c) + 1 - sig(b d); discopop "
+                "-logsig(bd)(1 - m) + exp(-bd) m, m = sig(bd / tau); sft: -(sum of the batch's chosen token "
+                "logps) / (chosen tokens); sigmoid_norm -logsig(b (r_c/n_c - r_r/n_r)).",
+                "loss = sum_k loss_weights[k] * mean_i loss_k(pair i).",
+            ],
+        },
+        "pairs": pairs,
+        "losses": results,
+    }
+
+
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=["dpo", "dpo_losses", "reward"], action="append",
+                    help="write only these golden files (default: all)")
+    only = set(ap.parse_args().only or ["dpo", "dpo_losses", "reward"])
     print("versions:", VERSIONS)
     tok = AutoTokenizer.from_pretrained(POLICY)
     GOLD.mkdir(parents=True, exist_ok=True)
-    dpo = make_dpo(tok)
-    (GOLD / "dpo.json").write_text(json.dumps(dpo, indent=1) + "\n")
-    print("dpo:", [(e["name"], round(e["loss"], 6)) for e in dpo["losses"]])
-    reward = make_reward(tok)
-    (GOLD / "reward.json").write_text(json.dumps(reward, indent=1) + "\n")
-    print("reward:", [(e["name"], round(e["loss"], 6)) for e in reward["losses"]])
+    if "dpo" in only:
+        dpo = make_dpo(tok)
+        (GOLD / "dpo.json").write_text(json.dumps(dpo, indent=1) + "\n")
+        print("dpo:", [(e["name"], round(e["loss"], 6)) for e in dpo["losses"]])
+    if "dpo_losses" in only:
+        losses = make_dpo_losses(tok)
+        (GOLD / "dpo_losses.json").write_text(json.dumps(losses, indent=1) + "\n")
+        print("dpo_losses:", [(e["name"], round(e["loss"], 6)) for e in losses["losses"]])
+    if "reward" in only:
+        reward = make_reward(tok)
+        (GOLD / "reward.json").write_text(json.dumps(reward, indent=1) + "\n")
+        print("reward:", [(e["name"], round(e["loss"], 6)) for e in reward["losses"]])
 
 
 if __name__ == "__main__":

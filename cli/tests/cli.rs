@@ -292,6 +292,58 @@ fn flags_override_the_config_file_both_ways() {
     }
 }
 
+/// `rudder dpo --loss sigmoid,bco_pair,sft --loss-weights 0.8,0.2,1.0` (TRL's MPO) trains and
+/// records the list; a weight count that differs, or an unknown name, is one error naming the
+/// setting (and, for the name, the valid ones).
+#[test]
+fn dpo_takes_a_weighted_loss_list() {
+    let d = tempfile::tempdir().unwrap();
+    let prefs = one_pair(d.path()).display().to_string();
+    let model = fixture("tiny-llama");
+    let out = d.path().join("mpo");
+    let out_s = out.display().to_string();
+    let base = [
+        "dpo",
+        "--model",
+        &model,
+        "--data",
+        &prefs,
+        "--max-steps",
+        "1",
+        "--quiet",
+    ];
+    let with = |extra: &[&str]| {
+        let mut cmd = base.to_vec();
+        cmd.extend(["--out", &out_s]);
+        cmd.extend(extra);
+        rudder(&cmd)
+    };
+    ok(&with(&[
+        "--loss",
+        "sigmoid,bco_pair,sft",
+        "--loss-weights",
+        "0.8,0.2,1.0",
+    ]));
+    let resolved = std::fs::read_to_string(out.join("dpo.toml")).unwrap();
+    assert!(
+        resolved.contains("\"bco_pair\"") && resolved.contains("0.2"),
+        "{resolved}"
+    );
+    fails(
+        &with(&[
+            "--loss",
+            "sigmoid,bco_pair,sft",
+            "--loss-weights",
+            "0.8,0.2",
+        ]),
+        &["`loss_weights`", "--loss-weights", "2 weights", "3 losses"],
+    );
+    fails(
+        &with(&["--loss", "sigmoid,kto"]),
+        &["kto", "--loss", "bco_pair", "sigmoid_norm"],
+    );
+}
+
 /// An OS error is said once, with the file it is about.
 #[test]
 fn a_missing_data_file_is_named_once() {

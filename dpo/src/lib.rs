@@ -1,7 +1,8 @@
 //! Direct preference optimisation (`rudder dpo`): TRL's preference formats through
-//! `data::prefs`, the sigmoid (DPO/cDPO), IPO, hinge, robust and SimPO losses with an optional
-//! RPO NLL term and soft ties, a frozen, LoRA-base or precomputed reference, TRL's metrics, and
-//! training through the one `train::run` loop.
+//! `data::prefs`, every preference loss of TRL 1.16's DPOTrainer (sigmoid/cDPO, IPO, hinge,
+//! robust, EXO, NCA, BCO, SPPO, AOT, APO, DiscoPOP, sft, sigmoid_norm) plus SimPO, alone or
+//! weighted together (MPO), with an optional RPO NLL term and soft ties, a frozen, LoRA-base or
+//! precomputed reference, TRL's metrics, and training through the one `train::run` loop.
 pub mod batch;
 pub mod config;
 pub mod loss;

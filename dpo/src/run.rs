@@ -117,7 +117,7 @@ fn log_eval(when: &str, m: &BTreeMap<String, f64>) {
     }
 }
 
-/// The reference: none for SimPO; else the cached precomputed sums, or a frozen model (the
+/// The reference: none when no loss reads it (simpo, sft); else the cached precomputed sums, or a frozen model (the
 /// LoRA base when no `ref` is given) that `precompute_ref` turns into sums and frees.
 fn setup_reference(
     stage: &mut DpoStage,

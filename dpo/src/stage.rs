@@ -2,7 +2,7 @@
 //! log-probs from a frozen model (no `Var`s, so nothing is tracked) or precomputed.
 use crate::batch::{halves, sequence_logps, PairBatch};
 use crate::config::DpoConfig;
-use crate::loss::{chosen_nll, metrics, pair_losses, PairLogps};
+use crate::loss::{batch_loss, metrics, PairLogps};
 use candle_core::{DType, Tensor};
 use data::prefs::PrefTokens;
 use lm::CausalLm;
@@ -43,7 +43,7 @@ impl PairSet {
 /// The DPO training stage.
 pub struct DpoStage {
     pub model: CausalLm,
-    /// Live reference; `None` when precomputed or reference-free (SimPO).
+    /// Live reference; `None` when precomputed or reference-free (simpo, sft).
     pub reference: Option<CausalLm>,
     pub train: PairSet,
     pub eval: PairSet,
@@ -93,13 +93,10 @@ impl DpoStage {
             n_rejected: nr,
             labels,
         };
-        let per_pair = pair_losses(&self.cfg, &lp)?;
-        let mut loss = per_pair.mean_all()?;
+        let (mut loss, per_pair, nll) = batch_loss(&self.cfg, &lp)?;
         let mut m = metrics(&self.cfg, &lp)?;
-        if self.cfg.rpo_alpha > 0.0 {
-            let nll = chosen_nll(&lp)?;
+        if let Some(nll) = nll {
             m.insert("nll".into(), f64::from(nll.to_scalar::<f32>()?));
-            loss = (loss + (nll * self.cfg.rpo_alpha)?)?;
         }
         if let Some((aux, am)) = aux {
             loss = (loss + aux)?;

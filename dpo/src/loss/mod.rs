@@ -1,17 +1,17 @@
 //! The preference losses and TRL's metrics, from per-sequence log-prob sums.
 //!
-//! With `d = (π_c - ρ_c) - (π_r - ρ_r)` (summed completion log-probs of policy π and reference ρ):
-//! sigmoid `-(1-ls) logσ(βd) - ls logσ(-βd)`; robust `(-(1-ls) logσ(βd) + ls logσ(-βd)) / (1-2ls)`;
-//! hinge `relu(1 - βd)`; ipo `((π_c-ρ_c)/n_c - (π_r-ρ_r)/n_r - 1/(2β))²`; simpo
-//! `-(1-ls) logσ(β(m_c - m_r) - γ) - ls logσ(-(β(m_c - m_r) - γ))` with mean log-probs `m`.
-//! A soft label `p` (ties) gives `p L(z) + (1-p) L(-z)`: the expected loss when the preference
-//! is drawn with probability `p`, where `-z` is the same pair read the other way round.
+//! Each `--loss` is a function of one batch's [`PairLogps`] in [`kinds`] (its formula there). The
+//! batch loss is `Σ_k w_k · mean_i L_k(pair i) + (w_sft + rpo_alpha) · NLL(chosen)` (TRL 1.16's
+//! `loss_type` / `loss_weights`). A soft label `p` (ties) gives `p L(pairs) + (1-p) L(swapped)`:
+//! the expected loss when the preference is drawn with probability `p`, the swapped batch being
+//! every pair read the other way round (for aot the sort is over the swapped batch).
+pub mod kinds;
+
 use crate::config::{DpoConfig, LossType};
 use candle_core::{DType, Tensor};
 use std::collections::BTreeMap;
-use train::loss::log_sigmoid;
 
-/// Per-pair inputs, each `(B,)` f32. `ref_*` are ignored by SimPO (may be zeros).
+/// Per-pair inputs, each `(B,)` f32. `ref_*` are ignored by SimPO and sft (may be zeros).
 #[derive(Debug, Clone)]
 pub struct PairLogps {
     pub policy_chosen: Tensor,
@@ -25,49 +25,68 @@ pub struct PairLogps {
     pub labels: Tensor,
 }
 
-/// The signed quantity `z` each loss is a function of (flipping chosen and rejected negates it).
-fn signed(cfg: &DpoConfig, lp: &PairLogps) -> candle_core::Result<Tensor> {
-    let beta = cfg.beta;
-    let chosen_ratio = (&lp.policy_chosen - &lp.ref_chosen)?;
-    let rejected_ratio = (&lp.policy_rejected - &lp.ref_rejected)?;
-    match cfg.loss {
-        LossType::Sigmoid | LossType::Robust | LossType::Hinge => {
-            (chosen_ratio - rejected_ratio)? * beta
-        }
-        LossType::Ipo => (chosen_ratio / &lp.n_chosen)? - (rejected_ratio / &lp.n_rejected)?,
-        LossType::Simpo => {
-            let diff =
-                ((&lp.policy_chosen / &lp.n_chosen)? - (&lp.policy_rejected / &lp.n_rejected)?)?;
-            diff * beta
+impl PairLogps {
+    /// `(π_c - ρ_c, π_r - ρ_r)`, each `(B,)`.
+    pub fn log_ratios(&self) -> candle_core::Result<(Tensor, Tensor)> {
+        Ok((
+            (&self.policy_chosen - &self.ref_chosen)?,
+            (&self.policy_rejected - &self.ref_rejected)?,
+        ))
+    }
+
+    /// Every pair read the other way round (labels unchanged).
+    pub fn swapped(&self) -> PairLogps {
+        PairLogps {
+            policy_chosen: self.policy_rejected.clone(),
+            policy_rejected: self.policy_chosen.clone(),
+            ref_chosen: self.ref_rejected.clone(),
+            ref_rejected: self.ref_chosen.clone(),
+            n_chosen: self.n_rejected.clone(),
+            n_rejected: self.n_chosen.clone(),
+            labels: self.labels.clone(),
         }
     }
 }
 
-/// The loss of each pair as a function of `z` (label 1).
-fn one_sided(cfg: &DpoConfig, z: &Tensor) -> candle_core::Result<Tensor> {
-    let ls = cfg.label_smoothing;
-    match cfg.loss {
-        LossType::Sigmoid => (log_sigmoid(z)? * -(1.0 - ls))? - (log_sigmoid(&z.neg()?)? * ls)?,
-        LossType::Robust => {
-            let l = ((log_sigmoid(z)? * -(1.0 - ls))? + (log_sigmoid(&z.neg()?)? * ls)?)?;
-            l / (1.0 - 2.0 * ls)
-        }
-        LossType::Hinge => z.neg()?.affine(1.0, 1.0)?.relu(),
-        LossType::Ipo => z.affine(1.0, -1.0 / (2.0 * cfg.beta))?.sqr(),
-        LossType::Simpo => {
-            let x = z.affine(1.0, -cfg.gamma)?;
-            (log_sigmoid(&x)? * -(1.0 - ls))? - (log_sigmoid(&x.neg()?)? * ls)?
-        }
-    }
-}
-
-/// Per-pair losses `(B,)`, soft labels included.
+/// The weighted sum of the pair losses (every `--loss` but `sft`) of each pair `(B,)`, soft
+/// labels included.
 pub fn pair_losses(cfg: &DpoConfig, lp: &PairLogps) -> candle_core::Result<Tensor> {
-    let z = signed(cfg, lp)?;
-    let forward = one_sided(cfg, &z)?;
-    let backward = one_sided(cfg, &z.neg()?)?;
     let p = &lp.labels;
-    (forward * p)? + (backward * p.affine(-1.0, 1.0)?)?
+    let soft = p
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?
+        .iter()
+        .any(|&x| x != 1.0);
+    // Only computed for soft labels: a swapped loss can overflow (discopop's exp), and 0 · inf is NaN.
+    let swapped = soft.then(|| lp.swapped());
+    let mut total = lp.policy_chosen.zeros_like()?;
+    for (kind, w) in cfg.weighted_losses().filter(|(k, _)| *k != LossType::Sft) {
+        let mut l = kinds::pair_loss(kind, cfg, lp)?;
+        if let Some(s) = &swapped {
+            let back = kinds::pair_loss(kind, cfg, s)?;
+            l = ((l * p)? + (back * p.affine(-1.0, 1.0)?)?)?;
+        }
+        total = (total + (l * w)?)?;
+    }
+    Ok(total)
+}
+
+/// The batch loss `()`: the mean of [`pair_losses`] plus the chosen NLL times
+/// [`DpoConfig::nll_weight`] (`sft` and `rpo_alpha`), and that NLL when it is used.
+pub fn batch_loss(
+    cfg: &DpoConfig,
+    lp: &PairLogps,
+) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+    let per_pair = pair_losses(cfg, lp)?;
+    let mut loss = per_pair.mean_all()?;
+    let w = cfg.nll_weight();
+    let mut nll = None;
+    if w > 0.0 {
+        let n = chosen_nll(lp)?;
+        loss = (loss + (&n * w)?)?;
+        nll = Some(n);
+    }
+    Ok((loss, per_pair, nll))
 }
 
 /// TRL's metric values for one batch (means over pairs) plus `kl`, and the sums they came from.
@@ -80,8 +99,10 @@ pub fn metrics(cfg: &DpoConfig, lp: &PairLogps) -> candle_core::Result<BTreeMap<
     let (nc, nr) = (host(&lp.n_chosen)?, host(&lp.n_rejected)?);
     let b = pc.len().max(1) as f64;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / b;
-    // SimPO (TRL's CPOTrainer): rewards and logps are the length-normalised policy log-probs.
-    let (xc, xr): (Vec<f64>, Vec<f64>) = if cfg.loss == LossType::Simpo {
+    // Reference-free (SimPO, as TRL's CPOTrainer; sft alone): rewards and logps are the
+    // length-normalised policy log-probs.
+    let free = !cfg.uses_reference();
+    let (xc, xr): (Vec<f64>, Vec<f64>) = if free {
         (0..pc.len())
             .map(|i| (pc[i] / nc[i], pr[i] / nr[i]))
             .unzip()
@@ -101,11 +122,7 @@ pub fn metrics(cfg: &DpoConfig, lp: &PairLogps) -> candle_core::Result<BTreeMap<
     m.insert("rewards/rejected".into(), mean(&rew_r));
     m.insert("rewards/accuracies".into(), mean(&acc));
     m.insert("rewards/margins".into(), mean(&margins));
-    let (lc, lr) = if cfg.loss == LossType::Simpo {
-        (&xc, &xr)
-    } else {
-        (&pc, &pr)
-    };
+    let (lc, lr) = if free { (&xc, &xr) } else { (&pc, &pr) };
     m.insert("logps/chosen".into(), mean(lc));
     m.insert("logps/rejected".into(), mean(lr));
     if cfg.uses_reference() {

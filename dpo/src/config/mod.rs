@@ -6,22 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use train::StageSettings;
 
-/// The preference loss (`--loss`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LossType {
-    /// DPO: `-log σ(β d)`; with `label_smoothing` the conservative (cDPO) form.
-    #[default]
-    Sigmoid,
-    /// IPO, length-normalised as TRL 1.16: `(d_c/n_c - d_r/n_r - 1/(2β))²`.
-    Ipo,
-    /// SLiC hinge: `relu(1 - β d)`.
-    Hinge,
-    /// Robust DPO: the label-noise-unbiased loss (needs `label_smoothing`).
-    Robust,
-    /// SimPO: reference-free, length-normalised, `-log σ(β (m_c - m_r) - γ)`.
-    Simpo,
-}
+mod losses;
+pub use losses::LossType;
 
 /// What to do with the labeling export's ties (`"tie": true`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -56,20 +42,29 @@ pub struct DpoConfig {
     /// steps and at the end [none].
     #[arg(long)]
     pub eval_data: Option<PathBuf>,
-    /// The preference loss.
-    #[arg(long, value_enum, default_value_t = LossType::Sigmoid)]
-    pub loss: LossType,
+    /// The preference loss; several, comma-separated, are summed (TRL's loss_type list; MPO is
+    /// sigmoid,bco_pair,sft with --loss-weights 0.8,0.2,1.0).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sigmoid")]
+    #[serde(deserialize_with = "losses::one_or_many")]
+    pub loss: Vec<LossType>,
+    /// Weight of each --loss, comma-separated, one per loss (TRL's loss_weights) [1 each].
+    #[arg(long, value_delimiter = ',', value_name = "W")]
+    pub loss_weights: Vec<f64>,
     /// Beta, the strength of the implicit KL penalty (TRL's 0.1; SimPO papers use 2.0).
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
-    /// Assumed label-noise rate in [0, 0.5) for sigmoid (conservative DPO), robust and simpo.
+    /// Assumed label-noise rate in [0, 0.5) for sigmoid (conservative DPO), robust, simpo, aot
+    /// and aot_unpaired; exo_pair's ε (> 0 there; the EXO paper uses 1e-3).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
     /// SimPO target margin gamma (TRL's simpo_gamma).
     #[arg(long, default_value_t = 0.5)]
     pub gamma: f64,
+    /// DiscoPOP temperature τ (TRL's discopop_tau).
+    #[arg(long, default_value_t = 0.05)]
+    pub discopop_tau: f64,
     /// Weight of an NLL term on the chosen completions (RPO), token-weighted over the batch;
-    /// 0 is off.
+    /// 0 is off (the same term as `--loss sigmoid,sft --loss-weights 1,A`).
     #[arg(long, default_value_t = 0.0)]
     pub rpo_alpha: f64,
     /// Ties from the labeling export ("tie": true).
@@ -122,13 +117,7 @@ impl DpoConfig {
                 format!("must be in [0, 0.5), got {}", self.label_smoothing),
             ));
         }
-        if self.label_smoothing > 0.0 && matches!(self.loss, LossType::Ipo | LossType::Hinge) {
-            return Err(Error::setting(
-                "dpo",
-                "label_smoothing",
-                "only sigmoid, robust and simpo use it",
-            ));
-        }
+        self.validate_losses()?;
         if !self.gamma.is_finite() {
             return Err(Error::setting("dpo", "gamma", "must be finite"));
         }
@@ -147,11 +136,6 @@ impl DpoConfig {
         }
         self.lora()?;
         Ok(())
-    }
-
-    /// SimPO is reference-free; every other loss needs reference log-probs.
-    pub fn uses_reference(&self) -> bool {
-        self.loss != LossType::Simpo
     }
 }
 
@@ -178,8 +162,8 @@ mod tests {
             serde_json::from_str(r#"{"model": "m", "data": "d.jsonl", "loss": "ipo", "ref": "r"}"#)
                 .unwrap_or_default();
         assert_eq!(
-            (cfg.loss, cfg.beta, cfg.ref_model.as_deref()),
-            (LossType::Ipo, 0.1, Some("r"))
+            (cfg.loss.clone(), cfg.beta, cfg.ref_model.as_deref()),
+            (vec![LossType::Ipo], 0.1, Some("r"))
         );
         assert!(cfg.validate().is_ok());
         let bad = |c: DpoConfig| {
@@ -200,7 +184,7 @@ mod tests {
         .contains("`label_smoothing`"));
         assert!(bad(DpoConfig {
             label_smoothing: 0.5,
-            loss: LossType::Robust,
+            loss: vec![LossType::Robust],
             ..cfg.clone()
         })
         .contains("[0, 0.5)"));
