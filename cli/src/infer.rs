@@ -41,8 +41,9 @@ pub struct GenerateArgs {
     pub repetition_penalty: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Stop when the completion contains this string (repeatable).
-    #[arg(long = "stop")]
+    /// Stop when the completion contains this string (repeatable); `\n`, `\t`, `\r` and `\\`
+    /// in it are a newline, a tab, a carriage return and a backslash (`--stop "\n\n"`).
+    #[arg(long = "stop", value_parser = stop_string)]
     pub stop: Vec<String>,
     /// Rows generated together in one batch.
     #[arg(long, default_value_t = 8)]
@@ -81,6 +82,11 @@ fn sampling(a: &GenerateArgs) -> Result<SamplingConfig> {
         seed: a.seed,
         stop_strings: a.stop.clone(),
     })
+}
+
+/// A `--stop` value with its escapes read as meant.
+fn stop_string(s: &str) -> std::result::Result<String, std::convert::Infallible> {
+    Ok(lm::generate::unescape(s))
 }
 
 /// Reads rows and their "prompt" field.
