@@ -102,18 +102,14 @@ fn prompt_rows(a: &GenerateArgs) -> Result<Vec<(serde_json::Value, TextOrMessage
     let Some(path) = &a.prompts else {
         bail!("give --prompts FILE or --prompt TEXT");
     };
-    let rows = jsonl::read_rows(path)?;
+    let rows = jsonl::read_rows(path).context("--prompts")?;
     rows.into_iter()
         .map(|r| {
             let field = r.value.get("prompt").cloned().ok_or_else(|| {
                 anyhow::anyhow!("{}:{}: field `prompt` is missing", path.display(), r.line)
             })?;
             let prompt: TextOrMessages = serde_json::from_value(field).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}: field `prompt`: {e} (a string or a list of {{role, content}})",
-                    path.display(),
-                    r.line
-                )
+                anyhow::anyhow!("{}:{}: field `prompt`: {e}", path.display(), r.line)
             })?;
             Ok((r.value, prompt))
         })
@@ -191,7 +187,7 @@ pub struct LogprobsArgs {
 }
 
 pub fn logprobs(a: LogprobsArgs) -> Result<()> {
-    let rows = jsonl::read_rows(&a.data)?;
+    let rows = jsonl::read_rows(&a.data).context("--data")?;
     let p = load_model(&a.model, &a.device.load_options(false)?)?;
     let mut pairs = vec![];
     for r in &rows {
