@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL_DIR=.cache/models/smollm2-135m-instruct
 mkdir -p .cache/models
+echo "quickstart: building rudder (the first build takes about 25 minutes on 2 busy cores)"
 cargo build --release -p rudder
 R=target/release/rudder
 if [ ! -f "$MODEL_DIR/model.safetensors" ]; then
