@@ -41,8 +41,9 @@ pub struct GenerateArgs {
     pub repetition_penalty: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Stop when the completion contains this string (repeatable).
-    #[arg(long = "stop")]
+    /// Stop when the completion contains this string (repeatable); `\n`, `\t`, `\r` and `\\`
+    /// in it are a newline, a tab, a carriage return and a backslash (`--stop "\n\n"`).
+    #[arg(long = "stop", value_parser = stop_string)]
     pub stop: Vec<String>,
     /// Rows generated together in one batch.
     #[arg(long, default_value_t = 8)]
@@ -83,6 +84,11 @@ fn sampling(a: &GenerateArgs) -> Result<SamplingConfig> {
     })
 }
 
+/// A `--stop` value with its escapes read as meant.
+fn stop_string(s: &str) -> std::result::Result<String, std::convert::Infallible> {
+    Ok(lm::generate::unescape(s))
+}
+
 /// Reads rows and their "prompt" field.
 fn prompt_rows(a: &GenerateArgs) -> Result<Vec<(serde_json::Value, TextOrMessages)>> {
     if let Some(p) = &a.prompt {
@@ -96,18 +102,14 @@ fn prompt_rows(a: &GenerateArgs) -> Result<Vec<(serde_json::Value, TextOrMessage
     let Some(path) = &a.prompts else {
         bail!("give --prompts FILE or --prompt TEXT");
     };
-    let rows = jsonl::read_rows(path)?;
+    let rows = jsonl::read_rows(path).context("--prompts")?;
     rows.into_iter()
         .map(|r| {
             let field = r.value.get("prompt").cloned().ok_or_else(|| {
                 anyhow::anyhow!("{}:{}: field `prompt` is missing", path.display(), r.line)
             })?;
             let prompt: TextOrMessages = serde_json::from_value(field).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}: field `prompt`: {e} (a string or a list of {{role, content}})",
-                    path.display(),
-                    r.line
-                )
+                anyhow::anyhow!("{}:{}: field `prompt`: {e}", path.display(), r.line)
             })?;
             Ok((r.value, prompt))
         })
@@ -185,7 +187,7 @@ pub struct LogprobsArgs {
 }
 
 pub fn logprobs(a: LogprobsArgs) -> Result<()> {
-    let rows = jsonl::read_rows(&a.data)?;
+    let rows = jsonl::read_rows(&a.data).context("--data")?;
     let p = load_model(&a.model, &a.device.load_options(false)?)?;
     let mut pairs = vec![];
     for r in &rows {

@@ -24,7 +24,8 @@ pub fn run(a: PipelineArgs) -> Result<()> {
     };
     let file = a.config.display().to_string();
     if let pipeline::Finish::Report(index) = pipeline::run(&cfg, &file, &opts)? {
-        println!("pipeline: done; report {}", index.display());
+        println!("pipeline: done");
+        println!("report: {}", pipeline::file_url(&index)?);
     }
     Ok(())
 }

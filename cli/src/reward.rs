@@ -90,6 +90,9 @@ pub fn train(trainer: &TrainerConfig, cfg: &RewardConfig, device: &DeviceArgs) -
 fn score(args: ScoreArgs) -> Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
     anyhow::ensure!(args.max_seq_len != Some(0), "--max-seq-len must be > 0");
+    let (model, data) = (Some(args.model.as_str()), Some(args.data.as_path()));
+    let inputs = train::inputs::set(&[("model", model)], &[("data", data)]);
+    train::check_inputs(&inputs, train::inputs::flag)?;
     let opts = args.device.load_options(false)?;
     let mut rm = reward_model::RewardModel::load(&args.model, &opts)
         .with_context(|| format!("loading reward model `{}`", args.model))?;

@@ -177,9 +177,81 @@ fn bad_input_is_one_clear_error() {
         "--prompts",
         p.to_str().unwrap(),
     ]);
-    fails(&out, &["bad.jsonl:2", "prompt"]);
+    // What a prompt may be, not serde's "did not match any variant of untagged enum".
+    let may_be = r#"bad.jsonl:2: field `prompt`: invalid type: integer `3`, expected a string, or a list of {"role", "content"} messages"#;
+    fails(&out, &[may_be]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("untagged"));
+    // A JSON error on line 2 names line 2 and the column, not serde's "line 1" of that line.
+    std::fs::write(&p, "{\"prompt\": \"ok\"}\n{\"prompt\": oops}\n").unwrap();
+    let out = rudder(&[
+        "generate",
+        "--model",
+        &fixture("tiny-llama"),
+        "--prompts",
+        p.to_str().unwrap(),
+    ]);
+    fails(
+        &out,
+        &["bad.jsonl:2: invalid JSON at column 12: expected value"],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("line 1"));
     let out = rudder(&["generate", "--model", "/no/such/model", "--prompt", "x"]);
     fails(&out, &["/no/such/model"]);
+    let nope = d.path().join("nope.jsonl").display().to_string();
+    let out = rudder(&[
+        "generate",
+        "--model",
+        &fixture("tiny-llama"),
+        "--prompts",
+        &nope,
+    ]);
+    fails(&out, &["--prompts: ", "nope.jsonl: No such file"]);
+}
+
+/// A bad row stops the run naming file, line and field, and says how to skip such rows.
+#[test]
+fn a_bad_row_says_how_to_skip_it() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("s.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\":\"a\",\"completion\":\" b\"}\n{\"prompt\":\"a\"}\n",
+    )
+    .unwrap();
+    let out = d.path().join("o").display().to_string();
+    let (model, data) = (fixture("tiny-llama"), data.display().to_string());
+    let args = [
+        "sft", "--model", &model, "--data", &data, "--out", &out, "--quiet",
+    ];
+    fails(
+        &rudder(&args),
+        &["s.jsonl:2: field `completion`: missing", "--skip-bad-rows"],
+    );
+}
+
+/// `rudder compare` checks every model, the reward model and the prompts before sampling.
+#[test]
+fn compare_checks_its_inputs_before_sampling() {
+    let d = tempfile::tempdir().unwrap();
+    let (tiny, out) = (fixture("tiny-llama"), d.path().join("o"));
+    let nope = d.path().join("nope").display().to_string();
+    let base = format!("base={tiny}");
+    let other = format!("other={nope}");
+    for (extra, needle) in [
+        (
+            vec!["--model", &base, "--reward-model", &nope],
+            "--reward-model: ",
+        ),
+        (vec!["--model", &base, "--model", &other], "--model: "),
+        (vec!["--model", &base, "--prompts", &nope], "--prompts: "),
+    ] {
+        let mut args = vec!["compare", "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let o = rudder(&args);
+        fails(&o, &[needle, "nope"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("sampling"), "{err}");
+    }
 }
 
 /// A preference file of one pair in `dir`.
@@ -355,10 +427,17 @@ fn a_missing_data_file_is_named_once() {
         "sft", "--model", &model, "--data", &missing, "--out", &out, "--quiet",
     ];
     let o = rudder(&args);
-    fails(&o, &["nope.jsonl"]);
+    // Named by its flag, before the model loads or the run folder is made.
+    fails(&o, &["--data: ", "nope.jsonl"]);
     let err = String::from_utf8_lossy(&o.stderr);
     let os_error = err.lines().last().unwrap_or_default();
     assert_eq!(os_error.matches("os error 2").count(), 1, "{err}");
+    assert!(!Path::new(&out).exists());
+    let data = fixture("README.md");
+    let args = [
+        "dpo", "--model", &model, "--data", &data, "--ref", &missing, "--out", &out,
+    ];
+    fails(&rudder(&args), &["--ref: ", "nope.jsonl"]);
 }
 
 /// `--lora-dropout` trains (and is recorded for PEFT); out of range, or in PPO, it is one clear

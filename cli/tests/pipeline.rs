@@ -72,8 +72,29 @@ fn pipeline_runs_end_to_end_then_skips_finished_stages() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
     let cfg = config(d.path(), &out, "");
+    // A path inside `out` is an earlier stage's output: not required before the run.
+    let reward = out.join("reward").display().to_string();
+    let body = std::fs::read_to_string(&cfg).unwrap();
+    let body = body.replace(
+        "[compare]\n",
+        &format!("[compare]\nreward_model = {reward:?}\n"),
+    );
+    std::fs::write(&cfg, body).unwrap();
     let o = rudder(&["pipeline", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
+    // Ends with the report as an absolute file:// URL; the total's time is the wall time.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let index = std::fs::canonicalize(out.join("compare/index.html")).unwrap();
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!("report: file://{}", index.display()),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[total] cost:") && stdout.contains("wall clock"),
+        "{stdout}"
+    );
     for stage in ["sft", "reward", "dpo", "compare"] {
         assert!(
             out.join(stage).join(".rudder-stage.json").exists(),
@@ -172,6 +193,41 @@ fn broken_stage_configs_name_stage_and_field() {
         let t = text(&o);
         assert!(!o.status.success() && !t.contains("running"), "{t}");
         assert!(needles.iter().all(|n| t.contains(n)), "{body}: {t}");
+    }
+}
+
+/// Every model and file the config names is checked before the first stage starts (or the
+/// output folder is made), each error naming the section and the field.
+#[test]
+fn missing_inputs_fail_before_any_stage() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let cfg = config(d.path(), &out, "");
+    let body = std::fs::read_to_string(&cfg).unwrap();
+    let nope = d.path().join("nope").display().to_string();
+    let quoted = |s: &str| format!("{s:?}");
+    let (sft, prefs, prompts) = data(d.path());
+    let cases = [
+        (quoted(&fixture("tiny-llama")), "field `model`"),
+        (quoted(&sft), "[sft] field `data`"),
+        (quoted(&prefs), "[preferences] field `file`"),
+        (quoted(&prompts), "[compare] field `prompts`"),
+        ("[dpo]\n".into(), "[dpo] field `ref`"),
+    ];
+    for (old, needle) in cases {
+        let new = match old.as_str() {
+            "[dpo]\n" => format!("[dpo]\nref = {nope:?}\n"),
+            _ => quoted(&nope),
+        };
+        std::fs::write(&cfg, body.replacen(&old, &new, 1)).unwrap();
+        let o = rudder(&["pipeline", "--config", cfg.to_str().unwrap()]);
+        let t = text(&o);
+        assert!(
+            !o.status.success() && t.contains(needle) && t.contains("nope"),
+            "{t}"
+        );
+        assert!(!t.contains("running") && !out.exists(), "{needle}: {t}");
+        assert!(!t.contains("FLOP counts"), "{t}");
     }
 }
 

@@ -43,7 +43,7 @@ pub fn parse_jsonl(text: &str, source: &str) -> Result<Vec<EvalPrompt>> {
         let value = serde_json::from_str(line).map_err(|e| Error::Data {
             path: source.into(),
             line: i + 1,
-            reason: format!("invalid JSON: {e}"),
+            reason: lm::jsonl::invalid_json(&e),
         })?;
         rows.push(Row { line: i + 1, value });
     }

@@ -219,6 +219,7 @@ pub fn compare_models(
     cost: &cost::CostSettings,
 ) -> Result<Compared> {
     settings.validate()?;
+    crate::run::check_inputs(models, settings)?;
     let prompts = crate::prompts::load(settings.prompts.as_deref())?;
     let source = settings
         .prompts

@@ -12,6 +12,7 @@ use lm::{LoadOptions, Pretrained, TextOrMessages};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use train::Input;
 
 /// What `rudder compare` takes besides the models and the output folder: its flags, and the
 /// `[compare]` section of a pipeline config (the same names, with `_`).
@@ -82,6 +83,12 @@ impl CompareSettings {
         Ok(())
     }
 
+    /// The reward model and the prompt file, when set (the models are `--model`'s).
+    pub fn inputs(&self) -> Vec<Input<'_>> {
+        let files = [("prompts", self.prompts.as_deref())];
+        train::inputs::set(&[("reward_model", self.reward_model.as_deref())], &files)
+    }
+
     fn sampling(&self, j: usize) -> SamplingConfig {
         SamplingConfig {
             max_new_tokens: self.max_new_tokens,
@@ -93,6 +100,20 @@ impl CompareSettings {
             stop_strings: vec![],
         }
     }
+}
+
+/// Every model, the reward model and the prompt file are there (no weights read), each named by
+/// its flag: checked before the first model samples, not after.
+pub fn check_inputs(models: &[ModelSpec], s: &CompareSettings) -> Result<()> {
+    let mut inputs: Vec<Input> = models
+        .iter()
+        .map(|m| Input::Model {
+            key: "model",
+            spec: &m.spec,
+        })
+        .collect();
+    inputs.extend(s.inputs());
+    Ok(train::check_inputs(&inputs, train::inputs::flag)?)
 }
 
 /// `name=spec` from `--model`; the first model is the base.

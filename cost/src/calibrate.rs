@@ -34,9 +34,10 @@ pub fn calibrate<E>(
         energy: r.energy,
         source: format!(
             "calibration: {steps} steps of {what} in {secs:.1} s, {flop_per_s:.3e} FLOP/s, \
-             {:.0} W ({})",
-            r.avg_power_w, r.energy_source
+             {:.0} W",
+            r.avg_power_w
         ),
+        energy_source: r.energy_source,
     })
 }
 
@@ -88,10 +89,10 @@ pub fn store_bench(
         watts,
         energy: EnergyKind::Estimated,
         source: format!(
-            "rudder bench train: {batch}×{seq} tokens in {step_s:.2} s/step, {:.3e} FLOP/s; \
-             power estimated at {watts:.0} W",
+            "rudder bench train: {batch}×{seq} tokens in {step_s:.2} s/step, {:.3e} FLOP/s",
             flops / step_s
         ),
+        energy_source: format!("this machine: power estimated at {watts:.0} W (bench)"),
     };
     let path = bench_path()?;
     if let Some(d) = path.parent() {

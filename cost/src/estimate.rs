@@ -53,6 +53,10 @@ pub struct Calibration {
     pub energy: EnergyKind,
     /// How the figures were made.
     pub source: String,
+    /// How the energy was measured or estimated (RAPL zones, or watts × utilisation and why),
+    /// said once under the table however many rows share it.
+    #[serde(default)]
+    pub energy_source: String,
 }
 
 /// Expected time, energy, emissions and price of some FLOPs on one machine.
@@ -66,6 +70,8 @@ pub struct Estimate {
     pub co2_g: f64,
     pub cost: Option<f64>,
     pub how: String,
+    /// The calibration's energy source: a note under the table, not in every row.
+    pub energy_source: String,
 }
 
 /// `flops` at the calibration's speed and power; price from `settings.price_per_hour`.
@@ -85,8 +91,13 @@ pub fn estimate(machine: &str, flops: f64, c: &Calibration, settings: &CostSetti
         co2_g: kwh * settings.grid_gco2_per_kwh,
         cost: settings.price_per_hour.map(|p| p * seconds / 3600.0),
         how: c.source.clone(),
+        energy_source: c.energy_source.clone(),
     }
 }
+
+/// How every GPU class row's energy is reckoned.
+pub const GPU_ENERGY: &str =
+    "GPU classes: full board power (TDP) for the whole time, an upper bound";
 
 /// `flops` on a GPU class at `mfu` of its dense bf16 peak, drawing its full board power (an
 /// upper bound); no price (the given price is this machine's).
@@ -102,6 +113,7 @@ pub fn gpu_estimate(flops: f64, g: &GpuClass, mfu: f64, settings: &CostSettings)
             g.tdp_w,
             g.source
         ),
+        energy_source: GPU_ENERGY.into(),
     };
     let settings = CostSettings {
         price_per_hour: None,
@@ -154,6 +166,7 @@ mod tests {
             watts: 60.0,
             energy: EnergyKind::Measured,
             source: "fixed".into(),
+            energy_source: "RAPL package-0".into(),
         };
         let s = CostSettings {
             device_watts: None,

@@ -45,20 +45,38 @@ pub fn model_config(spec: &str) -> lm::Result<ModelConfig> {
 
 /// The FLOP model a trainer's loop counts with, from its `model` setting and stage name. GGUF
 /// models are skipped (their config sits behind the whole tensor payload; the run reports no
-/// FLOPs), and so is a model whose config cannot be read (with a warning: the run itself will
-/// name what is wrong with it).
+/// FLOPs), and so is a model whose config cannot be read: a missing model silently (the run
+/// stops on it at once, naming it), any other problem with one warning per model and process
+/// (a pipeline resolves its settings more than once).
 pub fn flop_model(spec: &str, stage: &str) -> Option<FlopModel> {
     if Path::new(spec).extension().is_some_and(|e| e == "gguf") {
         return None;
     }
-    let config = model_config(spec)
-        .map_err(|e| tracing::warn!("cost: no FLOP counts for `{spec}`: {e}"))
-        .ok()?;
+    let config = model_config(spec).map_err(|e| warn_once(spec, &e)).ok()?;
     Some(FlopModel {
         dims: model_dims(&config),
         stage: StageKind::parse(stage).unwrap_or_default(),
         recompute: false,
     })
+}
+
+/// Warns that `spec` gets no FLOP counts, once per model: `true` when it did now.
+fn warn_once(spec: &str, e: &lm::Error) -> bool {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static WARNED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    if matches!(e, lm::Error::NotFound { .. }) {
+        return false;
+    }
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if !warned
+        .get_or_insert_with(HashSet::new)
+        .insert(spec.to_string())
+    {
+        return false;
+    }
+    tracing::warn!("cost: no FLOP counts for `{spec}`: {e}");
+    true
 }
 
 #[cfg(test)]
@@ -91,6 +109,19 @@ mod tests {
         assert_eq!(count(8, &["all-linear"])?, 17_920);
         assert!(count(8, &["qproj"]).is_err());
         assert!(flop_model("no/such/model", "sft").is_none());
+        Ok(())
+    }
+
+    /// A missing model is the run's error to name; a broken one is warned about once.
+    #[test]
+    fn the_no_flops_warning_comes_once_per_model() -> lm::Result<()> {
+        let missing = model_config("/no/such/model").err();
+        let missing = missing.ok_or(lm::Error::Invalid("found".into()))?;
+        assert!(!warn_once("/no/such/model", &missing));
+        let broken = lm::Error::Invalid("bad config".into());
+        assert!(warn_once("broken-model", &broken));
+        assert!(!warn_once("broken-model", &broken));
+        assert!(warn_once("other-model", &broken));
         Ok(())
     }
 

@@ -38,9 +38,10 @@ pub fn cost_line(c: &CostReport) -> String {
     )
 }
 
-/// One line per stage from its `summary.json` cost block (compare: its models' sampling), and
-/// their total (stages that did not run are left out).
-pub fn pipeline_cost_lines(stages: &[(&str, PathBuf)]) -> Vec<String> {
+/// One line per stage from its `summary.json` cost block (a trainer's loop; compare: its
+/// models' sampling), and their total (stages that did not run are left out). The total's time
+/// is `wall_s`, the wall time of every stage with its loading, scoring and saving, when known.
+pub fn pipeline_cost_lines(stages: &[(&str, PathBuf)], wall_s: Option<f64>) -> Vec<String> {
     let (mut parts, mut lines) = (vec![], vec![]);
     for (stage, dir) in stages {
         let Ok(text) = std::fs::read_to_string(dir.join("summary.json")) else {
@@ -54,9 +55,14 @@ pub fn pipeline_cost_lines(stages: &[(&str, PathBuf)]) -> Vec<String> {
             parts.push(c);
         }
     }
-    if parts.len() > 1 {
-        let total = CostReport::total(&parts);
-        lines.push(format!("pipeline: [total] {}", cost_line(&total)));
+    if parts.len() > 1 || wall_s.is_some() {
+        let mut total = CostReport::total(&parts);
+        let wall = wall_s.map(|s| {
+            total.wall_s = s;
+            " (time: wall clock of every stage, loading and scoring included)"
+        });
+        let line = cost_line(&total);
+        lines.push(format!("pipeline: [total] {line}{}", wall.unwrap_or("")));
     }
     lines
 }
@@ -94,6 +100,14 @@ pub fn estimate_table(rows: &[Estimate], grid: f64) -> String {
             e.how
         );
     }
+    // Each energy source once, under the table, however many rows share it.
+    let mut sources: Vec<&str> = vec![];
+    for e in rows.iter().filter(|e| !e.energy_source.is_empty()) {
+        if !sources.contains(&e.energy_source.as_str()) {
+            sources.push(&e.energy_source);
+            out += &format!("energy: {}\n", e.energy_source);
+        }
+    }
     out + &format!("CO2-eq at {grid} g/kWh (default {WORLD_GCO2_SOURCE}; --grid-gco2-per-kwh)")
 }
 
@@ -120,7 +134,7 @@ mod tests {
             std::fs::write(dir.path().join(stage).join("summary.json"), text)?;
         }
         let stages = ["sft", "reward", "dpo"].map(|s| (s, dir.path().join(s)));
-        let lines = pipeline_cost_lines(&stages);
+        let lines = pipeline_cost_lines(&stages, None);
         assert_eq!(lines.len(), 3, "{lines:?}");
         // compare: its models' sampling costs add up into one line.
         // As compare's summary.json: models[i].cost = {model, rows, generated_tokens, cost}.
@@ -131,7 +145,7 @@ mod tests {
         let compare = serde_json::json!({"models": [side(0.001), side(0.002)]});
         std::fs::create_dir(dir.path().join("compare"))?;
         std::fs::write(dir.path().join("compare/summary.json"), compare.to_string())?;
-        let with = pipeline_cost_lines(&[("compare", dir.path().join("compare"))]);
+        let with = pipeline_cost_lines(&[("compare", dir.path().join("compare"))], None);
         assert_eq!(
             with,
             ["pipeline: [compare] cost: 2.000e9 FLOPs, 60.0 s, 3.0 Wh measured, 1.5 g CO2-eq"]
@@ -145,6 +159,38 @@ mod tests {
             "pipeline: [total] cost: 2.000e9 FLOPs, 60.0 s, 3.0 Wh estimated, 1.5 g CO2-eq"
         );
         assert_eq!(human_time(5400.0), "90.0 min");
+        // The energy note is said once under the estimate table, not in every row.
+        let row = |machine: &str, src: &str| Estimate {
+            machine: machine.into(),
+            flops: 1e12,
+            seconds: 60.0,
+            energy_kwh: 1e-3,
+            energy: crate::EnergyKind::Estimated,
+            co2_g: 0.5,
+            cost: None,
+            how: format!("{machine} speed"),
+            energy_source: src.into(),
+        };
+        let rapl = "10 W × 50% utilisation × time (no RAPL counters: none)";
+        let gpu = crate::estimate::GPU_ENERGY;
+        let table = estimate_table(
+            &[row("here", rapl), row("H100", gpu), row("L4", gpu)],
+            481.0,
+        );
+        assert_eq!(table.matches("no RAPL counters").count(), 1, "{table}");
+        assert_eq!(table.matches("upper bound").count(), 1, "{table}");
+        let notes: Vec<&str> = table.lines().skip(4).collect();
+        assert!(
+            notes[0].starts_with("energy: 10 W") && notes[1].starts_with("energy: GPU"),
+            "{table}"
+        );
+        // The pipeline's wall time replaces the sum of the metered parts (60 s) in the total.
+        let walled = pipeline_cost_lines(&stages, Some(408.0));
+        assert!(walled[2].contains(", 6.8 min, 3.0 Wh"), "{walled:?}");
+        assert!(
+            walled[2].ends_with("loading and scoring included)"),
+            "{walled:?}"
+        );
         Ok(())
     }
 }

@@ -148,7 +148,7 @@ fn read_rows_lenient(
     {
         match serde_json::from_str(line) {
             Ok(value) => rows.push(Row { line: i + 1, value }),
-            Err(e) => skipped.push((i + 1, format!("invalid JSON: {e}"))),
+            Err(e) => skipped.push((i + 1, lm::jsonl::invalid_json(&e))),
         }
     }
     Ok(rows)

@@ -37,7 +37,8 @@ pub enum LabelCommand {
         #[arg(long)]
         secure_cookies: bool,
     },
-    /// Create a user and print its one-time password.
+    /// Create a user and print its password (generated; shown only now, it stays the user's
+    /// password).
     AddUser {
         name: String,
         #[arg(long, value_enum)]
@@ -97,6 +98,16 @@ pub enum LabelCommand {
     },
 }
 
+/// What `add-user` prints: the password is generated and shown once, but it is the user's
+/// password from then on (not a one-time code).
+fn added(role: Role, name: &str, password: &str) -> String {
+    format!(
+        "created {} '{}'; password (generated, shown only now: keep it, only its hash is stored): {password}",
+        role.as_str(),
+        name.trim()
+    )
+}
+
 /// Runs one `rudder label` subcommand.
 pub async fn run(args: LabelArgs) -> Result<()> {
     match args.command {
@@ -107,11 +118,7 @@ pub async fn run(args: LabelArgs) -> Result<()> {
         } => serve(&db, addr, secure_cookies).await,
         LabelCommand::AddUser { name, role, db } => {
             let password = add_user(&db::open(&db).await?, &name, role).await?;
-            println!(
-                "created {} '{}'; one-time password (shown only now): {password}",
-                role.as_str(),
-                name.trim()
-            );
+            println!("{}", added(role, &name, &password));
             Ok(())
         }
         LabelCommand::CreateProject {
@@ -211,4 +218,21 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generated password is the user's password, reusable: not called one-time.
+    #[test]
+    fn add_user_says_what_the_password_is() {
+        let line = added(Role::Labeler, " ann ", "pw123");
+        assert_eq!(
+            line,
+            "created labeler 'ann'; password (generated, shown only now: keep it, only its hash \
+             is stored): pw123"
+        );
+        assert!(!line.contains("one-time"));
+    }
 }

@@ -30,6 +30,29 @@ pub struct SamplingConfig {
     pub stop_strings: Vec<String>,
 }
 
+/// A stop string as typed on a command line: `\n`, `\t`, `\r` and `\\` are a newline, a tab, a
+/// carriage return and a backslash (a shell passes `"\n\n"` as backslash-n twice); any other
+/// backslash stays as it is.
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        let escaped = match (c, chars.peek()) {
+            ('\\', Some('n')) => '\n',
+            ('\\', Some('t')) => '\t',
+            ('\\', Some('r')) => '\r',
+            ('\\', Some('\\')) => '\\',
+            _ => {
+                out.push(c);
+                continue;
+            }
+        };
+        chars.next();
+        out.push(escaped);
+    }
+    out
+}
+
 impl Default for SamplingConfig {
     fn default() -> Self {
         Self {
@@ -313,6 +336,15 @@ fn finish_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_strings_read_escapes_as_meant() {
+        assert_eq!(unescape(r"\n\n"), "\n\n");
+        assert_eq!(unescape(r"a\tb\r\n"), "a\tb\r\n");
+        assert_eq!(unescape(r"C:\\dir\\n"), r"C:\dir\n");
+        assert_eq!(unescape(r"\x \ end\"), r"\x \ end\");
+        assert_eq!(unescape("Ende\n"), "Ende\n");
+    }
 
     /// Every prefill (left-padded; prefix once then padded rests; packed) leaves each row's last
     /// prompt position with the same hidden state, and a cache that the next step reads alike.

@@ -25,7 +25,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
         let value = serde_json::from_str(line).map_err(|e| Error::Data {
             path: path.to_path_buf(),
             line: i + 1,
-            reason: format!("invalid JSON: {e}"),
+            reason: invalid_json(&e),
         })?;
         rows.push(Row { line: i + 1, value });
     }
@@ -36,7 +36,7 @@ fn read_array(path: &Path, text: &str) -> Result<Vec<Row>> {
     let values: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| Error::Data {
         path: path.to_path_buf(),
         line: e.line(),
-        reason: format!("invalid JSON: {e}"),
+        reason: invalid_json(&e),
     })?;
     // Line numbers of array elements: find each top-level element's opening line cheaply by
     // re-serialising is not possible, so report the element index (1-based) as the "line".
@@ -45,6 +45,18 @@ fn read_array(path: &Path, text: &str) -> Result<Vec<Row>> {
         .enumerate()
         .map(|(i, value)| Row { line: i + 1, value })
         .collect())
+}
+
+/// A JSON syntax error as `invalid JSON at column C: reason`. serde's own text ends with `at
+/// line L column C` counted within the text it parsed (one line of a JSONL file is always line
+/// 1 to it), so the caller names the file's line and this names only the column.
+pub fn invalid_json(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&suffix) {
+        Some(reason) => format!("invalid JSON at column {}: {reason}", e.column()),
+        None => format!("invalid JSON: {text}"),
+    }
 }
 
 /// Deserialises a row into `T`, naming the file, line and serde's reason on failure.

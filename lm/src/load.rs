@@ -170,6 +170,38 @@ fn shard_names(index: &Path) -> std::result::Result<Vec<String>, String> {
     Ok(names)
 }
 
+/// Checks a `--model` spec in milliseconds, reading no weights: it resolves ([`resolve`]), and
+/// a folder holds a valid config.json, a tokenizer.json and safetensors weights. What
+/// [`load`] would find missing a minute later is an error now.
+pub fn check(spec: &str) -> Result<ModelSource> {
+    let source = resolve(spec)?;
+    let ModelSource::Folder(dir) = &source else {
+        return Ok(source);
+    };
+    let missing = |reason: &str| Error::NotFound {
+        spec: spec.into(),
+        reason: format!("{} ({})", reason, dir.display()),
+    };
+    if !dir.join("config.json").is_file() {
+        return Err(missing(if dir.join("adapter_config.json").is_file() {
+            "a LoRA adapter, not a model: merge it into its base with `rudder merge` first"
+        } else {
+            "a folder without config.json: not a model folder"
+        }));
+    }
+    ModelConfig::from_file(&dir.join("config.json"))?;
+    if !dir.join("tokenizer.json").is_file() {
+        return Err(missing("no tokenizer.json in the folder"));
+    }
+    let weights = ["model.safetensors", "model.safetensors.index.json"];
+    if !weights.iter().any(|w| dir.join(w).is_file()) {
+        return Err(missing(
+            "no model.safetensors or model.safetensors.index.json in the folder",
+        ));
+    }
+    Ok(source)
+}
+
 /// Loads a model and its tokenizer from any `--model` spec.
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<Pretrained> {
     let source = resolve(spec)?;

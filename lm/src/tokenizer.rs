@@ -29,6 +29,7 @@ impl Message {
 
 /// A message as written, before the `content` rule is checked.
 #[derive(Deserialize)]
+#[serde(expecting = "a message {\"role\", \"content\"}")]
 struct RawMessage {
     role: String,
     #[serde(default)]
@@ -54,12 +55,47 @@ impl TryFrom<RawMessage> for Message {
     }
 }
 
-/// A prompt or completion: plain text or a message list (TRL accepts both).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A prompt or completion: plain text or a message list (TRL accepts both). Read by hand, not
+/// as an untagged enum, so a wrong value says what it may be (serde's untagged error reads
+/// "data did not match any variant of untagged enum TextOrMessages") and a bad message says
+/// what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum TextOrMessages {
     Text(String),
     Messages(Vec<Message>),
+}
+
+/// What a prompt or completion may be, for error messages.
+pub const TEXT_OR_MESSAGES: &str = "a string, or a list of {\"role\", \"content\"} messages";
+
+impl<'de> Deserialize<'de> for TextOrMessages {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TextOrMessages;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(TEXT_OR_MESSAGES)
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(TextOrMessages::Text(v.into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut messages = vec![];
+                while let Some(m) = seq.next_element::<Message>()? {
+                    messages.push(m);
+                }
+                Ok(TextOrMessages::Messages(messages))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// The tokenizer and everything around it that generation and training need.

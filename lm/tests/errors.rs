@@ -58,6 +58,31 @@ fn a_missing_folder_under_an_existing_one_is_not_looked_up_on_the_hub() {
     assert!(!e.contains("hf-hub") && !e.contains("cache"), "{e}");
 }
 
+/// `lm::load::check` finds what `load` would miss, without reading weights: a folder that is
+/// not a model, an adapter, a missing tokenizer or weights, a broken config.json.
+#[test]
+fn check_finds_a_broken_model_folder_before_loading() {
+    let check = |p: &Path| {
+        lm::load::check(&p.display().to_string())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(lm::load::check(&fixture("tiny-llama").display().to_string()).is_ok());
+    assert!(check(&fixture("tiny-llama-lora")).contains("rudder merge"));
+    assert!(check(&fixture("")).contains("without config.json"));
+    for (file, says) in [
+        ("tokenizer.json", "no tokenizer.json"),
+        ("model.safetensors", "no model.safetensors"),
+    ] {
+        let dir = with_config(|_| {});
+        std::fs::remove_file(dir.path().join(file)).unwrap();
+        assert!(check(dir.path()).contains(says), "{file}");
+    }
+    let dir = with_config(|v| v["hidden_size"] = "big".into());
+    assert!(check(dir.path()).contains("config.json"));
+}
+
 #[test]
 fn hub_id_offline_and_not_cached_says_so() {
     std::env::set_var("HF_HUB_OFFLINE", "1");
@@ -120,10 +145,12 @@ fn malformed_jsonl_reports_the_line() {
     let p = dir.path().join("d.jsonl");
     std::fs::write(&p, "{\"prompt\": \"a\"}\n\n{\"prompt\": oops}\n").unwrap();
     let e = lm::jsonl::read_rows(&p).unwrap_err().to_string();
+    // serde counts within the line it parsed ("line 1"): only the file's line is named.
     assert!(
-        e.contains("d.jsonl:3:") && e.contains("invalid JSON"),
+        e.contains("d.jsonl:3: invalid JSON at column 12: expected value"),
         "{e}"
     );
+    assert!(!e.contains("line 1"), "{e}");
 }
 
 #[test]
@@ -270,4 +297,28 @@ fn dynamic_rope_is_plain_rope_within_max_positions_and_refused_past_them() {
     assert_eq!(logits(dynamic.path(), 16), logits(plain.path(), 16));
     let e = logits(dynamic.path(), 17).unwrap_err();
     assert!(e.contains("dynamic RoPE") && e.contains("16"), "{e}");
+}
+
+/// A prompt that is neither text nor messages says what it may be (serde's untagged enum said
+/// "data did not match any variant of untagged enum TextOrMessages"); a bad message says why.
+#[test]
+fn a_prompt_of_the_wrong_shape_says_what_it_may_be() {
+    use serde_json::json;
+    let e = |v: serde_json::Value| {
+        serde_json::from_value::<lm::TextOrMessages>(v)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let may_be = r#"a string, or a list of {"role", "content"} messages"#;
+    let object = e(json!({"role": "user", "content": "hi"}));
+    assert!(
+        object.contains(may_be) && !object.contains("untagged"),
+        "{object}"
+    );
+    assert!(e(json!(3)).contains(may_be));
+    assert!(e(json!([{"role": "user"}])).contains("a `user` message without `content`"));
+    assert!(e(json!(["hi"])).contains(r#"expected a message {"role", "content"}"#));
+    let ok = |v| serde_json::from_value::<lm::TextOrMessages>(v).is_ok();
+    assert!(ok(json!("hi")) && ok(json!([{"role": "user", "content": "hi"}])) && ok(json!([])));
 }

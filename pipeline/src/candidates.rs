@@ -49,6 +49,14 @@ impl Default for CandidateSettings {
     }
 }
 
+impl CandidateSettings {
+    /// The model and the prompt file, when set.
+    pub fn inputs(&self) -> Vec<train::Input<'_>> {
+        let files = [("prompts", self.prompts.as_deref())];
+        train::inputs::set(&[("model", self.model.as_deref())], &files)
+    }
+}
+
 /// A required setting, or an error naming it.
 fn required<'a, T: ?Sized>(v: Option<&'a T>, field: &str) -> Result<&'a T> {
     let flag = field.replace('_', "-");
@@ -71,6 +79,7 @@ pub fn generate_candidates(
             "--n must be at least 2 and --temperature above 0 (the responses must differ)".into(),
         ));
     }
+    train::check_inputs(&s.inputs(), train::inputs::flag)?;
     let rt = tokio::runtime::Runtime::new().map_err(Error::io("tokio runtime"))?;
     let info = rt.block_on(async {
         let pool = labeling_ui::db::open(db).await?;

@@ -4,6 +4,7 @@ use crate::candidates::{generate_candidates, CandidateSettings};
 use crate::stages::{p, s, section, stage_done, stage_mark, Ctx};
 use crate::{Error, PipelineConfig, Preferences, Result};
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// The preference pairs: `[preferences] file`, or candidates sampled into the labeling app
 /// and, once labeled, exported. None: stopped, waiting for labels (the lines said where).
@@ -38,6 +39,7 @@ fn candidates(ctx: &Ctx, t: &toml::Table) -> Result<()> {
     if stage_done(ctx, "candidates", t)? {
         return Ok(());
     }
+    let started = Instant::now();
     let settings = candidate_settings(ctx, t)?;
     (ctx.say)("pipeline: [candidates] running");
     let (db, project) = (get(t, "db"), get(t, "project"));
@@ -58,7 +60,7 @@ fn candidates(ctx: &Ctx, t: &toml::Table) -> Result<()> {
     ));
     let dir = ctx.out.join("candidates");
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-    stage_mark(ctx, "candidates", t, &db)
+    stage_mark(ctx, "candidates", t, &db, started)
 }
 
 /// `[candidates]` as `rudder label generate`'s settings.
@@ -91,6 +93,7 @@ fn labels(ctx: &Ctx, cand: &toml::Table, prefs: &Preferences) -> Result<Option<P
     if stage_done(ctx, "labels", &t)? {
         return Ok(Some(file));
     }
+    let started = Instant::now();
     let opts: labeling_ui::ExportOptions =
         serde_json::from_value(serde_json::json!({ "ties": ties })).map_err(|_| {
             ctx.config(format!(
@@ -128,6 +131,6 @@ fn labels(ctx: &Ctx, cand: &toml::Table, prefs: &Preferences) -> Result<Option<P
         "pipeline: [labels] exported {rows} preference pairs to {}",
         file.display()
     ));
-    stage_mark(ctx, "labels", &t, &file.display().to_string())?;
+    stage_mark(ctx, "labels", &t, &file.display().to_string(), started)?;
     Ok(Some(file))
 }

@@ -95,8 +95,8 @@ pub fn run(cfg: &PipelineConfig, file: &str, opts: &Options) -> Result<Finish> {
         keep_checkpoints: cfg.keep_checkpoints,
         say: opts.say,
     };
-    std::fs::create_dir_all(&ctx.out).map_err(Error::io(&ctx.out))?;
     stages::check(&ctx, cfg)?;
+    std::fs::create_dir_all(&ctx.out).map_err(Error::io(&ctx.out))?;
     let start = cfg.model.clone();
     let sft_model = match &cfg.sft {
         Some(t) => Some(stages::sft(&ctx, t, &start)?),
@@ -124,10 +124,35 @@ pub fn run(cfg: &PipelineConfig, file: &str, opts: &Options) -> Result<Finish> {
     models.push(format!("aligned={aligned}"));
     let report = stages::compare(&ctx, cfg.compare.as_ref(), &models, reward.as_deref())?;
     let dirs = ["sft", "reward", "dpo", "ppo", "compare"].map(|s| (s, ctx.out.join(s)));
-    cost::pipeline_cost_lines(&dirs)
+    let stages = [
+        "sft",
+        "candidates",
+        "labels",
+        "reward",
+        "dpo",
+        "ppo",
+        "compare",
+    ];
+    cost::pipeline_cost_lines(&dirs, stages::wall_s(&ctx, &stages))
         .iter()
         .for_each(|l| (ctx.say)(l));
     Ok(Finish::Report(report))
+}
+
+/// `path` as an absolute `file://` URL a browser opens (bytes outside unreserved characters and
+/// `/` percent-encoded).
+pub fn file_url(path: &Path) -> Result<String> {
+    let abs = std::fs::canonicalize(path).map_err(Error::io(path))?;
+    let mut url = String::from("file://");
+    for b in abs.to_string_lossy().bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                url.push(b as char)
+            }
+            _ => url.push_str(&format!("%{b:02X}")),
+        }
+    }
+    Ok(url)
 }
 
 /// The policy stage: one arm per algorithm, each running its stage with its section.

@@ -5,7 +5,8 @@ use crate::{Error, PipelineConfig, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use train::TrainerConfig;
+use std::time::Instant;
+use train::{Input, StageSettings, TrainerConfig};
 
 pub struct Ctx<'a> {
     /// The pipeline config's path, for messages.
@@ -90,10 +91,33 @@ pub fn stage_done(ctx: &Ctx, stage: &str, t: &toml::Table) -> Result<bool> {
     Ok(true)
 }
 
-pub fn stage_mark(ctx: &Ctx, stage: &str, t: &toml::Table, output: &str) -> Result<()> {
+/// Marks `stage` complete with its section, its output and its wall time since `started`.
+pub fn stage_mark(
+    ctx: &Ctx,
+    stage: &str,
+    t: &toml::Table,
+    output: &str,
+    started: Instant,
+) -> Result<()> {
     let marker = ctx.dir(stage).join(MARKER);
-    let v = serde_json::json!({ "stage": stage, "config": t, "output": output });
+    let wall_s = started.elapsed().as_secs_f64();
+    let v = serde_json::json!({ "stage": stage, "config": t, "output": output, "wall_s": wall_s });
     std::fs::write(&marker, serde_json::to_string_pretty(&v)?).map_err(Error::io(&marker))
+}
+
+/// The wall time of every completed stage, this run's and earlier runs' (loading, scoring and
+/// saving included, not only the metered loop or sampling); None when a marker predates the
+/// `wall_s` field.
+pub fn wall_s(ctx: &Ctx, stages: &[&str]) -> Option<f64> {
+    let mut total = 0.0;
+    for stage in stages {
+        let Ok(text) = std::fs::read_to_string(ctx.dir(stage).join(MARKER)) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&text).ok()?;
+        total += v["wall_s"].as_f64()?;
+    }
+    Some(total)
 }
 
 fn output_of(ctx: &Ctx, stage: &str) -> Result<String> {
@@ -161,6 +185,7 @@ fn trainer_stage(
     if stage_done(ctx, stage, &t)? {
         return output_of(ctx, stage);
     }
+    let started = Instant::now();
     (ctx.say)(&format!("pipeline: [{stage}] running"));
     let s = run(&t).map_err(|e| ctx.failed(stage, e))?;
     (ctx.say)(&format!(
@@ -174,13 +199,44 @@ fn trainer_stage(
     if !ctx.keep_checkpoints {
         drop_checkpoints(&ctx.dir(stage))?;
     }
-    stage_mark(ctx, stage, &t, &out)?;
+    stage_mark(ctx, stage, &t, &out, started)?;
     Ok(out)
 }
 
-/// Parses every stage section before any stage runs, so a typo in `[compare]` does not wait
-/// for training to finish. Model and data paths are placeholders here (they may not exist yet).
+/// Parses every stage section, then checks every model and file the config names, before any
+/// stage runs: a typo in `[compare]` or a missing model does not wait for training to finish.
+/// Model and data paths the pipeline fills in are placeholders here (an earlier stage writes
+/// them).
 pub fn check(ctx: &Ctx, cfg: &PipelineConfig) -> Result<()> {
+    sections(ctx, cfg, &mut |_, _, _| Ok(()))?;
+    let start = [Input::Model {
+        key: "model",
+        spec: &cfg.model,
+    }];
+    given(ctx, "", None, &start)?;
+    if let Some(file) = cfg.preferences.as_ref().and_then(|p| p.file.as_deref()) {
+        given(
+            ctx,
+            "preferences",
+            None,
+            &[Input::File {
+                key: "file",
+                path: file,
+            }],
+        )?;
+    }
+    // A stage without a section names no inputs of its own (the pipeline fills them in).
+    sections(ctx, cfg, &mut |stage, t, inputs| match t {
+        Some(t) => given(ctx, stage, Some(t), inputs),
+        None => Ok(()),
+    })
+}
+
+/// What `visit` gets: a stage, its section as written, and the inputs its settings name.
+type Visit<'v> = dyn FnMut(&str, Option<&toml::Table>, &[Input]) -> Result<()> + 'v;
+
+/// Parses and checks each stage section's settings, handing its inputs to `visit`.
+fn sections(ctx: &Ctx, cfg: &PipelineConfig, visit: &mut Visit) -> Result<()> {
     // Later stages start from the SFT output, which has the starting model's architecture.
     let placeholders = [("model", s(&cfg.model)), ("data", s("prefs.jsonl"))];
     let named = |stage: &str, e: train::Error| ctx.config(format!("[{stage}] {e}"));
@@ -190,6 +246,7 @@ pub fn check(ctx: &Ctx, cfg: &PipelineConfig) -> Result<()> {
         tr.validate()
             .and_then(|_| c.validate())
             .map_err(|e| named("sft", e))?;
+        visit("sft", Some(t), &c.inputs())?;
     }
     if let Some(t) = &cfg.reward {
         let (tr, c): (TrainerConfig, reward_model::RewardConfig) =
@@ -197,30 +254,12 @@ pub fn check(ctx: &Ctx, cfg: &PipelineConfig) -> Result<()> {
         tr.validate()
             .and_then(|_| c.validate())
             .map_err(|e| named("reward", e))?;
+        visit("reward", Some(t), &c.inputs())?;
     }
-    match cfg.policy.as_str() {
-        "dpo" => {
-            let (tr, c): (TrainerConfig, dpo::DpoConfig) =
-                parse_section(ctx, "dpo", cfg.dpo.as_ref(), &placeholders)?;
-            tr.validate()
-                .and_then(|_| c.validate())
-                .map_err(|e| named("dpo", e))?;
-        }
-        "ppo" => {
-            let reward = cfg.reward.as_ref().map(|_| "reward");
-            let defaults = ppo_defaults(cfg.ppo.as_ref(), &cfg.model, reward);
-            let (tr, c): (TrainerConfig, ppo::PpoConfig) =
-                parse_section(ctx, "ppo", cfg.ppo.as_ref(), &defaults)?;
-            tr.validate()
-                .and_then(|_| c.validate(&tr))
-                .map_err(|e| named("ppo", e))?;
-        }
-        other => {
-            return Err(ctx.config(format!("field `policy`: `{other}` is not one of dpo, ppo")))
-        }
-    }
+    check_policy(ctx, cfg, &placeholders, visit)?;
     if let Some(t) = &cfg.candidates {
-        crate::labels::candidate_settings(ctx, &section(ctx, "candidates", Some(t), &[])?)?;
+        let c = crate::labels::candidate_settings(ctx, &section(ctx, "candidates", Some(t), &[])?)?;
+        visit("candidates", Some(t), &c.inputs())?;
     }
     if cfg
         .compare
@@ -231,8 +270,57 @@ pub fn check(ctx: &Ctx, cfg: &PipelineConfig) -> Result<()> {
             ctx.config("[compare] field `models`: set by the pipeline (base, sft, aligned)")
         );
     }
-    compare_settings(ctx, &section(ctx, "compare", cfg.compare.as_ref(), &[])?)?;
-    Ok(())
+    let c = compare_settings(ctx, &section(ctx, "compare", cfg.compare.as_ref(), &[])?)?;
+    visit("compare", cfg.compare.as_ref(), &c.inputs())
+}
+
+/// The policy section of `policy = "dpo" | "ppo"`, as [`sections`] does the others.
+fn check_policy(
+    ctx: &Ctx,
+    cfg: &PipelineConfig,
+    placeholders: &[(&str, toml::Value)],
+    visit: &mut Visit,
+) -> Result<()> {
+    let named = |stage: &str, e: train::Error| ctx.config(format!("[{stage}] {e}"));
+    match cfg.policy.as_str() {
+        "dpo" => {
+            let (tr, c): (TrainerConfig, dpo::DpoConfig) =
+                parse_section(ctx, "dpo", cfg.dpo.as_ref(), placeholders)?;
+            tr.validate()
+                .and_then(|_| c.validate())
+                .map_err(|e| named("dpo", e))?;
+            visit("dpo", cfg.dpo.as_ref(), &c.inputs())
+        }
+        "ppo" => {
+            let reward = cfg.reward.as_ref().map(|_| "reward");
+            let defaults = ppo_defaults(cfg.ppo.as_ref(), &cfg.model, reward);
+            let (tr, c): (TrainerConfig, ppo::PpoConfig) =
+                parse_section(ctx, "ppo", cfg.ppo.as_ref(), &defaults)?;
+            tr.validate()
+                .and_then(|_| c.validate(&tr))
+                .map_err(|e| named("ppo", e))?;
+            visit("ppo", cfg.ppo.as_ref(), &c.inputs())
+        }
+        other => Err(ctx.config(format!("field `policy`: `{other}` is not one of dpo, ppo"))),
+    }
+}
+
+/// Checks the inputs the config itself names: with a section, those of its keys (the ones the
+/// pipeline fills in come from earlier stages); a path inside `out` is an earlier stage's
+/// output, not written yet. The error names the section and the field.
+fn given(ctx: &Ctx, stage: &str, t: Option<&toml::Table>, inputs: &[Input]) -> Result<()> {
+    let named = |i: &&Input| t.is_none_or(|t| t.contains_key(i.key()));
+    let inputs: Vec<Input> = inputs
+        .iter()
+        .filter(named)
+        .filter(|i| !Path::new(&i.value()).starts_with(&ctx.out))
+        .copied()
+        .collect();
+    let by = |key: &str| match stage {
+        "" => format!("field `{key}`"),
+        _ => format!("[{stage}] field `{key}`"),
+    };
+    train::check_inputs(&inputs, by).map_err(|e| ctx.config(e.to_string()))
 }
 
 /// A section's settings with the pipeline's defaults, not checked beyond their types.
@@ -335,6 +423,7 @@ pub fn compare(
     if stage_done(ctx, "compare", &t)? {
         return Ok(index);
     }
+    let started = Instant::now();
     let settings = compare_settings(ctx, &t)?;
     let specs = models
         .iter()
@@ -350,6 +439,6 @@ pub fn compare(
     let done = compare::report::compare_models(&specs, &settings, &dir, &load, &cost)
         .map_err(|e| ctx.failed("compare", e))?;
     done.lines.iter().for_each(|l| (ctx.say)(l));
-    stage_mark(ctx, "compare", &t, &index.display().to_string())?;
+    stage_mark(ctx, "compare", &t, &index.display().to_string(), started)?;
     Ok(index)
 }

@@ -90,7 +90,7 @@ pub fn run(
     opts: &LoadOptions,
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
-    train::start(&FILES, trainer, cfg)?;
+    train::start(trainer, cfg)?;
     train_reward(cfg, trainer, opts)
 }
 

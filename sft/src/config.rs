@@ -70,6 +70,13 @@ impl train::StageSettings for SftConfig {
     fn rows(&self) -> (&'static str, Option<&Path>) {
         ("data", self.data.as_deref())
     }
+    fn inputs(&self) -> Vec<train::Input<'_>> {
+        let files = [
+            ("data", self.data.as_deref()),
+            ("eval_data", self.eval_data.as_deref()),
+        ];
+        train::inputs::set(&[("model", self.model.as_deref())], &files)
+    }
     fn lora_settings(&self) -> &LoraConfig {
         &self.lora
     }

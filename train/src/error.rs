@@ -42,6 +42,10 @@ pub enum Error {
         field: String,
         reason: String,
     },
+    /// A model or file a setting names that is not there, found before anything loads: `by`
+    /// is the flag or field (`--data`, `[sft] field `data``).
+    #[error("{by}: {reason}")]
+    Input { by: String, reason: String },
     /// A data row that cannot be used: its file, its line (from 1) and what is wrong.
     #[error("{path}:{line}: {reason}")]
     Row {

@@ -9,7 +9,7 @@ use lm::lora::{LoraConfig, LoraSpec};
 use lm::{CausalLm, LoadOptions, Pretrained, Tokenizer};
 use serde::Serialize;
 
-use crate::{Error, Params, Result, Stage, TrainSummary, TrainerConfig};
+use crate::{Error, Input, Params, Result, Stage, TrainSummary, TrainerConfig};
 
 /// What a stage's run writes besides the loop's own files.
 #[derive(Clone, Copy, Debug)]
@@ -22,12 +22,14 @@ pub struct RunFiles {
     pub series: &'static [&'static str],
 }
 
-/// Before a stage loads anything: checks the loop's settings, creates the run folder and writes
-/// `<stage>.toml` there, every resolved setting (reusable as `--config`).
-pub fn start(files: &RunFiles, trainer: &TrainerConfig, cfg: &impl Serialize) -> Result<()> {
+/// Before a stage loads anything: checks the loop's settings and that the stage's models and
+/// files are there (named by their flags), creates the run folder and writes `<stage>.toml`
+/// there, every resolved setting (reusable as `--config`).
+pub fn start<S: StageSettings>(trainer: &TrainerConfig, cfg: &S) -> Result<()> {
     trainer.validate()?;
+    crate::inputs::check_inputs(&cfg.inputs(), crate::inputs::flag)?;
     std::fs::create_dir_all(&trainer.out).map_err(Error::io(&trainer.out))?;
-    crate::settings::write_resolved(files.stage, trainer, cfg)
+    crate::settings::write_resolved(S::FILES.stage, trainer, cfg)
 }
 
 /// What the run flow needs of a stage's settings (its config struct).
@@ -46,6 +48,9 @@ pub trait StageSettings: Serialize {
         let (field, rows) = self.rows();
         required(rows, stage, field).map(drop)
     }
+    /// The models and files it reads, each with its setting: [`start`] checks them before
+    /// anything loads, and the pipeline before its first stage.
+    fn inputs(&self) -> Vec<Input<'_>>;
     /// Its LoRA settings (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`).
     fn lora_settings(&self) -> &LoraConfig;
     /// The checked adapter spec when `lora_r` is set; an error names the stage and the field.
@@ -61,7 +66,7 @@ pub fn begin<S: StageSettings>(
     trainer: &TrainerConfig,
     opts: &LoadOptions,
 ) -> Result<Pretrained> {
-    start(&S::FILES, trainer, cfg)?;
+    start(trainer, cfg)?;
     let lora = cfg.lora()?;
     let spec = required(cfg.model(), S::FILES.stage, "model")?;
     load_policy(spec, opts, lora.as_ref())
@@ -104,8 +109,34 @@ pub fn read_splits<T: Default>(
     eval: Option<&Path>,
     read: impl Fn(&Path) -> Result<T>,
 ) -> Result<(T, T)> {
+    let read = |p: &Path| read(p).map_err(skip_hint);
     let train = read(required(data, stage, "data")?)?;
     Ok((train, eval.map(read).transpose()?.unwrap_or_default()))
+}
+
+/// What a bad row's error adds: the setting that skips such rows instead of stopping.
+pub const SKIP_HINT: &str =
+    "(--skip-bad-rows, `skip_bad_rows = true` in a config, skips and counts bad rows)";
+
+/// A bad row's error with [`SKIP_HINT`]; any other error as it is.
+fn skip_hint(e: Error) -> Error {
+    let hinted = |reason: String| format!("{reason} {SKIP_HINT}");
+    match e {
+        Error::Row { path, line, reason } => Error::Row {
+            path,
+            line,
+            reason: hinted(reason),
+        },
+        Error::Lm(b) => match *b {
+            lm::Error::Data { path, line, reason } => Error::Lm(Box::new(lm::Error::Data {
+                path,
+                line,
+                reason: hinted(reason),
+            })),
+            other => Error::Lm(Box::new(other)),
+        },
+        other => other,
+    }
 }
 
 /// Where a stage's training starts: the model and its tokenizer, the parameters the optimizer

@@ -15,6 +15,7 @@ pub mod data;
 mod error;
 pub mod flow;
 mod grads;
+pub mod inputs;
 pub mod loss;
 pub mod metrics;
 mod optim;
@@ -37,6 +38,7 @@ pub use flow::{
     train_and_save, trainable, write_record, Prepared, RunFiles, StageSettings,
 };
 pub use grads::GradAccumulator;
+pub use inputs::{check_inputs, Input};
 pub use metrics::{LogEvent, MetricsWriter};
 pub use optim::{AdamW, AdamWConfig, AdamWState, Moments};
 pub use params::Params;

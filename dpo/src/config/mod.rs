@@ -147,6 +147,17 @@ impl train::StageSettings for DpoConfig {
     fn rows(&self) -> (&'static str, Option<&Path>) {
         ("data", self.data.as_deref())
     }
+    fn inputs(&self) -> Vec<train::Input<'_>> {
+        let models = [
+            ("model", self.model.as_deref()),
+            ("ref", self.ref_model.as_deref()),
+        ];
+        let files = [
+            ("data", self.data.as_deref()),
+            ("eval_data", self.eval_data.as_deref()),
+        ];
+        train::inputs::set(&models, &files)
+    }
     fn lora_settings(&self) -> &LoraConfig {
         &self.lora
     }

@@ -180,6 +180,14 @@ impl train::StageSettings for PpoConfig {
     fn rows(&self) -> (&'static str, Option<&Path>) {
         ("prompts", self.prompts.as_deref())
     }
+    fn inputs(&self) -> Vec<train::Input<'_>> {
+        let models = [
+            ("model", self.model.as_deref()),
+            ("reward_model", self.reward_model.as_deref()),
+            ("critic", self.critic.as_deref()),
+        ];
+        train::inputs::set(&models, &[("prompts", self.prompts.as_deref())])
+    }
     fn lora_settings(&self) -> &LoraConfig {
         &self.lora
     }
