@@ -7,7 +7,7 @@ pub mod config;
 pub mod loss;
 pub mod math;
 
-pub use config::{Algo, KlEstimator, PpoConfig};
+pub use config::{Algo, ImportanceSamplingLevel, KlEstimator, LossType, PpoConfig, ScaleRewards};
 pub use train::{Error, Result};
 pub mod critic;
 pub mod frame;

@@ -215,3 +215,4 @@ fn ppo_trains_gpt2_and_mixture_of_experts_policies() -> R {
 }
 
 mod more;
+mod variants;
