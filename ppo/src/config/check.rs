@@ -14,10 +14,7 @@ impl PpoConfig {
 
     /// Whether the algorithm compares a prompt's samples with each other (needs k ≥ 2).
     pub fn grouped(&self) -> bool {
-        matches!(
-            self.algo,
-            Algo::Rloo | Algo::Grpo | Algo::ReinforceBaseline
-        )
+        matches!(self.algo, Algo::Rloo | Algo::Grpo | Algo::ReinforceBaseline)
     }
 
     /// Whether advantages are whitened per rollout.
@@ -185,7 +182,9 @@ impl PpoConfig {
             return Err(Error::setting(
                 "ppo",
                 "dynamic_sampling",
-                format!("drops groups of a prompt's samples: needs samples_per_prompt >= 2, got {k}"),
+                format!(
+                    "drops groups of a prompt's samples: needs samples_per_prompt >= 2, got {k}"
+                ),
             ));
         }
         let rows = self.rollout_rows(trainer);
@@ -238,7 +237,10 @@ impl PpoConfig {
             return Err(Error::setting(
                 "ppo",
                 "gamma",
-                format!("reinforce_baseline uses gamma = 1 (as OpenRLHF), got {}", self.gamma),
+                format!(
+                    "reinforce_baseline uses gamma = 1 (as OpenRLHF), got {}",
+                    self.gamma
+                ),
             ));
         }
         Ok(())
@@ -423,7 +425,12 @@ mod tests {
         )
         .unwrap_or_default();
         assert_eq!(
-            (c.algo, c.loss_type, c.scale_rewards, c.importance_sampling_level),
+            (
+                c.algo,
+                c.loss_type,
+                c.scale_rewards,
+                c.importance_sampling_level
+            ),
             (
                 Algo::ReinforceBaseline,
                 LossType::DrGrpo,

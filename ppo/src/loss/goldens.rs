@@ -52,7 +52,9 @@ fn check_case(inputs: &Value, case: &Value) -> Result<()> {
     };
     let reduce = match loss_type {
         LossType::Grpo => Reduce::Sequences,
-        LossType::DrGrpo => Reduce::Constant(inputs["max_completion_length"].as_u64().unwrap_or(0) as usize),
+        LossType::DrGrpo => {
+            Reduce::Constant(inputs["max_completion_length"].as_u64().unwrap_or(0) as usize)
+        }
         _ => Reduce::Tokens,
     };
     let logp = Var::from_tensor(&tensor(flat(&inputs["logp"])))?;
@@ -87,7 +89,10 @@ fn check_case(inputs: &Value, case: &Value) -> Result<()> {
         ],
     };
     for (got, want) in metrics {
-        assert!((got - want.as_f64().unwrap()).abs() < 1e-6, "{name}: {got} vs {want}");
+        assert!(
+            (got - want.as_f64().unwrap()).abs() < 1e-6,
+            "{name}: {got} vs {want}"
+        );
     }
     Ok(())
 }
@@ -111,7 +116,9 @@ fn dapo_equals_bnpo_on_one_micro_batch() {
     let loss = |t: &str, b: f64| {
         let cases = g["losses"].as_array().cloned().unwrap_or_default();
         let hit = cases.into_iter().find(|c| {
-            c["loss_type"] == t && c["beta"].as_f64() == Some(b) && c["importance_sampling_level"] == "token"
+            c["loss_type"] == t
+                && c["beta"].as_f64() == Some(b)
+                && c["importance_sampling_level"] == "token"
         });
         hit.and_then(|c| c["loss"].as_f64())
     };

@@ -102,7 +102,11 @@ pub fn clipped_policy_loss(
 fn clip_ratios(ratio: &Tensor, adv: &Tensor, lens: &[usize], s: &Surrogate) -> Result<(f64, f64)> {
     let r: Vec<f32> = ratio.detach().to_dtype(DType::F32)?.to_vec1()?;
     let a: Vec<f32> = adv.to_dtype(DType::F32)?.to_vec1()?;
-    let ceiling = if s.cispo { s.clip_high } else { 1.0 + s.clip_high };
+    let ceiling = if s.cispo {
+        s.clip_high
+    } else {
+        1.0 + s.clip_high
+    };
     let w = match s.sequence {
         true => weights(lens, Reduce::Sequences),
         false => vec![1.0 / r.len().max(1) as f32; r.len()],

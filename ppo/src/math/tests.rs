@@ -130,7 +130,8 @@ mod goldens {
     use serde_json::Value;
 
     fn golden() -> Value {
-        serde_json::from_str(include_str!("../../../fixtures/goldens/grpo.json")).unwrap_or_default()
+        serde_json::from_str(include_str!("../../../fixtures/goldens/grpo.json"))
+            .unwrap_or_default()
     }
 
     fn nums(v: &Value) -> Vec<f64> {

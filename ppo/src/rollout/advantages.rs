@@ -100,9 +100,11 @@ impl PpoStage {
         let equal: Vec<bool> = samples
             .chunks(k)
             .map(|g| {
-                let (lo, hi) = g.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
-                    (lo.min(s.score), hi.max(s.score))
-                });
+                let (lo, hi) = g
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
+                        (lo.min(s.score), hi.max(s.score))
+                    });
                 hi - lo <= 1e-8
             })
             .collect();

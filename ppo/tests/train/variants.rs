@@ -71,8 +71,15 @@ fn grpo_loss_types_train_and_log_their_metrics() -> R {
             &trainer(&out, 4),
             Some(rule()),
         )?;
-        assert!(o.summary.losses.iter().all(|l| l.is_finite()), "{loss_type:?}");
-        for key in [metric, "frac_reward_zero_std", "dynamic_sampling/dropped_groups"] {
+        assert!(
+            o.summary.losses.iter().all(|l| l.is_finite()),
+            "{loss_type:?}"
+        );
+        for key in [
+            metric,
+            "frac_reward_zero_std",
+            "dynamic_sampling/dropped_groups",
+        ] {
             let series = metric_series(&out, key)?;
             assert!(
                 !series.is_empty() && series.iter().all(|x| x.is_finite()),
