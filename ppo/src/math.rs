@@ -92,6 +92,19 @@ pub fn group_advantages(rewards: &[f64], k: usize, scale: ScaleRewards) -> Vec<f
         .collect()
 }
 
+/// For each group of `k` consecutive rewards: whether they are all equal (to 1e-8; TRL's
+/// zero-std groups, which dynamic sampling drops).
+pub fn equal_groups(rewards: &[f64], k: usize) -> Vec<bool> {
+    rewards
+        .chunks(k.max(1))
+        .map(|g| {
+            let lo = g.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = g.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            hi - lo <= 1e-8
+        })
+        .collect()
+}
+
 /// Unbiased standard deviation (0 for fewer than two values).
 fn std(xs: &[f64]) -> f64 {
     let n = xs.len() as f64;

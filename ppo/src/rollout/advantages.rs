@@ -97,17 +97,8 @@ impl PpoStage {
         m: &mut BTreeMap<String, f64>,
     ) {
         let k = self.cfg.k();
-        let equal: Vec<bool> = samples
-            .chunks(k)
-            .map(|g| {
-                let (lo, hi) = g
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
-                        (lo.min(s.score), hi.max(s.score))
-                    });
-                hi - lo <= 1e-8
-            })
-            .collect();
+        let scores: Vec<f64> = samples.iter().map(|s| s.score).collect();
+        let equal = math::equal_groups(&scores, k);
         let n_equal = equal.iter().filter(|&&e| e).count();
         m.insert(
             "frac_reward_zero_std".into(),

@@ -15,20 +15,14 @@ fn grpo_dapo_clip_higher_sequence_ratios_raises_a_rule_reward() -> R {
         dynamic_sampling: true,
         ..config(write_prompts(dir.path())?, Algo::Grpo)
     };
-    let gain = reward_gain(cfg, 24, 42)?;
-    eprintln!("grpo dapo + epsilon_high + sequence: reward gain {gain:.3}");
-    assert!(gain > 0.2, "reward gain {gain:.3}");
-    Ok(())
+    reward_rises(cfg, 24, 0.3)
 }
 
 #[test]
 fn reinforce_pp_raises_a_rule_reward() -> R {
     let dir = tempfile::tempdir()?;
     let cfg = config(write_prompts(dir.path())?, Algo::Reinforce);
-    let gain = reward_gain(cfg, 24, 42)?;
-    eprintln!("reinforce: reward gain {gain:.3}");
-    assert!(gain > 0.2, "reward gain {gain:.3}");
-    Ok(())
+    reward_rises(cfg, 24, 0.3)
 }
 
 #[test]
@@ -38,10 +32,7 @@ fn reinforce_pp_baseline_raises_a_rule_reward() -> R {
         mini_batch_size: Some(8),
         ..config(write_prompts(dir.path())?, Algo::ReinforceBaseline)
     };
-    let gain = reward_gain(cfg, 24, 42)?;
-    eprintln!("reinforce_baseline: reward gain {gain:.3}");
-    assert!(gain > 0.2, "reward gain {gain:.3}");
-    Ok(())
+    reward_rises(cfg, 24, 0.3)
 }
 
 /// cispo, dr_grpo with unscaled rewards and bnpo with batch-scaled rewards: 4 steps each,
