@@ -22,6 +22,72 @@ pub enum Algo {
     Rloo,
     /// Group relative policy optimisation: group-normalised rewards, KL as a loss term.
     Grpo,
+    /// REINFORCE++ (OpenRLHF's `advantage_estimator=reinforce`): per-token returns of the
+    /// reward with a per-token KL penalty, normalised over every token of the rollout; no
+    /// critic, one sample per prompt allowed.
+    Reinforce,
+    /// REINFORCE++-baseline (OpenRLHF's `reinforce_baseline`): as `reinforce`, after
+    /// subtracting each prompt's mean score from its samples' scores.
+    #[value(name = "reinforce_baseline")]
+    #[serde(rename = "reinforce_baseline")]
+    ReinforceBaseline,
+}
+
+impl Algo {
+    /// The `--algo` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Ppo => "ppo",
+            Algo::Rloo => "rloo",
+            Algo::Grpo => "grpo",
+            Algo::Reinforce => "reinforce",
+            Algo::ReinforceBaseline => "reinforce_baseline",
+        }
+    }
+}
+
+/// How GRPO's per-token losses become one number, and which surrogate (`--loss-type`, TRL's
+/// `GRPOConfig.loss_type` names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LossType {
+    /// Mean over each completion's tokens, then over completions. Rudder's default.
+    #[default]
+    Grpo,
+    /// Sum over tokens divided by completions × `max_new_tokens` (Dr. GRPO).
+    #[value(name = "dr_grpo")]
+    DrGrpo,
+    /// Mean over every token of the optimizer step (DAPO; TRL's default).
+    Dapo,
+    /// Mean over every token of the micro-batch.
+    Bnpo,
+    /// The ratio truncated at `epsilon_high`, detached, times advantage × log-prob; mean over
+    /// tokens (MiniMax-M1's CISPO).
+    Cispo,
+}
+
+/// Where the policy ratio is taken (`--importance-sampling-level`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportanceSamplingLevel {
+    /// One ratio per token. Default.
+    #[default]
+    Token,
+    /// One ratio per completion, `exp(mean_t(log π − log π_old))` (GSPO).
+    Sequence,
+}
+
+/// How GRPO scales group-centred rewards (`--scale-rewards`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleRewards {
+    /// Divided by the group's standard deviation (+1e-4). Default.
+    #[default]
+    Group,
+    /// Divided by the standard deviation of every reward of the rollout.
+    Batch,
+    /// Not scaled (Dr. GRPO).
+    None,
 }
 
 /// The per-token KL estimator (`--kl-estimator`), with `r = π_ref / π` at the sampled token.
@@ -57,7 +123,8 @@ pub struct PpoConfig {
     /// The policy-gradient algorithm.
     #[arg(long, value_enum, default_value_t = Algo::Ppo)]
     pub algo: Algo,
-    /// Completions sampled per prompt [1 for ppo, 4 for rloo and grpo, which need at least 2].
+    /// Completions sampled per prompt [1 for ppo and reinforce; 4 for rloo, grpo and
+    /// reinforce_baseline, which need at least 2].
     #[arg(long)]
     pub samples_per_prompt: Option<usize>,
     /// Longest prompt in tokens; longer ones lose tokens from the left.
@@ -108,13 +175,32 @@ pub struct PpoConfig {
     /// GAE lambda.
     #[arg(long, default_value_t = 0.95)]
     pub lam: f64,
-    /// Whiten advantages per rollout: true or false [true for ppo, false for rloo; grpo's are
+    /// Whiten advantages per rollout: true or false [true for ppo and the reinforce algos
+    /// (false: mean only, OpenRLHF's no_advantage_std_norm), false for rloo; grpo's are
     /// group-normalised already].
     #[arg(long, value_name = "BOOL")]
     pub whiten_advantages: Option<bool>,
-    /// Policy ratio clip epsilon.
+    /// Policy ratio clip epsilon (TRL GRPO's `epsilon`; the lower bound with --epsilon-high).
     #[arg(long, default_value_t = 0.2)]
     pub cliprange: f64,
+    /// Upper clip epsilon, `1 + ε_high` (DAPO's clip-higher; 0.28 in the paper); with
+    /// loss_type cispo the ratio's absolute cap [cliprange; 5.0 for cispo].
+    #[arg(long)]
+    pub epsilon_high: Option<f64>,
+    /// GRPO's loss: grpo, dr_grpo, dapo, bnpo or cispo (TRL's names).
+    #[arg(long, value_enum, default_value_t = LossType::Grpo)]
+    pub loss_type: LossType,
+    /// GRPO's ratio per token or per completion (GSPO): token or sequence.
+    #[arg(long, value_enum, default_value_t = ImportanceSamplingLevel::Token)]
+    pub importance_sampling_level: ImportanceSamplingLevel,
+    /// GRPO's reward scaling after subtracting the group mean: group, batch or none.
+    #[arg(long, value_enum, default_value_t = ScaleRewards::Group)]
+    pub scale_rewards: ScaleRewards,
+    /// Drop each prompt's group of samples whose scores are all equal before the update
+    /// (DAPO's dynamic sampling, without resampling); the count is logged.
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub dynamic_sampling: bool,
     /// Value clip around the rollout's values.
     #[arg(long, default_value_t = 0.2)]
     pub cliprange_value: f64,

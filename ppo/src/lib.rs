@@ -1,13 +1,14 @@
 //! Policy optimisation against a reward (`rudder ppo`): PPO with a value head, GAE and a
-//! per-token KL penalty, or the critic-free RLOO and GRPO; rollouts sampled with the KV cache,
-//! scored by a reward model or an external command, and trained through the one `train::run`
-//! loop (one rollout per batch, `ppo_epochs × minibatches` optimizer steps from it).
+//! per-token KL penalty, or the critic-free RLOO, GRPO (TRL's loss types) and REINFORCE++;
+//! rollouts sampled with the KV cache, scored by a reward model or an external command, and
+//! trained through the one `train::run` loop (one rollout per batch, `ppo_epochs ×
+//! minibatches` optimizer steps from it).
 pub mod config;
 
 pub mod loss;
 pub mod math;
 
-pub use config::{Algo, KlEstimator, PpoConfig};
+pub use config::{Algo, ImportanceSamplingLevel, KlEstimator, LossType, PpoConfig, ScaleRewards};
 pub use train::{Error, Result};
 pub mod critic;
 pub mod frame;

@@ -1,8 +1,9 @@
 //! Every term of the PPO/RLOO/GRPO objective. The KL penalty in the reward (per-token
 //! estimators on plain numbers, [`kl`] and [`token_rewards`]); the update's losses on flat
 //! `(N,)` tensors, one entry per completion token of a minibatch: PPO's clipped surrogate and
-//! clipped value loss, GRPO's KL term [`k3`]. How tokens are weighted into one number is a
-//! `(N,)` weight vector (see [`weights`]).
+//! clipped value loss, GRPO's KL term [`k3`]; the policy surrogates (clipped with separate
+//! bounds, CISPO, per-sequence ratios) are in `policy`. How tokens are weighted into one number
+//! is a `(N,)` weight vector (see [`weights`]).
 use crate::config::KlEstimator;
 use candle_core::{Result, Tensor};
 
@@ -40,6 +41,9 @@ pub enum Reduce {
     Tokens,
     /// Mean over each completion's tokens, then over completions (GRPO's `loss_type="grpo"`).
     Sequences,
+    /// Sum over tokens divided by completions × this constant (Dr. GRPO's
+    /// `max_completion_length`).
+    Constant(usize),
 }
 
 /// Per-token weights summing to 1 for completions of lengths `lens`.
@@ -51,6 +55,7 @@ pub fn weights(lens: &[usize], how: Reduce) -> Vec<f32> {
             let w = match how {
                 Reduce::Tokens => 1.0 / n.max(1) as f32,
                 Reduce::Sequences => 1.0 / (l * b) as f32,
+                Reduce::Constant(c) => 1.0 / (lens.len() * c).max(1) as f32,
             };
             std::iter::repeat_n(w, l)
         })
@@ -62,29 +67,8 @@ pub fn weighted(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     (x * w)?.sum_all()
 }
 
-fn mean(x: &Tensor) -> Result<f64> {
+pub(crate) fn mean(x: &Tensor) -> Result<f64> {
     Ok(f64::from(x.mean_all()?.to_scalar::<f32>()?))
-}
-
-/// The clipped surrogate `max(−A r, −A clip(r, 1 ± ε))` with `r = exp(logp − old_logp)`,
-/// reduced with `w`. Also returns the share of tokens where the clip was active and the
-/// approximate KL `½ E[(logp − old_logp)²]` to the rollout policy (TRL's `approxkl`).
-pub fn clipped_policy_loss(
-    logp: &Tensor,
-    old_logp: &Tensor,
-    adv: &Tensor,
-    w: &Tensor,
-    clip: f64,
-) -> Result<(Tensor, f64, f64)> {
-    let diff = (logp - old_logp)?;
-    let ratio = diff.exp()?;
-    let neg_adv = adv.neg()?;
-    let l1 = (&neg_adv * &ratio)?;
-    let l2 = (&neg_adv * ratio.clamp(1.0 - clip, 1.0 + clip)?)?;
-    let loss = weighted(&l1.maximum(&l2)?, w)?;
-    let clipfrac = mean(&l2.gt(&l1)?.to_dtype(w.dtype())?)?;
-    let approx_kl = 0.5 * mean(&diff.detach().sqr()?)?;
-    Ok((loss, clipfrac, approx_kl))
 }
 
 /// PPO's clipped value loss `½ mean(max((V − R)², (clip(V, V_old ± ε) − R)²))` over tokens and
@@ -112,5 +96,10 @@ pub fn k3(logp: &Tensor, ref_logp: &Tensor) -> Result<Tensor> {
     (d.exp()? - &d)? - 1.0
 }
 
+mod policy;
+pub use policy::{clipped_policy_loss, policy_loss, PolicyTerms, Surrogate};
+
+#[cfg(test)]
+mod goldens;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,9 @@
-//! The arithmetic of a rollout on plain numbers: GAE, whitening, RLOO and GRPO baselines, the
+//! The arithmetic of a rollout on plain numbers: GAE, whitening, RLOO and GRPO baselines,
+//! REINFORCE++'s returns and normalisation, the
 //! adaptive KL controller and running score moments (the KL terms are in [`crate::loss`]).
 //! Rows are completions of different lengths (`&[Vec<f32>]`, one value per completion token);
 //! sums are taken in f64.
+use crate::config::ScaleRewards;
 use serde::{Deserialize, Serialize};
 
 /// Generalised advantage estimation over one completion (the value after the last token is
@@ -69,16 +71,101 @@ pub fn rloo_advantages(rewards: &[f64], k: usize) -> Vec<f64> {
 
 /// GRPO advantages: `(r − mean_group) / (std_group + 1e-4)`, std unbiased (torch's default).
 pub fn grpo_advantages(rewards: &[f64], k: usize) -> Vec<f64> {
+    group_advantages(rewards, k, ScaleRewards::Group)
+}
+
+/// GRPO advantages as TRL's `scale_rewards`: `r − mean_group`, divided by `std + 1e-4` with the
+/// group's (`Group`) or the whole rollout's (`Batch`) unbiased std, or not at all (`None`).
+pub fn group_advantages(rewards: &[f64], k: usize, scale: ScaleRewards) -> Vec<f64> {
+    let batch_std = std(rewards);
     rewards
         .chunks(k)
         .flat_map(|g| {
-            let n = g.len() as f64;
-            let mean = g.iter().sum::<f64>() / n;
-            let var = g.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-            let std = var.sqrt();
-            g.iter().map(move |&r| (r - mean) / (std + 1e-4))
+            let mean = g.iter().sum::<f64>() / g.len() as f64;
+            let div = match scale {
+                ScaleRewards::Group => std(g) + 1e-4,
+                ScaleRewards::Batch => batch_std + 1e-4,
+                ScaleRewards::None => 1.0,
+            };
+            g.iter().map(move |&r| (r - mean) / div)
         })
         .collect()
+}
+
+/// For each group of `k` consecutive rewards: whether they are all equal (to 1e-8; TRL's
+/// zero-std groups, which dynamic sampling drops).
+pub fn equal_groups(rewards: &[f64], k: usize) -> Vec<bool> {
+    rewards
+        .chunks(k.max(1))
+        .map(|g| {
+            let lo = g.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = g.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            hi - lo <= 1e-8
+        })
+        .collect()
+}
+
+/// Unbiased standard deviation (0 for fewer than two values).
+fn std(xs: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n.max(1.0);
+    let ss = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>();
+    (ss / (n - 1.0).max(1.0)).sqrt()
+}
+
+/// Discounted returns of one completion's per-token rewards: `G_t = r_t + γ G_{t+1}`.
+pub fn returns(rewards: &[f32], gamma: f64) -> Vec<f32> {
+    let mut g = 0f64;
+    let mut out = vec![0f32; rewards.len()];
+    for (o, &r) in out.iter_mut().zip(rewards).rev() {
+        g = f64::from(r) + gamma * g;
+        *o = g as f32;
+    }
+    out
+}
+
+/// REINFORCE++'s advantages as OpenRLHF (`compute_advantages_and_returns` with
+/// `advantage_estimator` reinforce, or reinforce_baseline when `baseline` gives the group size
+/// k): each completion's per-token rewards are `−β·kl_t` plus its score on the last token (the
+/// score minus its prompt's mean score with a baseline), their discounted returns are the
+/// advantages, normalised over every token of the rollout ([`normalize_tokens`]).
+pub fn reinforce_advantages(
+    scores: &[f64],
+    kls: &[Vec<f32>],
+    baseline: Option<usize>,
+    kl_coef: f64,
+    gamma: f64,
+    std: bool,
+) -> Vec<Vec<f32>> {
+    let scores = match baseline {
+        Some(k) => group_advantages(scores, k, ScaleRewards::None),
+        None => scores.to_vec(),
+    };
+    let mut advs: Vec<Vec<f32>> = kls
+        .iter()
+        .zip(&scores)
+        .map(|(kl, &r)| returns(&crate::loss::token_rewards(kl, r as f32, kl_coef), gamma))
+        .collect();
+    normalize_tokens(&mut advs, std);
+    advs
+}
+
+/// REINFORCE++'s normalisation (OpenRLHF): every token of every row together,
+/// `(x − mean) · rsqrt(max(var, 1e-8))` with the population variance; `std = false` only
+/// subtracts the mean (OpenRLHF's `no_advantage_std_norm`).
+pub fn normalize_tokens(rows: &mut [Vec<f32>], std: bool) {
+    let n = rows.iter().map(Vec::len).sum::<usize>().max(1) as f64;
+    let mean = rows.iter().flatten().map(|&x| f64::from(x)).sum::<f64>() / n;
+    let var = rows
+        .iter()
+        .flatten()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let scale = if std { 1.0 / var.max(1e-8).sqrt() } else { 1.0 };
+    for x in rows.iter_mut().flatten() {
+        *x = ((f64::from(*x) - mean) * scale) as f32;
+    }
 }
 
 /// `1 − Var(returns − values) / Var(returns)` over every token: how much of the return the

@@ -1,5 +1,6 @@
-//! Making a rollout: (1) sample with the KV cache → (2) score → (3) log-probs under policy and
-//! reference, per-token KL → (4) advantages. Phase 5 (update) is in `update.rs`.
+//! Making a rollout: (1) sample with the KV cache → (2) score (and drop groups that all scored
+//! alike, with `dynamic_sampling`) → (3) log-probs under policy and reference, per-token KL →
+//! (4) advantages. Phase 5 (update) is in `update.rs`.
 use crate::frame::Frame;
 use crate::reward::Item;
 use crate::stage::{PpoStage, Rollout, Sample};
@@ -35,6 +36,10 @@ impl PpoStage {
         let t = Instant::now();
         self.score(&mut samples, index)?;
         m.insert("time/scoring_s".into(), t.elapsed().as_secs_f64());
+        self.describe(&samples, &mut m);
+        if self.cfg.k() >= 2 {
+            self.drop_equal_groups(&mut samples, &mut m);
+        }
         // 3. KL: log-probs of the sampled tokens under the policy (with values) and reference
         let t = Instant::now();
         let entropy = self.logprobs(&mut samples, index)?;
@@ -42,7 +47,6 @@ impl PpoStage {
         m.insert("objective/entropy".into(), entropy);
         // 4. advantages
         self.advantages(&mut samples, &mut m);
-        self.describe(&samples, &mut m);
         self.state.rollouts += 1;
         self.log_samples(index, &samples);
         Ok(Rollout {

@@ -125,7 +125,7 @@ pub fn build_stage(
     };
     let mut critic = match cfg.algo {
         Algo::Ppo => Some(make_critic(&model, cfg, opts, lora.as_ref(), trainer.seed)?),
-        Algo::Rloo | Algo::Grpo => None,
+        _ => None,
     };
     // Only the trained models checkpoint (the reference has nothing to differentiate).
     model.checkpointing = trainer.gradient_checkpointing;

@@ -8,14 +8,31 @@ impl PpoConfig {
     /// Completions sampled per prompt.
     pub fn k(&self) -> usize {
         self.samples_per_prompt.unwrap_or(match self.algo {
-            Algo::Ppo => 1,
-            Algo::Rloo | Algo::Grpo => 4,
+            Algo::Ppo | Algo::Reinforce => 1,
+            Algo::Rloo | Algo::Grpo | Algo::ReinforceBaseline => 4,
         })
+    }
+
+    /// Whether the algorithm compares a prompt's samples with each other (needs k ≥ 2).
+    pub fn grouped(&self) -> bool {
+        matches!(self.algo, Algo::Rloo | Algo::Grpo | Algo::ReinforceBaseline)
     }
 
     /// Whether advantages are whitened per rollout.
     pub fn whiten_advantages(&self) -> bool {
-        self.whiten_advantages.unwrap_or(self.algo == Algo::Ppo)
+        self.whiten_advantages.unwrap_or(matches!(
+            self.algo,
+            Algo::Ppo | Algo::Reinforce | Algo::ReinforceBaseline
+        ))
+    }
+
+    /// The upper clip: `epsilon_high`, else `cliprange` (cispo: an absolute cap, else 5.0).
+    pub fn clip_high(&self) -> f64 {
+        match (self.epsilon_high, self.loss_type) {
+            (Some(e), _) => e,
+            (None, LossType::Cispo) => 5.0,
+            (None, _) => self.cliprange,
+        }
     }
 
     /// Completions per micro-batch rollout: `batch_size × k`.
@@ -64,6 +81,7 @@ impl PpoConfig {
         }
         self.check_numbers()?;
         self.check_batches(trainer)?;
+        self.check_algo_options()?;
         if self.critic.is_some() && self.algo != Algo::Ppo {
             return Err(Error::setting(
                 "ppo",
@@ -92,6 +110,7 @@ impl PpoConfig {
         positive("cliprange", self.cliprange)?;
         positive("cliprange_value", self.cliprange_value)?;
         let opt = [
+            ("epsilon_high", self.epsilon_high),
             ("target_kl", self.target_kl),
             ("score_clip", self.score_clip),
             ("early_stop_kl", self.early_stop_kl),
@@ -146,11 +165,22 @@ impl PpoConfig {
 
     fn check_batches(&self, trainer: &TrainerConfig) -> Result<()> {
         let k = self.k();
-        if k == 0 || (k < 2 && self.algo != Algo::Ppo) {
+        if k == 0 || (k < 2 && self.grouped()) {
             return Err(Error::setting(
                 "ppo",
                 "samples_per_prompt",
-                format!("rloo and grpo need at least 2 samples per prompt, got {k}"),
+                format!(
+                    "rloo, grpo and reinforce_baseline need at least 2 samples per prompt, got {k}"
+                ),
+            ));
+        }
+        if self.dynamic_sampling && k < 2 {
+            return Err(Error::setting(
+                "ppo",
+                "dynamic_sampling",
+                format!(
+                    "drops groups of a prompt's samples: needs samples_per_prompt >= 2, got {k}"
+                ),
             ));
         }
         let rows = self.rollout_rows(trainer);
@@ -167,6 +197,47 @@ impl PpoConfig {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl PpoConfig {
+    /// GRPO's own options (TRL's `loss_type`, `importance_sampling_level`, `scale_rewards`)
+    /// only with `--algo grpo`; REINFORCE++-baseline only with `gamma = 1` (as OpenRLHF).
+    fn check_algo_options(&self) -> Result<()> {
+        let grpo_only = [
+            ("loss_type", self.loss_type != LossType::Grpo, "grpo"),
+            (
+                "importance_sampling_level",
+                self.importance_sampling_level != ImportanceSamplingLevel::Token,
+                "token",
+            ),
+            (
+                "scale_rewards",
+                self.scale_rewards != ScaleRewards::Group,
+                "group",
+            ),
+        ];
+        for (field, set, default) in grpo_only {
+            if set && self.algo != Algo::Grpo {
+                let algo = self.algo.name();
+                return Err(Error::setting(
+                    "ppo",
+                    field,
+                    format!("applies to --algo grpo only (got {algo}); leave it at {default}"),
+                ));
+            }
+        }
+        if self.algo == Algo::ReinforceBaseline && self.gamma != 1.0 {
+            return Err(Error::setting(
+                "ppo",
+                "gamma",
+                format!(
+                    "reinforce_baseline uses gamma = 1 (as OpenRLHF), got {}",
+                    self.gamma
+                ),
+            ));
         }
         Ok(())
     }
@@ -290,6 +361,58 @@ mod tests {
             ),
             (
                 PpoConfig {
+                    loss_type: LossType::Dapo,
+                    ..base()
+                },
+                "`loss_type`",
+            ),
+            (
+                PpoConfig {
+                    algo: Algo::Rloo,
+                    scale_rewards: ScaleRewards::Batch,
+                    ..base()
+                },
+                "`scale_rewards`",
+            ),
+            (
+                PpoConfig {
+                    importance_sampling_level: ImportanceSamplingLevel::Sequence,
+                    ..base()
+                },
+                "`importance_sampling_level`",
+            ),
+            (
+                PpoConfig {
+                    epsilon_high: Some(0.0),
+                    ..base()
+                },
+                "`epsilon_high`",
+            ),
+            (
+                PpoConfig {
+                    dynamic_sampling: true,
+                    ..base()
+                },
+                "`dynamic_sampling`",
+            ),
+            (
+                PpoConfig {
+                    algo: Algo::ReinforceBaseline,
+                    gamma: 0.9,
+                    ..base()
+                },
+                "`gamma`",
+            ),
+            (
+                PpoConfig {
+                    algo: Algo::ReinforceBaseline,
+                    samples_per_prompt: Some(1),
+                    ..base()
+                },
+                "`samples_per_prompt`",
+            ),
+            (
+                PpoConfig {
                     prompts: None,
                     ..base()
                 },
@@ -303,5 +426,40 @@ mod tests {
         let c: PpoConfig =
             serde_json::from_str(r#"{"algo": "rloo", "kl_estimator": "k3"}"#).unwrap_or_default();
         assert_eq!((c.algo, c.kl_estimator), (Algo::Rloo, KlEstimator::K3));
+        let c: PpoConfig = serde_json::from_str(
+            r#"{"algo": "reinforce_baseline", "loss_type": "dr_grpo", "scale_rewards": "none",
+                "importance_sampling_level": "sequence"}"#,
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            (
+                c.algo,
+                c.loss_type,
+                c.scale_rewards,
+                c.importance_sampling_level
+            ),
+            (
+                Algo::ReinforceBaseline,
+                LossType::DrGrpo,
+                ScaleRewards::None,
+                ImportanceSamplingLevel::Sequence
+            )
+        );
+        let bad = serde_json::from_str::<PpoConfig>(r#"{"loss_type": "ppo"}"#);
+        let bad = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(bad.contains("dr_grpo") && bad.contains("cispo"), "{bad}");
+        let reinforce = PpoConfig {
+            algo: Algo::Reinforce,
+            ..base()
+        };
+        assert!(reinforce.validate(&t).is_ok() && reinforce.k() == 1);
+        assert!(reinforce.whiten_advantages());
+        let cispo = PpoConfig {
+            algo: Algo::Grpo,
+            loss_type: LossType::Cispo,
+            ..base()
+        };
+        assert!(cispo.validate(&t).is_ok());
+        assert_eq!((cispo.clip_high(), base().clip_high()), (5.0, 0.2));
     }
 }

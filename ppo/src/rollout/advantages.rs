@@ -1,5 +1,5 @@
 //! Phase 4 of a rollout: per-token KL, the rewards it shapes, and the advantages each
-//! algorithm trains on; plus the rollout's summary metrics and the sample table.
+//! algorithm trains on; dynamic sampling; the rollout's summary metrics and the sample table.
 use crate::config::Algo;
 use crate::stage::{PpoStage, Sample};
 use crate::{loss, math};
@@ -14,7 +14,7 @@ fn mean(xs: impl Iterator<Item = f64>) -> f64 {
 impl PpoStage {
     /// Fills `advantages` (and PPO's `returns`), logs KL and rewards, updates the KL controller.
     pub(crate) fn advantages(&mut self, samples: &mut [Sample], m: &mut BTreeMap<String, f64>) {
-        let (est, beta, k) = (self.cfg.kl_estimator, self.state.kl.value, self.cfg.k());
+        let (est, beta) = (self.cfg.kl_estimator, self.state.kl.value);
         let kls: Vec<Vec<f32>> = samples
             .iter()
             .map(|s| loss::kl(est, &s.old_logp, &s.ref_logp))
@@ -25,29 +25,8 @@ impl PpoStage {
             .collect();
         match self.cfg.algo {
             Algo::Ppo => self.gae_advantages(samples, &kls, m),
-            Algo::Rloo | Algo::Grpo => {
-                let seq: Vec<f64> = match self.cfg.algo {
-                    // RLOO: the KL penalty is part of the sequence reward.
-                    Algo::Rloo => samples
-                        .iter()
-                        .zip(&seq_kl)
-                        .map(|(s, kl)| s.score - beta * kl)
-                        .collect(),
-                    // GRPO: the KL is a loss term instead.
-                    _ => samples.iter().map(|s| s.score).collect(),
-                };
-                let adv = match self.cfg.algo {
-                    Algo::Rloo => math::rloo_advantages(&seq, k),
-                    _ => math::grpo_advantages(&seq, k),
-                };
-                let mut adv: Vec<Vec<f32>> = adv.iter().map(|&a| vec![a as f32]).collect();
-                if self.cfg.whiten_advantages() {
-                    math::whiten(&mut adv, true);
-                }
-                for (s, a) in samples.iter_mut().zip(adv) {
-                    s.advantages = vec![a[0]; s.ids.completion.len()];
-                }
-            }
+            Algo::Reinforce | Algo::ReinforceBaseline => self.reinforce_advantages(samples, &kls),
+            Algo::Rloo | Algo::Grpo => self.sequence_advantages(samples, &seq_kl),
         }
         let kl_mean = mean(seq_kl.iter().copied());
         m.insert("objective/kl".into(), kl_mean);
@@ -59,6 +38,87 @@ impl PpoStage {
         m.insert("objective/rlhf_reward".into(), mean(rlhf));
         m.insert("kl_coef".into(), beta);
         self.state.kl.update(kl_mean, samples.len());
+    }
+
+    /// RLOO: score − β·ΣKL against the mean of the prompt's other samples; GRPO: scores
+    /// centred on the group mean and scaled (`scale_rewards`), the KL being a loss term. One
+    /// advantage per completion, on each of its tokens.
+    fn sequence_advantages(&self, samples: &mut [Sample], seq_kl: &[f64]) {
+        let (beta, k) = (self.state.kl.value, self.cfg.k());
+        let adv = match self.cfg.algo {
+            Algo::Rloo => {
+                let seq: Vec<f64> = samples
+                    .iter()
+                    .zip(seq_kl)
+                    .map(|(s, kl)| s.score - beta * kl)
+                    .collect();
+                math::rloo_advantages(&seq, k)
+            }
+            _ => {
+                let seq: Vec<f64> = samples.iter().map(|s| s.score).collect();
+                math::group_advantages(&seq, k, self.cfg.scale_rewards)
+            }
+        };
+        let mut adv: Vec<Vec<f32>> = adv.iter().map(|&a| vec![a as f32]).collect();
+        if self.cfg.whiten_advantages() {
+            math::whiten(&mut adv, true);
+        }
+        for (s, a) in samples.iter_mut().zip(adv) {
+            s.advantages = vec![a[0]; s.ids.completion.len()];
+        }
+    }
+
+    /// REINFORCE++ as OpenRLHF: per-token rewards (−β·KL, the score on the last token; for
+    /// reinforce_baseline the score minus its prompt's mean score), discounted returns, then
+    /// every token of the rollout normalised together. No critic.
+    fn reinforce_advantages(&self, samples: &mut [Sample], kls: &[Vec<f32>]) {
+        let scores: Vec<f64> = samples.iter().map(|s| s.score).collect();
+        let baseline = (self.cfg.algo == Algo::ReinforceBaseline).then(|| self.cfg.k());
+        let advs = math::reinforce_advantages(
+            &scores,
+            kls,
+            baseline,
+            self.state.kl.value,
+            self.cfg.gamma,
+            self.cfg.whiten_advantages(),
+        );
+        for (s, a) in samples.iter_mut().zip(advs) {
+            s.advantages = a;
+        }
+    }
+
+    /// Logs the share of prompts whose samples all scored the same (TRL's
+    /// `frac_reward_zero_std`); with `dynamic_sampling` drops those groups (DAPO's dynamic
+    /// sampling, without resampling) and logs `dynamic_sampling/dropped_groups`. A rollout
+    /// whose groups are all alike is kept whole (nothing would be left to train on).
+    pub(crate) fn drop_equal_groups(
+        &self,
+        samples: &mut Vec<Sample>,
+        m: &mut BTreeMap<String, f64>,
+    ) {
+        let k = self.cfg.k();
+        let scores: Vec<f64> = samples.iter().map(|s| s.score).collect();
+        let equal = math::equal_groups(&scores, k);
+        let n_equal = equal.iter().filter(|&&e| e).count();
+        m.insert(
+            "frac_reward_zero_std".into(),
+            n_equal as f64 / equal.len().max(1) as f64,
+        );
+        if !self.cfg.dynamic_sampling {
+            return;
+        }
+        let dropped = if n_equal == equal.len() {
+            tracing::warn!("dynamic sampling: every group scored alike; the rollout is kept whole");
+            0
+        } else {
+            let mut i = 0;
+            samples.retain(|_| {
+                i += 1;
+                !equal[(i - 1) / k]
+            });
+            n_equal
+        };
+        m.insert("dynamic_sampling/dropped_groups".into(), dropped as f64);
     }
 
     /// PPO: per-token rewards (−β·KL, score on the last token), GAE, whitening.

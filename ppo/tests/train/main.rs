@@ -1,6 +1,7 @@
-//! PPO, RLOO and GRPO end to end on the tiny Llama fixture with a rule reward (the share of
-//! completion tokens among the first 64 ids of the 384, about 1/6 at the start): the reward rises, KL stays finite, every
-//! trainable parameter changes; exact resume; LoRA; a critic from a reward model; bad input.
+//! PPO, RLOO, GRPO (its TRL loss types in `variants`) and REINFORCE++ end to end on the tiny
+//! Llama fixture with a rule reward (the share of completion tokens among the first 64 ids of
+//! the 384, about 1/6 at the start): the reward rises, KL stays finite, every trainable
+//! parameter changes; exact resume; LoRA; a critic from a reward model; bad input.
 use lm::{LoadOptions, Pretrained};
 use ppo::{train_ppo_with, Algo, KlEstimator, PpoConfig, Scorer};
 use std::path::{Path, PathBuf};
@@ -215,3 +216,4 @@ fn ppo_trains_gpt2_and_mixture_of_experts_policies() -> R {
 }
 
 mod more;
+mod variants;
