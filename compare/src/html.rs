@@ -49,6 +49,9 @@ pub fn render(r: &Report) -> String {
         esc(&r.prompts), st.samples, st.temperature, st.top_p, st.max_new_tokens, st.seed,
         esc(st.reward_model.as_deref().unwrap_or("none"))
     );
+    if let Some(made) = &r.reward_made {
+        let _ = write!(s, "<p class=\"meta\">Reward model: {}</p>", made_html(made));
+    }
     summary_table(&mut s, r);
     cost_section(&mut s, r);
     plots(&mut s, r);
@@ -75,16 +78,38 @@ fn est(e: &Option<Estimate>, digits: usize) -> String {
 }
 
 fn summary_table(s: &mut String, r: &Report) {
-    s.push_str("<h2>Summary</h2><table><tr><th>model</th><th>path</th><th>samples</th><th>mean reward [95% CI]</th><th>KL to base [95% CI]</th><th>completion tokens [95% CI]</th><th>refusal-like [Wilson 95%]</th><th>ended on EOS</th></tr>");
+    s.push_str("<h2>Summary</h2><table><tr><th>model</th><th>path and how it was made</th><th>samples</th><th>mean reward [95% CI]</th><th>KL to base [95% CI]</th><th>completion tokens [95% CI]</th><th>refusal-like [Wilson 95%]</th><th>ended on EOS</th></tr>");
     for m in &r.models {
         let _ = write!(
             s,
             "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.0}%</td></tr>",
-            esc(&m.name), esc(&m.spec), m.samples, est(&m.reward, 3), est(&m.kl, 2),
+            esc(&m.name), spec_html(m), m.samples, est(&m.reward, 3), est(&m.kl, 2),
             est(&m.completion_tokens, 1), est(&m.refusal, 2), 100.0 * m.finished
         );
     }
     s.push_str("</table><p class=\"meta\">Reward intervals: mean ± 1.96·s/√n. KL of a model to the base (the first model) is estimated on the model's own samples: the mean over samples of Σ over completion tokens of log p_model − log p_base (0 for the base itself). Refusal-like: the first 200 characters contain a refusal or apology phrase (a heuristic).</p>");
+}
+
+/// A model's path, and how it was trained when its run folder has a record.
+fn spec_html(m: &crate::report::ModelSummary) -> String {
+    match &m.made {
+        Some(made) => format!(
+            "{}<br><span class=\"meta\">{}</span>",
+            esc(&m.spec),
+            made_html(made)
+        ),
+        None => esc(&m.spec),
+    }
+}
+
+/// `stage: steps on rows …; settings` and a link to the run folder.
+fn made_html(made: &crate::provenance::Provenance) -> String {
+    let url = format!("file://{}", made.folder.display());
+    format!(
+        "{} (<a href=\"{}\">run folder</a>)",
+        esc(&made.line),
+        esc(&url)
+    )
 }
 
 /// What each model's sampling cost; left out when no model has a cost (a report rebuilt from

@@ -8,6 +8,7 @@ pub mod cost;
 pub mod error;
 mod html;
 pub mod prompts;
+pub mod provenance;
 pub mod report;
 pub mod run;
 pub mod stats;

@@ -2,6 +2,7 @@
 //! interval) and per group of rephrasings (each model's behaviour on each variant).
 use crate::cost::SamplingCost;
 use crate::error::{Error, Result};
+use crate::provenance::{self, Provenance};
 use crate::run::{write_results, CompareSettings, ModelSpec, Sample};
 use crate::stats::{mean_ci, wilson, Estimate};
 use serde::Serialize;
@@ -23,6 +24,9 @@ pub struct ModelSummary {
     /// What sampling this model cost (absent when the report is rebuilt from results).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<SamplingCost>,
+    /// How it was trained, from its run folder's record (none for a model Rudder did not train).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub made: Option<Provenance>,
 }
 
 /// One model on one variant of a group (means over its samples).
@@ -54,6 +58,9 @@ pub struct Report {
     pub settings: CompareSettings,
     pub models: Vec<ModelSummary>,
     pub groups: Vec<GroupShift>,
+    /// How the reward model was trained, when a Rudder stage trained it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward_made: Option<Provenance>,
     #[serde(skip)]
     pub samples: Vec<Sample>,
 }
@@ -75,6 +82,7 @@ impl Report {
             settings: settings.clone(),
             models,
             groups,
+            reward_made: settings.reward_model.as_deref().and_then(provenance::of),
             samples,
         }
     }
@@ -111,6 +119,7 @@ fn summarise(m: &ModelSpec, samples: &[Sample]) -> ModelSummary {
         refusal: wilson(refusals, mine.len()),
         finished: finished as f64 / mine.len().max(1) as f64,
         cost: None,
+        made: provenance::of(&m.spec),
     }
 }
 
@@ -257,6 +266,9 @@ fn model_lines(m: &ModelSummary) -> Vec<String> {
         f(&m.kl),
         f(&m.completion_tokens)
     )];
+    if let Some(made) = &m.made {
+        lines.push(format!("{:>12}  {}", "", made.line));
+    }
     if let Some(c) = &m.cost {
         let line = cost::cost_line(&c.cost);
         lines.push(format!(

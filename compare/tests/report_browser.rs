@@ -49,11 +49,24 @@ fn sample(model: &str, id: &str, variant: &str, completion: &str, reward: f64, k
     }
 }
 
-fn report() -> Report {
-    let models: Vec<ModelSpec> = ["base=runs/<b>sft</b>", "aligned=runs/dpo"]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
+/// The aligned model's run folder holds a DPO record (`dpo_run.json`) whose data path has markup:
+/// the report says how the model was made, as text, with a link to the folder.
+fn report(dir: &Path) -> Report {
+    let run = dir.join("runs/dpo");
+    std::fs::create_dir_all(&run).unwrap();
+    let record = serde_json::json!({
+        "trainer": {"batch_size": 4, "learning_rate": 1e-5},
+        "dpo": {"data": "prefs<i>.jsonl", "lora_r": null, "loss": "sigmoid", "beta": 0.1},
+        "outcome": {"summary": {"steps": 32}, "train_data": {"pairs": 128}},
+    });
+    std::fs::write(run.join("dpo_run.json"), record.to_string()).unwrap();
+    let models: Vec<ModelSpec> = [
+        "base=runs/<b>sft</b>".to_string(),
+        format!("aligned={}", run.display()),
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
     let samples = vec![
         sample(
             "base",
@@ -163,6 +176,15 @@ async fn check(c: &Client, index: &Path) -> Result<()> {
     let body = c.find(Locator::Css("body")).await?.text().await?;
     assert!(body.contains("runs/<b>sft</b>"), "model path shown as text");
     assert!(
+        body.contains("dpo: 32 steps on 128 pairs of prefs<i>.jsonl; batch 4, lr 1e-5, full"),
+        "how the aligned model was made, as text: {body}"
+    );
+    let links = js("return [...document.querySelectorAll('a')].map(a => a.href)").await?;
+    assert!(
+        links.to_string().contains("file://") && links.to_string().contains("runs/dpo"),
+        "a link to the run folder: {links}"
+    );
+    assert!(
         body.contains("Repeat after me: <script>"),
         "prompt shown as text"
     );
@@ -185,7 +207,7 @@ async fn check(c: &Client, index: &Path) -> Result<()> {
 async fn report_escapes_model_text_in_chromium() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("report");
-    compare::write_report(&out, &report())?;
+    compare::write_report(&out, &report(dir.path()))?;
     let html = std::fs::read_to_string(out.join("index.html"))?;
     assert!(
         !html.contains(SCRIPT) && !html.contains("<img"),
