@@ -15,6 +15,7 @@ pub mod data;
 mod error;
 pub mod flow;
 mod grads;
+pub mod logps;
 pub mod loss;
 pub mod metrics;
 mod optim;
