@@ -1,6 +1,6 @@
 //! `rudder kto` end to end on the tiny fixture: the flags in `--help`, a run on unpaired rows
-//! with its settings recorded, a `--config` file under the flags, and one clear error for a bad
-//! row or setting.
+//! with its settings recorded, a `--config` file under the flags, `rudder estimate --stage kto`,
+//! and one clear error for a bad row or setting.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -122,6 +122,15 @@ fn kto_trains_on_unpaired_rows_and_names_bad_input() {
         &with(&["--out", &out_s, "--batch-size", "1"]),
         &["`batch_size`", "at least 2"],
     );
+    // `rudder estimate --stage kto`: each row and its mismatched row, plus the reference.
+    let est = ok(&rudder(&[
+        "estimate", "--model", &model, "--stage", "kto", "--data", &data,
+    ]));
+    assert!(
+        est.contains("estimate: kto") && est.contains("8 rows"),
+        "{est}"
+    );
+    assert!(est.contains("plus 1 reference forward"), "{est}");
     let bad = d.path().join("bad.jsonl");
     std::fs::write(
         &bad,

@@ -297,6 +297,13 @@ pub(crate) mod tests {
         // A later update on the same data: no reference pass.
         assert_eq!(dpo.step(20, 2, u64::MAX, false).forward, 20.0 * 3136.0);
         assert_eq!(StageKind::parse("DPO"), Some(StageKind::Dpo));
+        // KTO: 2 rows + their 2 mismatched rows, policy and reference forwards: as DPO's pairs.
+        let kto = FlopModel {
+            stage: StageKind::Kto,
+            ..sft.clone()
+        };
+        assert_eq!(kto.step(20, 2, u64::MAX, true), f);
+        assert_eq!(StageKind::parse("kto").map(StageKind::name), Some("kto"));
         assert_eq!(StageKind::parse("x"), None);
     }
 }
