@@ -36,8 +36,7 @@ pub const FILES: train::RunFiles = train::RunFiles {
 /// `rudder kto` as a library call: checks the settings, writes `kto.toml` into the run folder,
 /// loads `cfg.model` (frozen with LoRA) and trains it ([`train_kto`]).
 pub fn run(cfg: &KtoConfig, trainer: &TrainerConfig, opts: &LoadOptions) -> Result<KtoOutcome> {
-    cfg.validate()?;
-    cfg.validate_trainer(trainer)?;
+    check(cfg, trainer)?;
     let pre = train::begin(cfg, trainer, opts)?;
     train_kto(pre, opts, cfg, trainer)
 }
@@ -51,8 +50,7 @@ pub fn train_kto(
     cfg: &KtoConfig,
     trainer: &TrainerConfig,
 ) -> Result<KtoOutcome> {
-    cfg.validate()?;
-    cfg.validate_trainer(trainer)?;
+    check(cfg, trainer)?;
     let bs = trainer.batch_size;
     let read = |tok: &Tokenizer, p: &Path| load_rows(tok, p, cfg, bs).map(|(s, st)| (s, Some(st)));
     let files = (cfg.data.as_deref(), cfg.eval_data.as_deref());
@@ -65,27 +63,16 @@ pub fn train_kto(
         eval: (eval_set, eval_stats),
     } = train::prepare(pre, cfg, trainer.seed, files, read)?;
     std::fs::create_dir_all(&trainer.out).map_err(Error::io(&trainer.out))?;
-    let mut stage = KtoStage {
-        model,
-        reference: None,
-        train: train_set,
-        eval: eval_set,
-        cfg: cfg.clone(),
-        pad_id: tok.pad_id,
-        eval_batch_size: bs,
-    };
+    let sets = (train_set, eval_set);
+    let mut stage = KtoStage::new(model, sets, cfg, tok.pad_id, bs);
     setup_reference(&mut stage, opts, cfg)?;
     // After the reference is set up: a LoRA reference is a clone of the policy and must not
     // checkpoint (it has nothing to differentiate).
     stage.model.checkpointing = trainer.gradient_checkpointing;
     let eval_before = stage.evaluate_set(&stage.eval)?;
     log_eval("before training", &eval_before);
-    tracing::info!(
-        rows = stage.train.len(),
-        params = params.num_elements(),
-        lora = lora.is_some(),
-        "kto"
-    );
+    let (rows, n) = (stage.train.len(), params.num_elements());
+    tracing::info!(rows, params = n, lora = lora.is_some(), "kto");
     let base = cfg.model.as_deref().unwrap_or_default();
     let (summary, plot) = train::train_and_save(&mut stage, &params, trainer, &FILES, |s, out| {
         train::save_policy(&s.model, &tok, lora.as_ref(), base, out)
@@ -107,6 +94,12 @@ pub fn train_kto(
     };
     train::write_record(&FILES, trainer, cfg, &outcome)?;
     Ok(outcome)
+}
+
+/// The stage's settings and the loop settings KTO needs.
+fn check(cfg: &KtoConfig, trainer: &TrainerConfig) -> Result<()> {
+    cfg.validate()?;
+    cfg.validate_trainer(trainer)
 }
 
 fn log_eval(when: &str, m: &BTreeMap<String, f64>) {

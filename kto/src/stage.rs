@@ -39,6 +39,26 @@ fn split(t: &Tensor, batch: &KtoBatch) -> candle_core::Result<(Tensor, Option<Te
 }
 
 impl KtoStage {
+    /// The stage without a reference yet; evaluation and precomputing go in `eval_batch_size`
+    /// batches.
+    pub fn new(
+        model: CausalLm,
+        (train, eval): (KtoSet, KtoSet),
+        cfg: &KtoConfig,
+        pad_id: u32,
+        eval_batch_size: usize,
+    ) -> Self {
+        Self {
+            model,
+            reference: None,
+            train,
+            eval,
+            cfg: cfg.clone(),
+            pad_id,
+            eval_batch_size,
+        }
+    }
+
     /// Reference sums of every row of a batch: precomputed or from the live reference.
     fn reference_logps(&self, batch: &KtoBatch) -> candle_core::Result<Tensor> {
         if let Some(r) = &batch.ref_logps {
