@@ -5,6 +5,7 @@ mod compare;
 mod dpo;
 mod estimate;
 mod infer;
+mod kto;
 mod label;
 mod pipeline;
 mod ppo;
@@ -49,6 +50,9 @@ enum Command {
     Reward(reward::RewardCommand),
     /// Direct preference optimisation (DPO, IPO, hinge, robust, SimPO) against a frozen reference.
     Dpo(dpo::DpoArgs),
+    /// Kahneman–Tversky optimisation (KTO) on unpaired desirable/undesirable rows against a
+    /// frozen reference.
+    Kto(kto::KtoArgs),
     /// Policy optimisation against a reward model or command: PPO, RLOO or GRPO.
     Ppo(Box<ppo::PpoArgs>),
     /// What a run will cost: FLOPs, time here (calibrated) and on GPU classes, energy, CO2, price.
@@ -84,6 +88,7 @@ fn run(cli: Cli, m: &clap::ArgMatches) -> Result<()> {
         Command::Merge(a) => sft::merge(a),
         Command::Reward(c) => reward::run(c, m),
         Command::Dpo(a) => dpo::run(a, m),
+        Command::Kto(a) => kto::run(a, m),
         Command::Ppo(a) => ppo::run(*a, m),
         Command::Estimate(a) => estimate::run(*a),
         Command::Label(a) => label::run(a),

@@ -115,6 +115,7 @@ pub enum StageKind {
     Sft,
     Reward,
     Dpo,
+    Kto,
     Ppo,
 }
 
@@ -128,6 +129,7 @@ impl StageKind {
             StageKind::Sft => "sft",
             StageKind::Reward => "reward",
             StageKind::Dpo => "dpo",
+            StageKind::Kto => "kto",
             StageKind::Ppo => "ppo",
         }
     }
@@ -138,19 +140,21 @@ impl StageKind {
     }
 
     /// Forward-only passes of a same-size model per new training token besides the trained
-    /// model's own: DPO's frozen reference; PPO's generation, reference and reward model.
+    /// model's own: DPO's and KTO's frozen reference; PPO's generation, reference and reward
+    /// model.
     pub fn extra_forwards(self) -> f64 {
         match self {
             StageKind::Sft | StageKind::Reward => 0.0,
-            StageKind::Dpo => 1.0,
+            StageKind::Dpo | StageKind::Kto => 1.0,
             StageKind::Ppo => 3.0,
         }
     }
 
-    /// Rows per training example (a preference pair is two rows).
+    /// Rows per training example (a preference pair is two rows; a KTO row goes with its
+    /// mismatched KL row).
     pub fn rows_per_example(self) -> f64 {
         match self {
-            StageKind::Reward | StageKind::Dpo => 2.0,
+            StageKind::Reward | StageKind::Dpo | StageKind::Kto => 2.0,
             StageKind::Sft | StageKind::Ppo => 1.0,
         }
     }
@@ -207,7 +211,7 @@ impl FlopModel {
     /// How the counts are made, for reports.
     pub fn rule(&self) -> String {
         let extra = match self.stage {
-            StageKind::Dpo => "; plus 1 reference forward per token",
+            StageKind::Dpo | StageKind::Kto => "; plus 1 reference forward per token",
             StageKind::Ppo => "; plus generation, reference and reward forwards per new token",
             StageKind::Reward => "; no LM head",
             StageKind::Sft => "",
@@ -293,6 +297,13 @@ pub(crate) mod tests {
         // A later update on the same data: no reference pass.
         assert_eq!(dpo.step(20, 2, u64::MAX, false).forward, 20.0 * 3136.0);
         assert_eq!(StageKind::parse("DPO"), Some(StageKind::Dpo));
+        // KTO: 2 rows + their 2 mismatched rows, policy and reference forwards: as DPO's pairs.
+        let kto = FlopModel {
+            stage: StageKind::Kto,
+            ..sft.clone()
+        };
+        assert_eq!(kto.step(20, 2, u64::MAX, true), f);
+        assert_eq!(StageKind::parse("kto").map(StageKind::name), Some("kto"));
         assert_eq!(StageKind::parse("x"), None);
     }
 }

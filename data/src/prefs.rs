@@ -95,7 +95,7 @@ pub struct PrefData {
     pub skipped: Vec<(usize, String)>,
 }
 
-fn bad(path: &Path, line: usize, field: &str, reason: impl std::fmt::Display) -> Error {
+pub(crate) fn bad(path: &Path, line: usize, field: &str, reason: impl std::fmt::Display) -> Error {
     Error::Data {
         path: path.to_path_buf(),
         line,
@@ -125,7 +125,7 @@ pub fn read_prefs(path: &Path, opts: &ReadOptions) -> Result<PrefData> {
 }
 
 /// Like `lm::jsonl::read_rows`, but with `skip_bad_rows` an invalid JSONL line is skipped too.
-fn read_rows_lenient(
+pub(crate) fn read_rows_lenient(
     path: &Path,
     opts: &ReadOptions,
     skipped: &mut Vec<(usize, String)>,
@@ -201,7 +201,12 @@ pub fn parse_pref_row(path: &Path, row: &Row) -> Result<PrefExample> {
 type Parts = (Option<TextOrMessages>, TextOrMessages, TextOrMessages);
 type Object = serde_json::Map<String, Value>;
 
-fn text_or_messages(path: &Path, line: usize, obj: &Object, field: &str) -> Result<TextOrMessages> {
+pub(crate) fn text_or_messages(
+    path: &Path,
+    line: usize,
+    obj: &Object,
+    field: &str,
+) -> Result<TextOrMessages> {
     let v = obj
         .get(field)
         .ok_or_else(|| bad(path, line, field, "missing"))?;

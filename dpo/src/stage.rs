@@ -68,7 +68,7 @@ impl DpoStage {
         }
         match &self.reference {
             Some(m) => Ok(sequence_logps(m, batch)?.0.detach()),
-            None => Tensor::zeros(batch.input.b, DType::F32, dev),
+            None => Tensor::zeros(batch.seqs.input.b, DType::F32, dev),
         }
     }
 
@@ -77,11 +77,12 @@ impl DpoStage {
         let dev = self.model.device();
         let (policy, _) = sequence_logps(&self.model, batch)?;
         // MoE policies: the router load-balancing loss of this forward, as transformers/TRL add it.
-        let aux = lm::moe::training_aux(&self.model, &batch.input.segments)
+        let aux = lm::moe::training_aux(&self.model, &batch.seqs.input.segments)
             .map_err(candle_core::Error::wrap)?;
         let (pc, pr) = halves(&policy)?;
         let (rc, rr) = halves(&self.reference_logps(batch)?)?;
-        let counts = Tensor::from_slice(&batch.counts, batch.counts.len(), dev)?;
+        let counts = &batch.seqs.counts;
+        let counts = Tensor::from_slice(counts, counts.len(), dev)?;
         let (nc, nr) = halves(&counts)?;
         let labels = Tensor::from_slice(&batch.labels, batch.labels.len(), dev)?;
         let lp = PairLogps {
@@ -168,7 +169,7 @@ impl Stage for DpoStage {
 
     /// The `(2B, T)` concatenated forward, padding included.
     fn padded_shape(&self, batch: &PairBatch, _update: usize) -> Option<(usize, usize)> {
-        Some((batch.input.b, batch.input.t))
+        Some((batch.seqs.input.b, batch.seqs.input.t))
     }
 
     fn loss(&mut self, batch: &PairBatch) -> train::Result<StepOutput> {

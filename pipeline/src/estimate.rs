@@ -16,7 +16,7 @@ pub struct EstimateSettings {
     /// Model: HF folder, hub id, .gguf, or a config.json (then calibration uses random weights).
     #[arg(long)]
     pub model: String,
-    /// Stage: sft, reward, dpo or ppo.
+    /// Stage: sft, reward, dpo, kto or ppo.
     #[arg(long, default_value = "sft")]
     pub stage: String,
     /// Training tokens per epoch (non-padding).
@@ -90,7 +90,7 @@ pub fn estimate(a: &EstimateSettings, load: &lm::LoadOptions) -> Result<Estimate
     let Some(stage) = StageKind::parse(&a.stage) else {
         let stage = &a.stage;
         return Err(invalid(format!(
-            "--stage: `{stage}` is not one of sft, reward, dpo, ppo"
+            "--stage: `{stage}` is not one of sft, reward, dpo, kto, ppo"
         )));
     };
     if !(a.epochs > 0.0 && a.mfu > 0.0) {

@@ -16,6 +16,7 @@ mod error;
 pub mod flow;
 mod grads;
 pub mod inputs;
+pub mod logps;
 pub mod loss;
 pub mod metrics;
 mod optim;

@@ -86,6 +86,17 @@ pub fn count_tokens(
             }
             rows
         }
+        StageKind::Kto => {
+            let file = data::unpaired::read_unpaired(path, &Default::default())?;
+            let mut rows = vec![];
+            for ex in &file.examples {
+                let (p, c) = data::unpaired::tokenize_unpaired(tok, ex)
+                    .map_err(|e| invalid(format!("{}:{}: {e}", path.display(), ex.line)))?;
+                // The row and its mismatched KL row (another row's completion: about as long).
+                rows.extend([cut(p.len() + c.len()); 2]);
+            }
+            rows
+        }
         StageKind::Ppo => {
             let mut rows = vec![];
             for r in lm::jsonl::read_rows(path)? {
