@@ -4,6 +4,7 @@ use crate::settings::{resolve, LoopArgs};
 use ::dpo::DpoConfig;
 use anyhow::{Context, Result};
 use clap::{ArgMatches, Args};
+use train::metrics::{done_line, eval_line};
 use train::TrainerConfig;
 
 /// `rudder dpo`.
@@ -26,27 +27,11 @@ pub fn run(args: DpoArgs, m: &ArgMatches) -> Result<()> {
 pub fn train(trainer: &TrainerConfig, cfg: &DpoConfig, device: &DeviceArgs) -> Result<()> {
     let lora = cfg.lora.lora_r.is_some();
     let o = ::dpo::run(cfg, trainer, &device.load_options(true)?).context("dpo")?;
-    let s = &o.summary;
-    let eval = |m: &std::collections::BTreeMap<String, f64>, k: &str| {
-        m.get(k).copied().unwrap_or(f64::NAN)
-    };
-    println!(
-        "dpo: {} steps, final loss {:.4}, {:.0} tokens/s, {} trainable parameters{}; wrote {}",
-        s.steps,
-        s.final_loss.unwrap_or(f64::NAN),
-        s.tokens_per_s,
-        o.trainable_params,
-        if lora { " (LoRA adapter)" } else { "" },
-        trainer.out.display()
-    );
+    let (s, n) = (&o.summary, o.trainable_params);
+    println!("{}", done_line("dpo", "", s, n, lora, &trainer.out));
     if o.eval_data.is_some() {
-        println!(
-            "eval rewards/accuracies {:.4} -> {:.4}, rewards/margins {:.4} -> {:.4}",
-            eval(&o.eval_before, "rewards/accuracies"),
-            eval(&o.eval_after, "rewards/accuracies"),
-            eval(&o.eval_before, "rewards/margins"),
-            eval(&o.eval_after, "rewards/margins"),
-        );
+        let keys = ["rewards/accuracies", "rewards/margins"];
+        println!("{}", eval_line(&keys, &o.eval_before, &o.eval_after));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use ::sft::SftConfig;
 use anyhow::{Context, Result};
 use clap::{ArgMatches, Args};
 use std::path::PathBuf;
+use train::metrics::done_line;
 use train::TrainerConfig;
 
 /// `rudder sft`.
@@ -27,20 +28,9 @@ pub fn run(args: SftArgs, m: &ArgMatches) -> Result<()> {
 /// Runs SFT from resolved settings and prints the outcome.
 pub fn train(trainer: &TrainerConfig, cfg: &SftConfig, device: &DeviceArgs) -> Result<()> {
     let o = ::sft::run(cfg, trainer, &device.load_options(true)?).context("sft")?;
-    let s = &o.summary;
-    println!(
-        "sft: {} steps, final loss {:.4}, {:.0} tokens/s, {} trainable parameters{}; wrote {}",
-        s.steps,
-        s.final_loss.unwrap_or(f64::NAN),
-        s.tokens_per_s,
-        o.trainable_params,
-        if cfg.lora.lora_r.is_some() {
-            " (LoRA adapter)"
-        } else {
-            ""
-        },
-        trainer.out.display()
-    );
+    let lora = cfg.lora.lora_r.is_some();
+    let (s, n) = (&o.summary, o.trainable_params);
+    println!("{}", done_line("sft", "", s, n, lora, &trainer.out));
     Ok(())
 }
 

@@ -80,8 +80,6 @@ pub fn train_dpo(
     // After the reference is set up: a LoRA reference is a clone of the policy and must not
     // checkpoint (it has nothing to differentiate).
     stage.model.checkpointing = trainer.gradient_checkpointing;
-    let eval_before = stage.evaluate_set(&stage.eval)?;
-    log_eval("before training", &eval_before);
     tracing::info!(
         pairs = stage.train.len(),
         params = params.num_elements(),
@@ -89,22 +87,17 @@ pub fn train_dpo(
         "dpo"
     );
     let base = cfg.model.as_deref().unwrap_or_default();
-    let (summary, plot) = train::train_and_save(&mut stage, &params, trainer, &FILES, |s, out| {
-        train::save_policy(&s.model, &tok, lora.as_ref(), base, out)
-    })?;
-    let eval_after = match trainer.eval_every {
-        Some(_) if !stage.eval.is_empty() => summary.eval.clone(),
-        _ => stage.evaluate_set(&stage.eval)?,
-    };
-    log_eval("after training", &eval_after);
+    let save =
+        |s: &DpoStage, out: &Path| train::save_policy(&s.model, &tok, lora.as_ref(), base, out);
+    let run = train::train_and_evaluate(&mut stage, &params, trainer, &FILES, save, log_eval)?;
     let outcome = DpoOutcome {
-        summary,
+        summary: run.summary,
         train_data: train_stats.unwrap_or_default(),
         eval_data: eval_stats,
-        eval_before,
-        eval_after,
+        eval_before: run.eval_before,
+        eval_after: run.eval_after,
         trainable_params: params.num_elements(),
-        plot,
+        plot: run.plot,
         model: stage.model,
     };
     train::write_record(&FILES, trainer, cfg, &outcome)?;
@@ -149,22 +142,13 @@ fn setup_reference(
             return Ok(());
         }
     }
-    stage.reference = Some(if lora_base {
-        // Shares every weight with the policy; only the adapters are switched off.
-        let mut base = stage.model.clone();
-        base.set_adapters_enabled(false);
-        base
-    } else {
-        let r = lm::load(
-            &spec,
-            &LoadOptions {
-                trainable: false,
-                ..opts.clone()
-            },
-        )?;
-        check_vocab(&stage.model, &r.model, &spec)?;
-        r.model
-    });
+    let (model, lora) = (
+        cfg.model.as_deref().unwrap_or_default(),
+        cfg.lora.lora_r.is_some(),
+    );
+    let reference = cfg.ref_model.as_deref();
+    let loaded = train::load_reference(FILES.stage, &stage.model, reference, model, lora, opts)?;
+    stage.reference = Some(loaded);
     if cfg.precompute_ref {
         let started = std::time::Instant::now();
         stage.precompute_reference()?;
@@ -181,15 +165,4 @@ fn setup_reference(
         );
     }
     Ok(())
-}
-
-fn check_vocab(policy: &CausalLm, reference: &CausalLm, spec: &str) -> Result<()> {
-    match policy.vocab_mismatch(reference) {
-        Some(why) => Err(Error::setting(
-            FILES.stage,
-            "ref",
-            format!("`{spec}`: {why}"),
-        )),
-        None => Ok(()),
-    }
 }

@@ -69,27 +69,20 @@ pub fn train_kto(
     // After the reference is set up: a LoRA reference is a clone of the policy and must not
     // checkpoint (it has nothing to differentiate).
     stage.model.checkpointing = trainer.gradient_checkpointing;
-    let eval_before = stage.evaluate_set(&stage.eval)?;
-    log_eval("before training", &eval_before);
     let (rows, n) = (stage.train.len(), params.num_elements());
     tracing::info!(rows, params = n, lora = lora.is_some(), "kto");
     let base = cfg.model.as_deref().unwrap_or_default();
-    let (summary, plot) = train::train_and_save(&mut stage, &params, trainer, &FILES, |s, out| {
-        train::save_policy(&s.model, &tok, lora.as_ref(), base, out)
-    })?;
-    let eval_after = match trainer.eval_every {
-        Some(_) if !stage.eval.is_empty() => summary.eval.clone(),
-        _ => stage.evaluate_set(&stage.eval)?,
-    };
-    log_eval("after training", &eval_after);
+    let save =
+        |s: &KtoStage, out: &Path| train::save_policy(&s.model, &tok, lora.as_ref(), base, out);
+    let run = train::train_and_evaluate(&mut stage, &params, trainer, &FILES, save, log_eval)?;
     let outcome = KtoOutcome {
-        summary,
+        summary: run.summary,
         train_data: train_stats.unwrap_or_default(),
         eval_data: eval_stats,
-        eval_before,
-        eval_after,
+        eval_before: run.eval_before,
+        eval_after: run.eval_after,
         trainable_params: params.num_elements(),
-        plot,
+        plot: run.plot,
         model: stage.model,
     };
     train::write_record(&FILES, trainer, cfg, &outcome)?;
@@ -112,28 +105,13 @@ fn log_eval(when: &str, m: &BTreeMap<String, f64>) {
 /// The reference: a frozen model (the LoRA base when no `ref` is given) that `precompute_ref`
 /// turns into sums and frees.
 fn setup_reference(stage: &mut KtoStage, opts: &LoadOptions, cfg: &KtoConfig) -> Result<()> {
-    let spec = cfg
-        .ref_model
-        .clone()
-        .or_else(|| cfg.model.clone())
-        .unwrap_or_default();
-    let lora_base = cfg.ref_model.is_none() && cfg.lora.lora_r.is_some();
-    stage.reference = Some(if lora_base {
-        // Shares every weight with the policy; only the adapters are switched off.
-        let mut base = stage.model.clone();
-        base.set_adapters_enabled(false);
-        base
-    } else {
-        let frozen = LoadOptions {
-            trainable: false,
-            ..opts.clone()
-        };
-        let r = train::load_model(&spec, &frozen)?;
-        if let Some(why) = stage.model.vocab_mismatch(&r.model) {
-            return Err(Error::setting("kto", "ref", format!("`{spec}`: {why}")));
-        }
-        r.model
-    });
+    let (model, lora) = (
+        cfg.model.as_deref().unwrap_or_default(),
+        cfg.lora.lora_r.is_some(),
+    );
+    let reference = cfg.ref_model.as_deref();
+    let loaded = train::load_reference(FILES.stage, &stage.model, reference, model, lora, opts)?;
+    stage.reference = Some(loaded);
     if cfg.precompute_ref {
         let started = std::time::Instant::now();
         stage.precompute_reference()?;

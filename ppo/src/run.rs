@@ -113,16 +113,8 @@ pub fn build_stage(
         trainable: false,
         ..opts.clone()
     };
-    let spec = cfg.model.clone().unwrap_or_default();
-    let reference = match &lora {
-        // Shares every weight with the policy; only the adapters are switched off.
-        Some(_) => {
-            let mut base = model.clone();
-            base.set_adapters_enabled(false);
-            base
-        }
-        None => lm::load(&spec, &frozen)?.model,
-    };
+    let spec = cfg.model.as_deref().unwrap_or_default();
+    let reference = train::load_reference(FILES.stage, &model, None, spec, lora.is_some(), opts)?;
     let mut critic = match cfg.algo {
         Algo::Ppo => Some(make_critic(&model, cfg, opts, lora.as_ref(), trainer.seed)?),
         _ => None,

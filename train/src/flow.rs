@@ -2,6 +2,7 @@
 //! LoRA), the loop, the trained model written into the run folder (a model folder or a PEFT
 //! adapter), the plot of its metrics, and `<stage>_run.json`. A stage brings its data, its
 //! loss and what it saves; the order and the files are the same for all.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Var;
@@ -87,6 +88,71 @@ pub fn load_model(spec: &str, opts: &LoadOptions) -> Result<Pretrained> {
     lm::load(spec, opts).map_err(|e| Error::Model {
         spec: spec.into(),
         source: Box::new(e),
+    })
+}
+
+/// A stage's frozen reference model. `ref_spec` when given, loaded frozen; it must share the
+/// policy's vocabulary (the error names the stage's `ref` setting). Otherwise the starting model:
+/// with LoRA the policy itself with its adapters switched off (every weight shared, no second
+/// copy), without it `model_spec` loaded again, frozen.
+pub fn load_reference(
+    stage: &'static str,
+    policy: &CausalLm,
+    ref_spec: Option<&str>,
+    model_spec: &str,
+    lora: bool,
+    opts: &LoadOptions,
+) -> Result<CausalLm> {
+    if ref_spec.is_none() && lora {
+        let mut base = policy.clone();
+        base.set_adapters_enabled(false);
+        return Ok(base);
+    }
+    let spec = ref_spec.unwrap_or(model_spec);
+    let frozen = LoadOptions {
+        trainable: false,
+        ..opts.clone()
+    };
+    let reference = load_model(spec, &frozen)?.model;
+    match policy.vocab_mismatch(&reference) {
+        Some(why) => Err(Error::setting(stage, "ref", format!("`{spec}`: {why}"))),
+        None => Ok(reference),
+    }
+}
+
+/// What [`train_and_evaluate`] returns: the loop's summary, the plot, and the evaluation before
+/// the first step and after the last.
+pub struct Evaluated {
+    pub summary: TrainSummary,
+    pub plot: PathBuf,
+    pub eval_before: BTreeMap<String, f64>,
+    pub eval_after: BTreeMap<String, f64>,
+}
+
+/// [`train_and_save`] between two evaluations of the stage's eval set, each passed to `log`
+/// (`"before training"`, `"after training"`). The loop's own last evaluation is reused when it
+/// ran one (`eval_every`) instead of evaluating the same weights twice.
+pub fn train_and_evaluate<S: Stage>(
+    stage: &mut S,
+    params: &Params,
+    trainer: &TrainerConfig,
+    files: &RunFiles,
+    save: impl FnOnce(&S, &Path) -> Result<()>,
+    log: impl Fn(&str, &BTreeMap<String, f64>),
+) -> Result<Evaluated> {
+    let eval_before = stage.evaluate()?;
+    log("before training", &eval_before);
+    let (summary, plot) = train_and_save(stage, params, trainer, files, save)?;
+    let eval_after = match trainer.eval_every {
+        Some(_) if !summary.eval.is_empty() => summary.eval.clone(),
+        _ => stage.evaluate()?,
+    };
+    log("after training", &eval_after);
+    Ok(Evaluated {
+        summary,
+        plot,
+        eval_before,
+        eval_after,
     })
 }
 

@@ -114,6 +114,40 @@ pub fn progress_message(e: &LogEvent) -> String {
     format!("loss {:.4} | {:.0} tok/s", e.loss, e.tokens_per_s)
 }
 
+/// The line a trainer prints when it is done: `<stage>: N steps<rows>, final loss L, T tokens/s,
+/// P trainable parameters[ (LoRA adapter)]; wrote OUT`.
+pub fn done_line(
+    stage: &str,
+    rows: &str,
+    s: &crate::TrainSummary,
+    params: usize,
+    lora: bool,
+    out: &std::path::Path,
+) -> String {
+    format!(
+        "{stage}: {} steps{rows}, final loss {:.4}, {:.0} tokens/s, {params} trainable parameters{}; wrote {}",
+        s.steps,
+        s.final_loss.unwrap_or(f64::NAN),
+        s.tokens_per_s,
+        if lora { " (LoRA adapter)" } else { "" },
+        out.display()
+    )
+}
+
+/// `eval k a -> b, …`: each metric before and after training (NaN where it was not logged).
+pub fn eval_line(
+    keys: &[&str],
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> String {
+    let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+    let parts: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{k} {:.4} -> {:.4}", get(before, k), get(after, k)))
+        .collect();
+    format!("eval {}", parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +189,39 @@ mod tests {
         let bar = progress_bar(10, 3, true);
         assert!(bar.is_hidden());
         assert_eq!(bar.position(), 3);
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn done_and_eval_lines_read_as_the_cli_prints_them() {
+        let s = crate::TrainSummary {
+            steps: 3,
+            final_loss: Some(0.5),
+            tokens_per_s: 12.4,
+            ..Default::default()
+        };
+        let line = done_line(
+            "kto",
+            " on 8 rows",
+            &s,
+            42,
+            true,
+            std::path::Path::new("runs/k"),
+        );
+        assert_eq!(
+            line,
+            "kto: 3 steps on 8 rows, final loss 0.5000, 12 tokens/s, 42 trainable parameters \
+             (LoRA adapter); wrote runs/k"
+        );
+        let before = BTreeMap::from([("loss".to_string(), 0.75)]);
+        let after = BTreeMap::from([("loss".to_string(), 0.25), ("kl".to_string(), 0.1)]);
+        assert_eq!(
+            eval_line(&["loss", "kl"], &before, &after),
+            "eval loss 0.7500 -> 0.2500, kl NaN -> 0.1000"
+        );
     }
 }
