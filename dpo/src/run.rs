@@ -4,27 +4,13 @@ use crate::config::DpoConfig;
 use crate::prepare::{fingerprint, load_pairs, read_cache, write_cache, DataStats, RefCache};
 use crate::stage::DpoStage;
 use crate::{Error, Result};
-use lm::{CausalLm, LoadOptions, Pretrained, Tokenizer};
+use lm::{LoadOptions, Pretrained, Tokenizer};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use train::{TrainSummary, TrainerConfig};
+use std::path::Path;
+use train::TrainerConfig;
 
 /// What a run produced (also written to `dpo_run.json`).
-#[derive(Debug, serde::Serialize)]
-pub struct DpoOutcome {
-    pub summary: TrainSummary,
-    pub train_data: DataStats,
-    pub eval_data: Option<DataStats>,
-    /// Eval metrics before the first step and after the last.
-    pub eval_before: BTreeMap<String, f64>,
-    pub eval_after: BTreeMap<String, f64>,
-    pub trainable_params: usize,
-    /// `rewards/margins` and `rewards/accuracies` over steps.
-    pub plot: PathBuf,
-    /// The trained policy (adapters attached with LoRA).
-    #[serde(skip)]
-    pub model: CausalLm,
-}
+pub type DpoOutcome = train::PolicyOutcome<DataStats>;
 
 /// The files a DPO run writes besides the loop's.
 pub const FILES: train::RunFiles = train::RunFiles {

@@ -4,27 +4,13 @@ use crate::config::KtoConfig;
 use crate::prepare::{load_rows, DataStats};
 use crate::stage::KtoStage;
 use crate::{Error, Result};
-use lm::{CausalLm, LoadOptions, Pretrained, Tokenizer};
+use lm::{LoadOptions, Pretrained, Tokenizer};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use train::{TrainSummary, TrainerConfig};
+use std::path::Path;
+use train::TrainerConfig;
 
 /// What a run produced (also written to `kto_run.json`).
-#[derive(Debug, serde::Serialize)]
-pub struct KtoOutcome {
-    pub summary: TrainSummary,
-    pub train_data: DataStats,
-    pub eval_data: Option<DataStats>,
-    /// Eval metrics before the first step and after the last.
-    pub eval_before: BTreeMap<String, f64>,
-    pub eval_after: BTreeMap<String, f64>,
-    pub trainable_params: usize,
-    /// `rewards/margins` and `kl` over steps.
-    pub plot: PathBuf,
-    /// The trained policy (adapters attached with LoRA).
-    #[serde(skip)]
-    pub model: CausalLm,
-}
+pub type KtoOutcome = train::PolicyOutcome<DataStats>;
 
 /// The files a KTO run writes besides the loop's.
 pub const FILES: train::RunFiles = train::RunFiles {

@@ -120,6 +120,24 @@ pub fn load_reference(
     }
 }
 
+/// What a stage that trains a policy between two evaluations produced (DPO, KTO), also written
+/// to `<stage>_run.json`; `D` is its data statistics.
+#[derive(Debug, Serialize)]
+pub struct PolicyOutcome<D> {
+    pub summary: TrainSummary,
+    pub train_data: D,
+    pub eval_data: Option<D>,
+    /// Eval metrics before the first step and after the last.
+    pub eval_before: BTreeMap<String, f64>,
+    pub eval_after: BTreeMap<String, f64>,
+    pub trainable_params: usize,
+    /// The stage's metrics over steps.
+    pub plot: PathBuf,
+    /// The trained policy (adapters attached with LoRA).
+    #[serde(skip)]
+    pub model: CausalLm,
+}
+
 /// What [`train_and_evaluate`] returns: the loop's summary, the plot, and the evaluation before
 /// the first step and after the last.
 pub struct Evaluated {

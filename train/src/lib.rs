@@ -36,8 +36,8 @@ pub use config::TrainerConfig;
 pub use error::{Error, Result};
 pub use flow::{
     begin, load_model, load_policy, load_reference, prepare, read_splits, required, save_policy,
-    start, train_and_evaluate, train_and_save, trainable, write_record, Evaluated, Prepared,
-    RunFiles, StageSettings,
+    start, train_and_evaluate, train_and_save, trainable, write_record, Evaluated, PolicyOutcome,
+    Prepared, RunFiles, StageSettings,
 };
 pub use grads::GradAccumulator;
 pub use inputs::{check_inputs, Input};
