@@ -4,7 +4,7 @@
 use crate::{Error, Result};
 use lm::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use train::StageSettings;
 
 /// The loss (`--loss`; TRL's `loss_type`).
@@ -136,11 +136,9 @@ impl KtoConfig {
 
 impl train::StageSettings for KtoConfig {
     const FILES: train::RunFiles = crate::run::FILES;
+    const REQUIRED: &'static [&'static str] = &["model", "data"];
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
-    }
-    fn rows(&self) -> (&'static str, Option<&Path>) {
-        ("data", self.data.as_deref())
     }
     fn inputs(&self) -> Vec<train::Input<'_>> {
         let models = [

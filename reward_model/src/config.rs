@@ -3,7 +3,7 @@
 use crate::{Error, Result};
 use lm::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use train::StageSettings;
 
 /// Reward-model training settings: the `rudder reward train` flags and the TOML keys; every
@@ -97,11 +97,9 @@ impl RewardConfig {
 
 impl train::StageSettings for RewardConfig {
     const FILES: train::RunFiles = crate::run::FILES;
+    const REQUIRED: &'static [&'static str] = &["model", "data"];
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
-    }
-    fn rows(&self) -> (&'static str, Option<&Path>) {
-        ("data", self.data.as_deref())
     }
     fn inputs(&self) -> Vec<train::Input<'_>> {
         let files = [

@@ -3,7 +3,7 @@
 use crate::{Error, Result};
 use lm::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use train::StageSettings;
 
 /// SFT settings: the `rudder sft` flags and the TOML keys; every field has a default (its
@@ -64,11 +64,9 @@ impl SftConfig {
 
 impl train::StageSettings for SftConfig {
     const FILES: train::RunFiles = crate::run::FILES;
+    const REQUIRED: &'static [&'static str] = &["model", "data"];
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
-    }
-    fn rows(&self) -> (&'static str, Option<&Path>) {
-        ("data", self.data.as_deref())
     }
     fn inputs(&self) -> Vec<train::Input<'_>> {
         let files = [

@@ -39,15 +39,21 @@ pub trait StageSettings: Serialize {
     const FILES: RunFiles;
     /// The model to train (the `model` setting, required).
     fn model(&self) -> Option<&str>;
-    /// The setting that names its training rows (`data`; PPO's `prompts`) and its value.
-    fn rows(&self) -> (&'static str, Option<&Path>);
-    /// What every stage needs before anything loads: a model and its rows; the error names
-    /// the flag that was left out.
+    /// The settings a run cannot do without: `model` and its rows (`data`; PPO's `prompts`).
+    const REQUIRED: &'static [&'static str];
+    /// Checks that every [`StageSettings::REQUIRED`] setting is among [`StageSettings::inputs`]
+    /// and not empty; the error names the flag that was left out.
     fn require_inputs(&self) -> Result<()> {
-        let stage = Self::FILES.stage;
-        required(self.model().filter(|m| !m.is_empty()), stage, "model")?;
-        let (field, rows) = self.rows();
-        required(rows, stage, field).map(drop)
+        let given = self.inputs();
+        for key in Self::REQUIRED {
+            if !given
+                .iter()
+                .any(|i| i.key() == *key && !i.value().is_empty())
+            {
+                required::<str>(None, Self::FILES.stage, key)?;
+            }
+        }
+        Ok(())
     }
     /// The models and files it reads, each with its setting: [`start`] checks them before
     /// anything loads, and the pipeline before its first stage.

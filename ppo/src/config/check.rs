@@ -1,6 +1,5 @@
 //! Checking a `PpoConfig` against itself and the loop's batch settings, before any tensor.
 use super::*;
-use std::path::Path;
 use train::StageSettings;
 use train::TrainerConfig;
 
@@ -245,11 +244,9 @@ impl PpoConfig {
 
 impl train::StageSettings for PpoConfig {
     const FILES: train::RunFiles = crate::run::FILES;
+    const REQUIRED: &'static [&'static str] = &["model", "prompts"];
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
-    }
-    fn rows(&self) -> (&'static str, Option<&Path>) {
-        ("prompts", self.prompts.as_deref())
     }
     fn inputs(&self) -> Vec<train::Input<'_>> {
         let models = [
